@@ -1,0 +1,53 @@
+"""The backend plugin interface: start, watch and stop an endpoint's replicas."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelport.core.enums import ReplicaState
+from modelport.core.replica import ReplicaSpec
+from modelport.core.routing import Upstream
+
+__all__ = ["Backend", "ReplicaStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    index: int
+    state: ReplicaState
+    pid: int | None
+    address: str
+    restarts: int
+    last_error: str | None
+
+
+class Backend(ABC):
+    """Runs replicas. ``on_change`` is called whenever the set of ready replicas changes."""
+
+    on_change: Callable[[], None] = staticmethod(lambda: None)
+
+    @abstractmethod
+    async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
+        """Run ``replicas`` copies of ``spec``; replaces what the endpoint ran before."""
+
+    @abstractmethod
+    async def remove(self, endpoint: str) -> None:
+        """Stop an endpoint's replicas, letting in-flight requests finish."""
+
+    @abstractmethod
+    def ready(self, endpoint: str) -> tuple[Upstream, ...]:
+        """Addresses of the endpoint's replicas that pass their readiness check."""
+
+    @abstractmethod
+    def status(self, endpoint: str) -> list[ReplicaStatus]:
+        """Every replica of the endpoint, ready or not."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Begin supervising."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop every replica."""

@@ -1,0 +1,250 @@
+"""The local backend: each replica is a separate worker process on this machine.
+
+The supervisor owns each replica's listening socket and hands it to the worker by file
+descriptor, so a restarted worker keeps its address. It probes readiness, gates traffic on
+it, restarts crashed or hung workers with exponential backoff, and drains on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from modelport.backends.base import Backend, ReplicaStatus
+from modelport.core.enums import ReplicaState
+from modelport.core.replica import ReplicaSpec
+from modelport.core.routing import Upstream
+
+__all__ = ["LocalBackend"]
+
+log = logging.getLogger("modelport.backends.local")
+
+_UNHEALTHY_AFTER = 3  # failed probes in a row before a ready replica stops getting traffic
+_MAX_BACKOFF_S = 30.0
+
+
+async def _probe(upstream: Upstream, limit_s: float) -> bool:
+    """True if the replica answers ``GET /v2/health/ready`` with 200."""
+    try:
+        async with asyncio.timeout(limit_s):
+            reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+            try:
+                writer.write(b"GET /v2/health/ready HTTP/1.1\r\nhost: replica\r\n\r\n")
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+        return status_line[9:12] == b"200"
+    except (OSError, TimeoutError):
+        return False
+
+
+def _tail(path: Path, lines: int = 5) -> str | None:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return "\n".join(text[-lines:]) or None
+
+
+class _Replica:
+    def __init__(
+        self, spec: ReplicaSpec, index: int, token: bytes, log_path: Path, log_level: str
+    ) -> None:
+        self.spec = spec
+        self.index = index
+        self._token = token
+        self._log_path = log_path
+        self._log_level = log_level
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.sock.set_inheritable(True)
+        self.upstream = Upstream("127.0.0.1", self.sock.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.state = ReplicaState.STARTING
+        self.restarts = 0
+        self.failures = 0
+        self.started_at = 0.0
+        self.next_start_at = 0.0
+        self.last_error: str | None = None
+
+    def launch(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            MODELPORT_WORKER_SPEC=self.spec.model_dump_json(),
+            MODELPORT_WORKER_TOKEN=self._token.decode(),
+            MODELPORT_WORKER_FD=str(self.sock.fileno()),
+            MODELPORT_LOG_LEVEL=self._log_level,
+        )
+        with self._log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "modelport.worker"],
+                env=env,
+                pass_fds=(self.sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal is the server's to handle
+            )
+        self.state = ReplicaState.STARTING
+        self.started_at = time.monotonic()
+        log.info("started replica %s/%d pid %d", self.spec.endpoint, self.index, self.process.pid)
+
+    def crashed(self, now: float) -> None:
+        code = self.process.returncode if self.process else None
+        self.last_error = f"exited with code {code}: {_tail(self._log_path) or 'no output'}"
+        self.process = None
+        self.restarts += 1
+        self.state = ReplicaState.RESTARTING
+        self.next_start_at = now + min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self.restarts - 1, 6))
+        log.warning("replica %s/%d %s", self.spec.endpoint, self.index, self.last_error)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    async def stop(self, grace_s: float) -> None:
+        process, self.process = self.process, None
+        self.state = ReplicaState.STOPPED
+        if process and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # uvicorn finishes in-flight requests
+            try:
+                await asyncio.to_thread(process.wait, grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        self.sock.close()
+
+    def status(self) -> ReplicaStatus:
+        return ReplicaStatus(
+            index=self.index,
+            state=self.state,
+            pid=self.process.pid if self.process else None,
+            address=f"{self.upstream.host}:{self.upstream.port}",
+            restarts=self.restarts,
+            last_error=self.last_error,
+        )
+
+
+class LocalBackend(Backend):
+    """Supervises worker processes on this machine."""
+
+    def __init__(
+        self,
+        *,
+        logs_dir: Path,
+        health_interval_s: float = 1.0,
+        start_timeout_s: float = 120.0,
+        drain_timeout_s: float = 15.0,
+        log_level: str = "info",
+    ) -> None:
+        self._logs_dir = logs_dir
+        self._interval = health_interval_s
+        self._start_timeout = start_timeout_s
+        self._drain_timeout = drain_timeout_s
+        self._log_level = log_level
+        self._replicas: dict[str, list[_Replica]] = {}
+        self._ready: dict[str, tuple[Upstream, ...]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
+        old = self._replicas.get(spec.endpoint, [])
+        if old and old[0].spec == spec and len(old) == replicas:
+            return
+        self._logs_dir.mkdir(parents=True, exist_ok=True)
+        self._replicas[spec.endpoint] = [
+            _Replica(spec, i, token, self._logs_dir / f"{spec.endpoint}-{i}.log", self._log_level)
+            for i in range(replicas)
+        ]
+        self._publish(spec.endpoint)
+        for replica in old:
+            await replica.stop(self._drain_timeout)
+        self._wake.set()
+
+    async def remove(self, endpoint: str) -> None:
+        replicas = self._replicas.pop(endpoint, [])
+        self._publish(endpoint)
+        await asyncio.gather(*(r.stop(self._drain_timeout) for r in replicas))
+
+    def ready(self, endpoint: str) -> tuple[Upstream, ...]:
+        return self._ready.get(endpoint, ())
+
+    def status(self, endpoint: str) -> list[ReplicaStatus]:
+        return [replica.status() for replica in self._replicas.get(endpoint, [])]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="modelport-supervisor")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        endpoints = list(self._replicas)
+        await asyncio.gather(*(self.remove(endpoint) for endpoint in endpoints))
+
+    def _publish(self, endpoint: str) -> None:
+        ready = tuple(
+            r.upstream for r in self._replicas.get(endpoint, []) if r.state == ReplicaState.READY
+        )
+        if ready != self._ready.get(endpoint, ()):
+            self._ready[endpoint] = ready
+            self.on_change()
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._check_all()
+            except Exception:  # the supervisor must outlive any one bad replica
+                log.exception("supervisor pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def _check_all(self) -> None:
+        now = time.monotonic()
+        probes: list[tuple[_Replica, asyncio.Task[bool]]] = []
+        for replicas in list(self._replicas.values()):
+            for replica in replicas:
+                if replica.process is None:
+                    if now >= replica.next_start_at:
+                        replica.launch()
+                elif replica.process.poll() is not None:
+                    replica.crashed(now)
+                else:
+                    task = asyncio.create_task(_probe(replica.upstream, self._interval))
+                    probes.append((replica, task))
+        for replica, task in probes:
+            self._judge(replica, await task, now)
+        for endpoint in list(self._replicas):
+            self._publish(endpoint)
+
+    def _judge(self, replica: _Replica, healthy: bool, now: float) -> None:
+        if replica.process is None:  # stopped while the probe ran
+            return
+        if healthy:
+            replica.state = ReplicaState.READY
+            replica.failures = 0
+            return
+        if replica.state == ReplicaState.STARTING:
+            if now - replica.started_at > self._start_timeout:
+                replica.kill()
+                replica.crashed(now)
+                replica.last_error = f"not ready after {self._start_timeout:.0f}s; restarted"
+            return
+        replica.failures += 1
+        if replica.failures >= _UNHEALTHY_AFTER:
+            replica.state = ReplicaState.UNHEALTHY
+        if replica.failures >= 2 * _UNHEALTHY_AFTER:  # hung: restart it
+            replica.kill()
+            replica.crashed(now)

@@ -1,0 +1,272 @@
+"""Typer app: ``serve``, ``demo``, ``models``, ``endpoints``, ``keys``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelport.client import Client, ModelportClientError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, help="Modelport: trained models to governed endpoints.")
+models_app = typer.Typer(no_args_is_help=True, help="Register models, versions and aliases.")
+endpoints_app = typer.Typer(no_args_is_help=True, help="Create and inspect endpoints.")
+keys_app = typer.Typer(no_args_is_help=True, help="Create and revoke data-plane API keys.")
+demo_app = typer.Typer(no_args_is_help=True, help="Build the demo models.")
+app.add_typer(models_app, name="models")
+app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(keys_app, name="keys")
+app.add_typer(demo_app, name="demo")
+
+out = Console()
+err = Console(stderr=True)
+
+Url = Annotated[
+    str | None,
+    typer.Option("--url", envvar="MODELPORT_URL", help="Server URL.", show_default=False),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MODELPORT_TOKEN",
+        help="Admin token (default: $MODELPORT_HOME/admin-token).",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@contextmanager
+def _client(url: str | None, token: str | None) -> Iterator[Client]:
+    client = Client(url, token)
+    try:
+        yield client
+    except ModelportClientError as exc:
+        err.print(f"[red]error {exc.status}[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        err.print(f"[red]cannot reach Modelport at {client.url}[/red] ({exc}): is it running?")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+
+
+def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    if as_json or columns is None:
+        out.print_json(json.dumps(data, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    out.print(table)
+
+
+# -- serve and demo --------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    demo: Annotated[bool, typer.Option(help="Build, register and deploy the demo models.")] = False,
+    host: Annotated[str | None, typer.Option(envvar="MODELPORT_HOST", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(envvar="MODELPORT_PORT", show_default=False)] = None,
+    home: Annotated[Path | None, typer.Option(envvar="MODELPORT_HOME", show_default=False)] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="MODELPORT_DATABASE_URL", show_default=False)
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(envvar="MODELPORT_LOG_LEVEL", show_default=False)
+    ] = None,
+) -> None:
+    """Run the control plane, gateway and replicas (127.0.0.1:8600 by default)."""
+    from modelport.core.settings import Settings
+    from modelport.server import serve as run_server
+
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "home": home,
+        "database_url": database_url,
+        "log_level": log_level,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    run_server(settings, demo=demo)
+
+
+@demo_app.command("build")
+def demo_build(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the assets.")] = Path(
+        ".modelport/demo"
+    ),
+    force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+) -> None:
+    """Train the demo classifier on bundled data and export it to ONNX."""
+    from modelport.demo import build_demo
+
+    assets = build_demo(out_dir, force=force)
+    out.print(f"built {assets.model} metrics={assets.metrics}")
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+_VERSION_COLUMNS = ["model", "version", "runtime", "artifact_digest", "aliases", "created_at"]
+
+
+@models_app.command("register")
+def models_register(
+    name: str,
+    path: Path,
+    task: Annotated[
+        str, typer.Option(help="chat, completion, embedding, asr, vision, tabular, custom")
+    ],
+    runtime: Annotated[str, typer.Option(help="Runtime that loads the artifact, e.g. onnx.")],
+    metrics: Annotated[str | None, typer.Option(help="Evaluation metrics as JSON.")] = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload PATH (a file or directory) as the next version of model NAME."""
+    if not path.exists():
+        err.print(f"[red]error[/red] {path} does not exist: give a model file or directory")
+        raise typer.Exit(1)
+    fields: dict[str, Any] = {"metrics": json.loads(metrics)} if metrics else {}
+    with _client(url, token) as client:
+        version = client.register(name, path, task=task, runtime=runtime, **fields)
+    _print(version, as_json, _VERSION_COLUMNS)
+
+
+@models_app.command("list")
+def models_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """List registered models."""
+    with _client(url, token) as client:
+        models = client.list_models()
+    for model in models:
+        model["versions"] = len(model["versions"])
+    _print(models, as_json, ["name", "task", "versions", "aliases", "owner"])
+
+
+@models_app.command("show")
+def models_show(name: str, url: Url = None, token: Token = None) -> None:
+    """Show a model with its versions and aliases."""
+    with _client(url, token) as client:
+        _print(client.get_model(name), True)
+
+
+@models_app.command("alias")
+def models_alias(name: str, alias: str, version: int, url: Url = None, token: Token = None) -> None:
+    """Point NAME@ALIAS at VERSION."""
+    with _client(url, token) as client:
+        client.set_alias(name, alias, version)
+    out.print(f"{name}@{alias} -> version {version}")
+
+
+@models_app.command("delete")
+def models_delete(
+    name: str,
+    version: Annotated[int | None, typer.Option(help="Delete only this version.")] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Delete a model, or one version of it (refused while an endpoint uses it)."""
+    with _client(url, token) as client:
+        if version is None:
+            client.delete_model(name)
+        else:
+            client.delete_version(name, version)
+    out.print("deleted")
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+_ENDPOINT_COLUMNS = ["name", "model", "version", "replicas", "status", "url"]
+
+
+@endpoints_app.command("create")
+def endpoints_create(
+    name: str,
+    model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME:VERSION or NAME.")],
+    replicas: Annotated[int, typer.Option(min=1)] = 1,
+    wait: Annotated[bool, typer.Option(help="Wait until the replicas are ready.")] = True,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an endpoint serving a model version."""
+    with _client(url, token) as client:
+        endpoint = client.create_endpoint(name, model, replicas)
+        if wait:
+            endpoint = client.wait_ready(name)
+    _print(endpoint, as_json, _ENDPOINT_COLUMNS)
+
+
+@endpoints_app.command("list")
+def endpoints_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """List endpoints and their status."""
+    with _client(url, token) as client:
+        _print(client.list_endpoints(), as_json, _ENDPOINT_COLUMNS)
+
+
+@endpoints_app.command("show")
+def endpoints_show(name: str, url: Url = None, token: Token = None) -> None:
+    """Show an endpoint with each replica's state."""
+    with _client(url, token) as client:
+        _print(client.get_endpoint(name), True)
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(name: str, url: Url = None, token: Token = None) -> None:
+    """Delete an endpoint and drain its replicas."""
+    with _client(url, token) as client:
+        client.delete_endpoint(name)
+    out.print(f"deleted endpoint {name}")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project the key belongs to.")] = "default",
+    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "cli",
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an API key; the key is printed only this once."""
+    with _client(url, token) as client:
+        key = client.create_key(project, name)
+    if as_json:
+        _print(key, True)
+    else:
+        out.print(key["key"])
+        err.print(f"[dim]id {key['id']}, project {key['project']}: store the key now[/dim]")
+
+
+@keys_app.command("list")
+def keys_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """List keys (never their secrets)."""
+    with _client(url, token) as client:
+        _print(client.list_keys(), as_json, ["id", "prefix", "project", "name", "revoked_at"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, url: Url = None, token: Token = None) -> None:
+    """Revoke a key; the gateway refuses it at once."""
+    with _client(url, token) as client:
+        client.revoke_key(key_id)
+    out.print(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()

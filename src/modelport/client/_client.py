@@ -1,0 +1,251 @@
+"""The ``Client``: control-plane calls with the admin token, inference with an API key."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+__all__ = ["Client", "ModelportClientError"]
+
+_DEFAULT_URL = "http://127.0.0.1:8600"
+_V2_TYPES = {
+    "float32": "FP32",
+    "float64": "FP64",
+    "float16": "FP16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "int16": "INT16",
+    "int8": "INT8",
+    "uint8": "UINT8",
+    "bool": "BOOL",
+}
+_NUMPY_TYPES = {v: k for k, v in _V2_TYPES.items()}
+
+
+class ModelportClientError(Exception):
+    """A request the server refused; ``status``, ``code`` and ``message`` say why."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MODELPORT_HOME", ".modelport")).expanduser()
+
+
+class Client:
+    """``Client(url, token)``; both default to ``MODELPORT_URL`` / ``MODELPORT_TOKEN``, then to
+    the local server and the admin token in ``$MODELPORT_HOME/admin-token``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+        self.url = (url or os.environ.get("MODELPORT_URL") or _DEFAULT_URL).rstrip("/")
+        if token is None:
+            token = os.environ.get("MODELPORT_TOKEN")
+        if token is None:
+            path = _home() / "admin-token"
+            token = path.read_text().strip() if path.exists() else ""
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json().get("error")
+            except ValueError:
+                error = response.text
+            if isinstance(error, dict):
+                raise ModelportClientError(
+                    response.status_code,
+                    error.get("code", ""),
+                    error.get("message", ""),
+                    error.get("details"),
+                )
+            raise ModelportClientError(response.status_code, "error", str(error))
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
+    # -- artifacts and registry -------------------------------------------------------------
+
+    def upload_artifact(self, path: str | Path) -> dict[str, Any]:
+        """Upload a model file, or a directory (sent as a tar), to the artifact store."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact path {str(path)!r} does not exist")
+        if path.is_dir():
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for item in sorted(path.rglob("*")):
+                    tar.add(item, arcname=item.relative_to(path).as_posix(), recursive=False)
+            content: bytes = buffer.getvalue()
+            params = {"filename": path.name, "archive": "true"}
+        else:
+            content = path.read_bytes()
+            params = {"filename": path.name}
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/api/v1/artifacts",
+            params=params,
+            content=content,
+            headers={"content-type": "application/octet-stream"},
+        )
+        return result
+
+    def create_model(
+        self, name: str, task: str, description: str = "", owner: str = ""
+    ) -> dict[str, Any]:
+        body = {"name": name, "task": task, "description": description, "owner": owner}
+        result: dict[str, Any] = self._call("POST", "/api/v1/models", json=body)
+        return result
+
+    def list_models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/models")
+        return result
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{name}")
+        return result
+
+    def delete_model(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/models/{name}")
+
+    def create_version(self, model: str, runtime: str, **fields: Any) -> dict[str, Any]:
+        """Fields: ``artifact_digest`` or ``artifact_path``, ``metrics``, ``tags``,
+        ``runtime_options``, ``signature``, ``reference_digest``."""
+        body = {"runtime": runtime, **fields}
+        result: dict[str, Any] = self._call("POST", f"/api/v1/models/{model}/versions", json=body)
+        return result
+
+    def register(
+        self, name: str, path: str | Path, *, task: str, runtime: str, **fields: Any
+    ) -> dict[str, Any]:
+        """Upload ``path`` and add it as the next version of ``name`` (created if new)."""
+        try:
+            self.get_model(name)
+        except ModelportClientError as exc:
+            if exc.status != 404:
+                raise
+            self.create_model(name, task)
+        artifact = self.upload_artifact(path)
+        return self.create_version(name, runtime, artifact_digest=artifact["digest"], **fields)
+
+    def get_version(self, model: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{model}/versions/{version}")
+        return result
+
+    def delete_version(self, model: str, version: int) -> None:
+        self._call("DELETE", f"/api/v1/models/{model}/versions/{version}")
+
+    def set_alias(self, model: str, alias: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT", f"/api/v1/models/{model}/aliases/{alias}", json={"version": version}
+        )
+        return result
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self._call("DELETE", f"/api/v1/models/{model}/aliases/{alias}")
+
+    # -- endpoints and keys -----------------------------------------------------------------
+
+    def create_endpoint(self, name: str, model: str, replicas: int = 1) -> dict[str, Any]:
+        body = {"name": name, "model": model, "replicas": replicas}
+        result: dict[str, Any] = self._call("POST", "/api/v1/endpoints", json=body)
+        return result
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/endpoints")
+        return result
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/endpoints/{name}")
+        return result
+
+    def delete_endpoint(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/endpoints/{name}")
+
+    def wait_ready(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Poll until every replica of the endpoint is ready."""
+        deadline = time.monotonic() + timeout
+        while True:
+            endpoint = self.get_endpoint(name)
+            if endpoint["status"] == "ready":
+                return endpoint
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"endpoint {name!r} not ready after {timeout}s: {endpoint}")
+            time.sleep(0.2)
+
+    def create_key(self, project: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/v1/keys", json={"project": project, "name": name}
+        )
+        return result
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/keys")
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/api/v1/keys/{key_id}")
+        return result
+
+    # -- inference (use a client made with an API key) --------------------------------------
+
+    def infer(self, endpoint: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Call ``/v2/models/{endpoint}/infer``; inputs and outputs are numpy arrays."""
+        tensors = []
+        for name, value in inputs.items():
+            array = np.asarray(value)
+            if array.dtype == np.float64:
+                array = array.astype(np.float32)  # what tabular models almost always take
+            datatype = _V2_TYPES.get(array.dtype.name)
+            if datatype is None:
+                raise TypeError(f"input {name!r} has unsupported dtype {array.dtype}")
+            tensors.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "data": array.ravel().tolist(),
+                }
+            )
+        result = self._call("POST", f"/v2/models/{endpoint}/infer", json={"inputs": tensors})
+        return {
+            out["name"]: np.asarray(
+                out["data"], dtype=_NUMPY_TYPES.get(out["datatype"], object)
+            ).reshape(out["shape"])
+            for out in result["outputs"]
+        }
+
+    def model_metadata(self, endpoint: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v2/models/{endpoint}")
+        return result

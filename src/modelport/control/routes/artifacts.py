@@ -1,0 +1,43 @@
+"""``/api/v1/artifacts``: upload a model file, or a tar of a directory, into the store."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from modelport.control.deps import AdminDep, PlaneDep
+from modelport.control.schemas import ArtifactPublic
+from modelport.core.errors import InvalidRequest, PayloadTooLarge
+
+router = APIRouter(prefix="/artifacts", tags=["artifacts"])
+
+
+@router.post("", status_code=201)
+async def upload_artifact(
+    request: Request, plane: PlaneDep, _: AdminDep, filename: str, archive: bool = False
+) -> ArtifactPublic:
+    """Body: the raw file bytes, or (``archive=true``) a tar of a directory."""
+    limit = plane.settings.max_artifact_bytes
+    upload = plane.artifacts.upload_file()
+    size = 0
+    try:
+        with upload.open("wb") as handle:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"artifact exceeds {limit} bytes: raise MODELPORT_MAX_ARTIFACT_BYTES"
+                    )
+                handle.write(chunk)
+        if size == 0:
+            raise InvalidRequest("artifact upload is empty")
+    except BaseException:
+        upload.unlink(missing_ok=True)
+        raise
+    artifact = await asyncio.to_thread(
+        plane.artifacts.ingest_upload, upload, filename=filename, archive=archive
+    )
+    return ArtifactPublic(
+        digest=artifact.digest, size_bytes=artifact.size_bytes, files=artifact.files
+    )

@@ -1,0 +1,32 @@
+"""The contract between a backend that starts replicas and the worker that is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.core.signature import Signature
+
+__all__ = ["WORKER_TOKEN_HEADER", "ReplicaSpec"]
+
+# Replicas answer only requests that carry their endpoint's secret, so that a local user
+# cannot bypass the gateway's authentication by calling a replica's loopback port.
+WORKER_TOKEN_HEADER = b"x-modelport-worker-token"
+
+
+class ReplicaSpec(BaseModel):
+    """What one replica loads and serves (passed to the worker as JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str
+    model: str
+    version: int
+    runtime: str
+    artifact_dir: Path
+    artifact_digest: str
+    signature: Signature = Field(default_factory=Signature)
+    options: dict[str, Any] = Field(default_factory=dict)
+    max_body_bytes: int = 16 * 1024 * 1024

@@ -1,0 +1,63 @@
+"""What the control plane hands the data plane: immutable snapshots, swapped atomically.
+
+The gateway never queries storage per request: it reads the snapshot it was last given.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["KeyPrincipal", "Route", "RoutingSnapshot", "Upstream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A ready replica's address."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint as the gateway sees it."""
+
+    endpoint: str
+    model: str
+    version: int
+    metadata: bytes  # V2 model metadata, serialized once when the snapshot is built
+    token: bytes  # shared secret the endpoint's replicas require
+    replicas: tuple[Upstream, ...] = ()
+    _turn: itertools.count[int] = field(default_factory=itertools.count, compare=False)
+
+    def pick(self, skip: Upstream | None = None) -> Upstream | None:
+        """Round-robin over ready replicas, avoiding ``skip`` when another exists."""
+        if not self.replicas:
+            return None
+        choice = self.replicas[next(self._turn) % len(self.replicas)]
+        if choice == skip and len(self.replicas) > 1:
+            choice = self.replicas[next(self._turn) % len(self.replicas)]
+        return choice
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    routes: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of(cls, routes: list[Route]) -> RoutingSnapshot:
+        return cls(MappingProxyType({route.endpoint: route for route in routes}))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal:
+    """Who an API key speaks for; the gateway finds it by the key's hash."""
+
+    key_id: str
+    project: str
+    name: str
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -1,0 +1,86 @@
+"""``breast-cancer``: a classifier on scikit-learn's bundled data, exported to ONNX.
+
+Everything comes from installed packages; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_ENDPOINT", "DemoAssets", "build_demo"]
+
+DEMO_ENDPOINT = "breast-cancer"
+_REFERENCE_ROWS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAssets:
+    directory: Path
+    model: Path
+    metrics: dict[str, Any]
+    reference: Path
+
+    @classmethod
+    def at(cls, directory: Path) -> DemoAssets | None:
+        """The assets in ``directory`` if a complete build is there."""
+        metrics = directory / "metrics.json"
+        model, reference = directory / "model.onnx", directory / "reference.csv"
+        if not (metrics.is_file() and model.is_file() and reference.is_file()):
+            return None
+        return cls(directory, model, json.loads(metrics.read_text()), reference)
+
+
+def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
+    """Train, evaluate and export the demo model into ``out_dir/breast-cancer``."""
+    directory = out_dir / DEMO_ENDPOINT
+    if not force and (existing := DemoAssets.at(directory)):
+        return existing
+
+    import numpy as np
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer()
+    features = data.data.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, data.target, test_size=0.25, random_state=0, stratify=data.target
+    )
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(x_train, y_train)
+    predicted = model.predict(x_test)
+    metrics = {
+        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
+        "f1": round(float(f1_score(y_test, predicted)), 4),
+        "roc_auc": round(float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])), 4),
+        "test_rows": len(y_test),
+    }
+    onnx_model = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, features.shape[1]]))],
+        options={id(model.steps[-1][1]): {"zipmap": False}},
+        target_opset=17,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    # Write to temporary names and rename, so that an interrupted build is never taken as done.
+    staged = directory / "model.onnx.tmp"
+    staged.write_bytes(onnx_model.SerializeToString())
+    staged.replace(directory / "model.onnx")
+    with (directory / "reference.csv.tmp").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(str(name) for name in data.feature_names)
+        writer.writerows(x_train[:_REFERENCE_ROWS].tolist())
+    (directory / "reference.csv.tmp").replace(directory / "reference.csv")
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    assets = DemoAssets.at(directory)
+    assert assets is not None
+    return assets

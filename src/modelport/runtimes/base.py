@@ -1,0 +1,73 @@
+"""The runtime plugin interface, after MLServer's ``MLModel``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.core.errors import InvalidRequest
+from modelport.core.signature import Signature
+
+__all__ = ["ModelRuntime", "RuntimeSettings", "find_model_file"]
+
+
+class RuntimeSettings(BaseModel):
+    """Everything a runtime needs to load one model version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: int = 1
+    artifact_dir: Path
+    signature: Signature = Field(default_factory=Signature)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRuntime(ABC):
+    """Loads one model and answers predictions on named numpy tensors.
+
+    ``inspect`` runs once at registration, in the control plane: it proves the artifact can be
+    read by this runtime and derives the signature, so that a broken artifact is refused with a
+    clear error instead of crashing a replica later.
+    """
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+
+    @classmethod
+    @abstractmethod
+    def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
+        """Check the artifact and return its signature."""
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Load the model; the replica turns ready when this returns."""
+
+    @abstractmethod
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Map validated input tensors to output tensors."""
+
+    async def unload(self) -> None:
+        """Release the model. The default drops nothing; runtimes holding devices override it."""
+        return None
+
+
+def find_model_file(artifact_dir: Path, suffixes: tuple[str, ...], options: dict[str, Any]) -> Path:
+    """The model file inside an artifact: ``options['file']`` or the only file with a suffix."""
+    if name := options.get("file"):
+        path = (artifact_dir / str(name)).resolve()
+        if not path.is_relative_to(artifact_dir.resolve()) or not path.is_file():
+            raise InvalidRequest(f"runtime option file={name!r} is not a file in the artifact")
+        return path
+    found = sorted(p for p in artifact_dir.rglob("*") if p.is_file() and p.suffix in suffixes)
+    if len(found) != 1:
+        raise InvalidRequest(
+            f"the artifact must hold exactly one {'/'.join(suffixes)} file, found {len(found)}; "
+            "name it with the runtime option 'file'",
+            found=[p.name for p in found],
+        )
+    return found[0]

@@ -1,0 +1,37 @@
+"""Built-in runtimes by name, imported lazily so heavy dependencies load only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from modelport.core.errors import InvalidRequest
+from modelport.runtimes.base import ModelRuntime
+
+__all__ = ["RUNTIMES", "runtime_class"]
+
+RUNTIMES: dict[str, str] = {
+    "onnx": "modelport.runtimes.onnx:OnnxRuntime",
+    "sklearn": "modelport.runtimes.sklearn:SklearnRuntime",
+}
+
+
+def runtime_class(name: str) -> type[ModelRuntime]:
+    """The runtime class registered under ``name``."""
+    try:
+        target = RUNTIMES[name]
+    except KeyError:
+        raise InvalidRequest(
+            f"unknown runtime {name!r}: choose one of {', '.join(sorted(RUNTIMES))}",
+            field="runtime",
+        ) from None
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidRequest(
+            f"runtime {name!r} is not installed ({exc.name} is missing): "
+            f"pip install 'modelport[{name}]'",
+            field="runtime",
+        ) from exc
+    cls: type[ModelRuntime] = getattr(module, class_name)
+    return cls

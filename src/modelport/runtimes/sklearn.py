@@ -1,0 +1,66 @@
+"""scikit-learn estimators saved with joblib.
+
+Loading a joblib file runs pickle, which can execute code: only artifacts whose digest the
+registry recorded are ever loaded, and the worker verifies that digest first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from modelport.core.errors import InvalidRequest
+from modelport.core.signature import Signature, TensorSpec
+from modelport.runtimes.base import ModelRuntime, find_model_file
+
+__all__ = ["SklearnRuntime"]
+
+_SUFFIXES = (".joblib", ".pkl")
+
+
+def _load(path: Path) -> Any:
+    try:
+        estimator = joblib.load(path)
+    except Exception as exc:  # joblib/pickle raise anything at all
+        raise InvalidRequest(f"{path.name} is not a loadable joblib file: {exc}") from exc
+    if not hasattr(estimator, "predict"):
+        raise InvalidRequest(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
+    return estimator
+
+
+def _datatype(dtype: np.dtype[Any]) -> str:
+    return {"i": "INT64", "u": "INT64", "f": "FP64", "b": "BOOL"}.get(dtype.kind, "BYTES")
+
+
+class SklearnRuntime(ModelRuntime):
+    """Input ``input`` (FP32, ``[N, n_features]``); outputs ``label`` and ``probabilities``."""
+
+    @classmethod
+    def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
+        estimator = _load(find_model_file(artifact_dir, _SUFFIXES, options))
+        features = int(getattr(estimator, "n_features_in_", -1))
+        classes = getattr(estimator, "classes_", None)
+        label_type = _datatype(np.asarray(classes).dtype) if classes is not None else "FP64"
+        outputs = [TensorSpec(name="label", datatype=label_type, shape=[-1])]
+        if hasattr(estimator, "predict_proba"):
+            outputs.append(TensorSpec(name="probabilities", datatype="FP64", shape=[-1, -1]))
+        return Signature(
+            inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, features])],
+            outputs=outputs,
+        )
+
+    async def load(self) -> None:
+        path = find_model_file(self.settings.artifact_dir, _SUFFIXES, self.settings.options)
+        self._estimator = _load(path)
+        inputs = self.settings.signature.inputs
+        self._input = inputs[0].name if inputs else "input"
+
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        features = inputs[self._input]
+        outputs = {"label": np.asarray(self._estimator.predict(features))}
+        if hasattr(self._estimator, "predict_proba"):
+            outputs["probabilities"] = np.asarray(self._estimator.predict_proba(features))
+        return outputs

@@ -1,0 +1,169 @@
+"""``modelport serve``: the control plane, the gateway and the supervisor in one process.
+
+Requests are dispatched by path prefix before any framework runs, so the data plane
+(``/v2``, ``/v1``) never pays for the control plane's FastAPI stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from modelport.backends import LocalBackend
+from modelport.control import ControlPlane, create_control_app, registry
+from modelport.control import endpoints as endpoint_service
+from modelport.control.schemas import VersionCreate
+from modelport.core.asgi import Receive, Scope, Send, send_json
+from modelport.core.settings import Settings
+from modelport.demo import DEMO_ENDPOINT, build_demo
+from modelport.gateway import GatewayApp, UpstreamPool
+from modelport.governance import load_or_create_admin_token
+from modelport.observability import configure_logging
+from modelport.store import ArtifactStore, Database
+from modelport.store.tables import EndpointRow
+
+__all__ = ["ModelportServer", "serve"]
+
+log = logging.getLogger("modelport.server")
+
+
+class ModelportServer:
+    """The root ASGI app; its lifespan starts and stops everything else."""
+
+    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+        self.settings = settings
+        self.demo = demo
+        self.upstream = UpstreamPool(timeout_s=settings.upstream_timeout_s)
+        self.gateway = GatewayApp(self.upstream, settings.max_body_bytes)
+        self.plane: ControlPlane | None = None
+        self._control: object = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(("/v2", "/v1/")):
+                await self.gateway(scope, receive, send)
+            elif path == "/healthz":
+                await send_json(send, 200, {"status": "ok"})
+            elif self._control is not None:
+                await self._control(scope, receive, send)  # type: ignore[operator]
+            else:
+                await send_json(send, 503, {"error": "starting"})
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        settings = self.settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        token, created = load_or_create_admin_token(settings.admin_token_path)
+        db = Database(settings.resolved_database_url)
+        await asyncio.to_thread(db.migrate)
+        backend = LocalBackend(
+            logs_dir=settings.logs_dir,
+            health_interval_s=settings.health_interval_s,
+            start_timeout_s=settings.worker_start_timeout_s,
+            log_level=settings.log_level,
+        )
+        self.plane = ControlPlane(
+            settings=settings,
+            db=db,
+            artifacts=ArtifactStore(settings.artifacts_dir),
+            backend=backend,
+            admin_token=token,
+            publish_routes=self.gateway.publish_routes,
+            publish_keys=self.gateway.publish_keys,
+        )
+        await self.plane.start()
+        self._control = create_control_app(self.plane)
+        if self.demo:
+            row = await asyncio.to_thread(self._register_demo)
+            if row is not None:
+                await self.plane.deploy(row)
+        log.info(
+            "admin token %s %s", "written to" if created else "read from", settings.admin_token_path
+        )
+
+    async def shutdown(self) -> None:
+        if self.plane is not None:
+            await self.plane.close()
+            self.plane.db.close()
+        await self.upstream.close()
+
+    def _register_demo(self) -> EndpointRow | None:
+        """Build the demo assets if missing; register and deploy them once per home."""
+        assert self.plane is not None
+        plane = self.plane
+        assets = build_demo(self.settings.home / "demo")
+        marker = self.settings.home / "demo" / ".deployed"
+        if marker.exists():
+            return None
+        reference = plane.artifacts.ingest(assets.reference)
+        with plane.db.session() as session:
+            registry.create_model(
+                session,
+                name=DEMO_ENDPOINT,
+                task="tabular",
+                description="Breast cancer diagnosis from 30 cell-nucleus features "
+                "(scikit-learn's bundled data), logistic regression exported to ONNX.",
+                owner="demo",
+            )
+        version = plane.register_version(
+            DEMO_ENDPOINT,
+            VersionCreate(
+                runtime="onnx",
+                artifact_path=str(assets.model),
+                metrics=assets.metrics,
+                reference_digest=reference.digest,
+                tags={"source": "modelport demo build"},
+            ),
+            created_by="demo",
+        )
+        with plane.db.session() as session:
+            registry.set_alias(
+                session, model=DEMO_ENDPOINT, alias="champion", version=version.version
+            )
+            row = endpoint_service.create_endpoint(
+                session, name=DEMO_ENDPOINT, model=f"{DEMO_ENDPOINT}@champion", replicas=1
+            )
+            _ = row.version.model
+        marker.write_text("registered and deployed; delete this file to do it again\n")
+        return row
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def serve(settings: Settings, *, demo: bool = False) -> None:
+    """Run Modelport until interrupted."""
+    configure_logging(settings.log_level)
+    server = ModelportServer(settings, demo=demo)
+    config = uvicorn.Config(
+        server,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=15,
+    )
+    print(f"Modelport on http://{settings.host}:{settings.port}  (home: {settings.home})")
+    print(f"Admin token: {Path(settings.admin_token_path)}")
+    uvicorn.Server(config).run()
