@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from asyncio.subprocess import Process
+from collections.abc import Callable
 from pathlib import Path
 
 from modelport.backends.base import Backend, ReplicaStatus
@@ -68,7 +70,8 @@ class _Replica:
         self.sock.listen(1024)
         self.sock.set_inheritable(True)
         self.upstream = Upstream("127.0.0.1", self.sock.getsockname()[1])
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.state = ReplicaState.STARTING
         self.restarts = 0
         self.failures = 0
@@ -76,7 +79,7 @@ class _Replica:
         self.next_start_at = 0.0
         self.last_error: str | None = None
 
-    def launch(self) -> None:
+    async def launch(self, on_exit: Callable[[_Replica], None]) -> None:
         env = dict(os.environ)
         env.update(
             MODELPORT_WORKER_SPEC=self.spec.model_dump_json(),
@@ -85,8 +88,10 @@ class _Replica:
             MODELPORT_LOG_LEVEL=self._log_level,
         )
         with self._log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelport.worker"],
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "modelport.worker",
                 env=env,
                 pass_fds=(self.sock.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -96,7 +101,15 @@ class _Replica:
             )
         self.state = ReplicaState.STARTING
         self.started_at = time.monotonic()
+        self._watcher = asyncio.create_task(self._watch(self.process, on_exit))
         log.info("started replica %s/%d pid %d", self.spec.endpoint, self.index, self.process.pid)
+
+    async def _watch(self, process: Process, on_exit: Callable[[_Replica], None]) -> None:
+        # Waiting on the process (not polling) takes a crashed replica out of routing at once.
+        await process.wait()
+        if self.process is process:
+            self.crashed(time.monotonic())
+            on_exit(self)
 
     def crashed(self, now: float) -> None:
         code = self.process.returncode if self.process else None
@@ -108,20 +121,19 @@ class _Replica:
         log.warning("replica %s/%d %s", self.spec.endpoint, self.index, self.last_error)
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process and self.process.returncode is None:
             self.process.kill()
-            self.process.wait()
 
     async def stop(self, grace_s: float) -> None:
         process, self.process = self.process, None
         self.state = ReplicaState.STOPPED
-        if process and process.poll() is None:
+        if process and process.returncode is None:
             process.send_signal(signal.SIGTERM)  # uvicorn finishes in-flight requests
             try:
-                await asyncio.to_thread(process.wait, grace_s)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), grace_s)
+            except TimeoutError:
                 process.kill()
-                await asyncio.to_thread(process.wait)
+                await process.wait()
         self.sock.close()
 
     def status(self) -> ReplicaStatus:
@@ -218,16 +230,18 @@ class LocalBackend(Backend):
             for replica in replicas:
                 if replica.process is None:
                     if now >= replica.next_start_at:
-                        replica.launch()
-                elif replica.process.poll() is not None:
-                    replica.crashed(now)
-                else:
+                        await replica.launch(self._exited)
+                elif replica.process.returncode is None:
                     task = asyncio.create_task(_probe(replica.upstream, self._interval))
                     probes.append((replica, task))
         for replica, task in probes:
             self._judge(replica, await task, now)
         for endpoint in list(self._replicas):
             self._publish(endpoint)
+
+    def _exited(self, replica: _Replica) -> None:
+        self._publish(replica.spec.endpoint)
+        self._wake.set()
 
     def _judge(self, replica: _Replica, healthy: bool, now: float) -> None:
         if replica.process is None:  # stopped while the probe ran
@@ -238,13 +252,11 @@ class LocalBackend(Backend):
             return
         if replica.state == ReplicaState.STARTING:
             if now - replica.started_at > self._start_timeout:
-                replica.kill()
-                replica.crashed(now)
-                replica.last_error = f"not ready after {self._start_timeout:.0f}s; restarted"
+                log.warning("replica %s/%d not ready in time", replica.spec.endpoint, replica.index)
+                replica.kill()  # the watcher records the exit and schedules the restart
             return
         replica.failures += 1
         if replica.failures >= _UNHEALTHY_AFTER:
             replica.state = ReplicaState.UNHEALTHY
-        if replica.failures >= 2 * _UNHEALTHY_AFTER:  # hung: restart it
+        if replica.failures >= 2 * _UNHEALTHY_AFTER:  # hung: the watcher restarts it
             replica.kill()
-            replica.crashed(now)

@@ -18,8 +18,8 @@ import orjson
 from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
 from modelport.core.errors import ModelportError, NotFound, Unauthorized, Unavailable
 from modelport.core.replica import WORKER_TOKEN_HEADER
-from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot
-from modelport.gateway.upstream import UpstreamError, UpstreamPool
+from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
+from modelport.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 __all__ = ["GatewayApp"]
 
@@ -109,6 +109,14 @@ class GatewayApp:
         else:
             raise NotFound(f"no route {scope['method']} /v2/models/{rest}")
 
+    async def _try(
+        self, upstream: Upstream, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
+        try:
+            return await self._upstream.request(upstream, "POST", path, headers, body), None
+        except UpstreamError as exc:
+            return None, exc
+
     async def _infer(
         self,
         scope: Scope,
@@ -129,19 +137,14 @@ class GatewayApp:
             raise Unavailable(
                 f"endpoint '{route.endpoint}' has no ready replica yet: retry shortly"
             )
-        try:
-            response = await self._upstream.request(upstream, "POST", path, forward, body)
-        except UpstreamError as first:
-            # The replica died between snapshots: try another one before giving up.
+        response, failure = await self._try(upstream, path, forward, body)
+        if response is None or response.status == 503:
+            # The replica died or restarted between snapshots: one more try on another.
             retry = route.pick(skip=upstream)
-            if retry is None or retry == upstream:
-                raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {first}") from first
-            try:
-                response = await self._upstream.request(retry, "POST", path, forward, body)
-            except UpstreamError as second:
-                raise Unavailable(
-                    f"endpoint '{route.endpoint}' is unavailable: {second}"
-                ) from second
+            if retry is not None and retry != upstream:
+                response, failure = await self._try(retry, path, forward, body)
+        if response is None:
+            raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {failure}")
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
         headers.extend(reply_headers)
         headers.append((b"x-modelport-model", f"{route.model}:{route.version}".encode()))

@@ -1,0 +1,116 @@
+"""A real ``modelport serve --demo`` process, shared by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelport.client import Client
+
+pytestmark = pytest.mark.integration
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def admin_token(self) -> str:
+        return (self.home / "admin-token").read_text().strip()
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token if token is not None else self.admin_token)
+
+
+def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
+    port = free_port()
+    log = home.parent / f"{home.name}-server.log"
+    environment = {
+        **os.environ,
+        "MODELPORT_HOME": str(home),
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_HOST": "127.0.0.1",
+        "MODELPORT_HEALTH_INTERVAL_S": "0.2",
+        "MODELPORT_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelport", "serve", *args],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(f"http://127.0.0.1:{port}", home, process, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("srv") / "home", "--demo")
+    try:
+        with running.client() as admin:
+            admin.wait_ready("breast-cancer", timeout=120)
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def admin(server: RunningServer) -> Iterator[Client]:
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def api_key(admin: Client) -> str:
+    key: str = admin.create_key("default", "tests")["key"]
+    return key
+
+
+@pytest.fixture(scope="session")
+def data_client(server: RunningServer, api_key: str) -> Iterator[Client]:
+    with server.client(api_key) as client:
+        yield client
