@@ -114,3 +114,24 @@ def api_key(admin: Client) -> str:
 def data_client(server: RunningServer, api_key: str) -> Iterator[Client]:
     with server.client(api_key) as client:
         yield client
+
+
+def wait_for(predicate, timeout: float = 60.0, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state in /proc says it is gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import joblib
@@ -14,18 +13,9 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.tree import DecisionTreeClassifier
 
 from modelport.client import Client, ModelportClientError
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, alive, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(predicate, timeout: float = 60.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def test_killed_worker_is_restarted(admin: Client, data_client: Client) -> None:
         replica = admin.get_endpoint("breast-cancer")["replica_status"][0]
         return replica["state"] == "ready" and replica["pid"] != before["pid"]
 
-    _wait(restored, message="the replica to be restarted")
+    wait_for(restored, message="the replica to be restarted")
     after = admin.get_endpoint("breast-cancer")["replica_status"][0]
     assert after["restarts"] == before["restarts"] + 1
     assert after["address"] == before["address"]  # the supervisor kept the socket
@@ -84,23 +74,11 @@ def test_sklearn_directory_artifact_with_two_replicas(
     pids = [r["pid"] for r in admin.wait_ready("tree")["replica_status"]]
 
     admin.delete_endpoint("tree")
-    _wait(lambda: not any(_alive(pid) for pid in pids), message="replicas to stop")
+    wait_for(lambda: not any(alive(pid) for pid in pids), message="replicas to stop")
     with pytest.raises(ModelportClientError) as gone:
         data_client.infer("tree", {"input": rows[:1]})
     assert gone.value.status == 404
     admin.delete_model("tree")  # no endpoint uses it any more
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); its state in /proc says it is gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_tampered_artifact_is_never_loaded(
@@ -118,7 +96,7 @@ def test_tampered_artifact_is_never_loaded(
         error = admin.get_endpoint("tamper")["replica_status"][0]["last_error"] or ""
         return "digest mismatch" in error
 
-    _wait(refused, message="the worker to refuse the tampered artifact")
+    wait_for(refused, message="the worker to refuse the tampered artifact")
     with pytest.raises(ModelportClientError) as info:
         data_client.infer("tamper", {"input": np.zeros((1, 30))})
     assert info.value.status == 503

@@ -37,21 +37,21 @@ async def read_body(receive: Receive, limit: int, declared: int | None = None) -
         )
     message = await receive()
     body = message.get("body", b"")
-    if not message.get("more_body"):
-        return bytes(body)
-    chunks = [body]
     size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
+    chunks = [body]
+    while True:
         if size > limit:
             raise PayloadTooLarge(
                 f"request body exceeds the limit of {limit} bytes: send fewer rows per request "
                 "or raise MODELPORT_MAX_BODY_BYTES"
             )
+        if not message.get("more_body"):
+            break
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
         chunks.append(chunk)
-    return b"".join(chunks)
+    return bytes(body) if len(chunks) == 1 else b"".join(chunks)
 
 
 async def send_bytes(

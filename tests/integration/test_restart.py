@@ -1,0 +1,36 @@
+"""State survives a restart: endpoints come back, the demo is registered only once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import alive, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+
+def test_endpoints_come_back_after_restart(tmp_path) -> None:
+    home = tmp_path / "home"
+    first = start_server(home, "--demo")
+    try:
+        with first.client() as admin:
+            admin.wait_ready("breast-cancer")
+            key = admin.create_key("default", "persist")["key"]
+            admin.delete_endpoint("breast-cancer")
+            admin.create_endpoint("bc", "breast-cancer:1")
+            pids = [r["pid"] for r in admin.wait_ready("bc")["replica_status"]]
+    finally:
+        stop_server(first)
+    assert not any(alive(pid) for pid in pids)  # a clean stop leaves no orphan replica
+
+    second = start_server(home, "--demo")
+    try:
+        with second.client() as admin:
+            # The demo was already deployed once in this home: it is not recreated.
+            assert [e["name"] for e in admin.list_endpoints()] == ["bc"]
+            assert len(admin.get_model("breast-cancer")["versions"]) == 1
+            admin.wait_ready("bc")
+        with second.client(key) as user:  # keys survive too
+            assert user.infer("bc", {"input": [[0.1] * 30]})["label"].shape == (1,)
+    finally:
+        stop_server(second)

@@ -1,0 +1,177 @@
+"""The gateway app and its upstream client, in process, with a real loopback replica."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
+from modelport.gateway import GatewayApp, UpstreamError, UpstreamPool
+
+KEY = "mp_testkey"
+
+
+async def _call(
+    app: GatewayApp, method: str, path: str, body: bytes = b"", headers=None
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+class _Replica:
+    """A tiny HTTP/1.1 server that answers like a worker and counts connections."""
+
+    def __init__(self, reply: bytes = b'{"ok":true}', chunked: bool = False) -> None:
+        self.reply = reply
+        self.chunked = chunked
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.requests.append(head + await reader.readexactly(length))
+                if self.chunked:
+                    half = len(self.reply) // 2
+                    parts = (self.reply[:half], self.reply[half:])
+                    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body)
+                else:
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(self.reply), self.reply)
+                    )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def replica() -> AsyncIterator[tuple[_Replica, Upstream, asyncio.Server]]:
+    fake = _Replica()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield fake, Upstream("127.0.0.1", port), server
+    fake.close()
+    server.close()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[UpstreamPool]:
+    upstream_pool = UpstreamPool(timeout_s=5)
+    yield upstream_pool
+    await upstream_pool.close()
+
+
+def _app(pool: UpstreamPool, route: Route | None) -> GatewayApp:
+    app = GatewayApp(pool, max_body_bytes=1024)
+    app.publish_keys({hashlib.sha256(KEY.encode()).hexdigest(): KeyPrincipal("k1", "p", "n")})
+    if route is not None:
+        app.publish_routes(RoutingSnapshot.of([route]))
+    return app
+
+
+def _route(*replicas: Upstream) -> Route:
+    return Route("ep", "m", 1, orjson.dumps({"name": "ep"}), b"secret", replicas)
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def test_forwards_with_the_replica_token_and_request_id(replica, pool) -> None:
+    fake, upstream, _ = replica
+    app = _app(pool, _route(upstream))
+    status, headers, body = await _call(
+        app, "POST", "/v2/models/ep/infer", b'{"inputs":[]}', {**AUTH, "x-request-id": "abc"}
+    )
+    assert (status, body) == (200, b'{"ok":true}')
+    assert headers[b"x-request-id"] == b"abc"
+    assert headers[b"x-modelport-model"] == b"m:1"
+    sent = fake.requests[0]
+    assert b"x-modelport-worker-token: secret" in sent
+    assert b"x-request-id: abc" in sent
+    assert KEY.encode() not in sent  # the client's key never reaches the replica
+
+
+async def test_connections_are_reused(replica, pool) -> None:
+    fake, upstream, _ = replica
+    app = _app(pool, _route(upstream))
+    for _ in range(5):
+        assert (await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH))[0] == 200
+    assert fake.connections == 1
+
+
+async def test_auth_routing_and_readiness_errors(pool) -> None:
+    app = _app(pool, _route())  # no ready replica
+    assert (await _call(app, "GET", "/v2/models/ep"))[0] == 401
+    assert (await _call(app, "GET", "/v2/models/ep", headers={"Authorization": "Bearer x"}))[
+        0
+    ] == 401
+    assert (await _call(app, "GET", "/v2/models/zz", headers=AUTH))[0] == 404
+    status, _, body = await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH)
+    assert status == 503 and b"no ready replica" in body
+    assert (await _call(app, "GET", "/v2/models/ep/ready", headers=AUTH))[0] == 503
+    assert (await _call(app, "GET", "/v2/health/live"))[0] == 200
+    big = b"x" * 2048
+    assert (await _call(app, "POST", "/v2/models/ep/infer", big, AUTH))[0] == 413
+
+
+async def test_dead_replica_falls_over_to_a_live_one(replica, pool) -> None:
+    _, upstream, _ = replica
+    dead = Upstream("127.0.0.1", 1)  # nothing listens on port 1
+    app = _app(pool, _route(dead, upstream))
+    for _ in range(4):
+        assert (await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH))[0] == 200
+
+
+async def test_upstream_reads_chunked_and_retries_stale_connections() -> None:
+    fake = _Replica(reply=b'{"chunked":true}', chunked=True)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    upstream = Upstream("127.0.0.1", server.sockets[0].getsockname()[1])
+    pool = UpstreamPool(timeout_s=5)
+    response = await pool.request(upstream, "POST", "/x", [], b"")
+    assert response.body == b'{"chunked":true}'
+    # Restart the server: the pooled connection is now stale and must be replaced silently.
+    server.close()
+    await server.wait_closed()
+    for writer in list(pool._idle[upstream]):
+        writer[1].transport.abort()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", upstream.port)
+    assert (await pool.request(upstream, "GET", "/y", [])).status == 200
+    await pool.close()
+    fake.close()
+    server.close()
+    with pytest.raises(UpstreamError):
+        await pool.request(Upstream("127.0.0.1", 1), "GET", "/", [])
