@@ -16,7 +16,7 @@ from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
 from modelport.control.schemas import VersionCreate
-from modelport.core.asgi import Receive, Scope, Send, send_json
+from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMO_ENDPOINT, build_demo
 from modelport.gateway import GatewayApp, UpstreamPool
@@ -49,11 +49,26 @@ class ModelportServer:
             elif path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif self._control is not None:
+                if self._too_large(scope):
+                    error = {
+                        "code": "payload_too_large",
+                        "message": f"request body exceeds {self.settings.max_body_bytes} bytes",
+                        "details": {},
+                    }
+                    await send_json(send, 413, {"error": error})
+                    return
                 await self._control(scope, receive, send)  # type: ignore[operator]
             else:
                 await send_json(send, 503, {"error": "starting"})
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    def _too_large(self, scope: Scope) -> bool:
+        # Artifacts stream to disk under their own limit; every other control call is small.
+        if scope["path"].startswith("/api/v1/artifacts"):
+            return False
+        declared = header(scope, b"content-length")
+        return declared is not None and int(declared) > self.settings.max_body_bytes
 
     async def startup(self) -> None:
         settings = self.settings

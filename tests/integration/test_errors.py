@@ -274,3 +274,13 @@ def test_unknown_control_route_uses_the_error_shape(server: RunningServer) -> No
 def test_missing_path_for_client_upload(admin: Client, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         admin.upload_artifact(tmp_path / "absent.onnx")
+
+
+def test_control_plane_body_over_limit_is_413(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.url}/api/v1/models",
+        content=b"{" + b" " * MAX_BODY_BYTES + b"}",
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import alive, start_server, stop_server
+from tests.integration.conftest import alive, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +34,15 @@ def test_endpoints_come_back_after_restart(tmp_path) -> None:
             assert user.infer("bc", {"input": [[0.1] * 30]})["label"].shape == (1,)
     finally:
         stop_server(second)
+
+
+def test_replicas_exit_when_the_server_is_killed(tmp_path) -> None:
+    server = start_server(tmp_path / "home", "--demo")
+    try:
+        with server.client() as admin:
+            pids = [r["pid"] for r in admin.wait_ready("breast-cancer")["replica_status"]]
+        server.process.kill()  # no chance to stop its replicas
+        server.process.wait()
+        wait_for(lambda: not any(alive(pid) for pid in pids), timeout=15, message="orphans to exit")
+    finally:
+        stop_server(server)

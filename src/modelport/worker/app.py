@@ -23,6 +23,14 @@ log = logging.getLogger("modelport.worker")
 _JSON = (b"content-type", b"application/json")
 
 
+async def _exit_when_orphaned(parent: int) -> None:
+    """Stop if the supervisor dies without stopping us (say, SIGKILL): no orphan replicas."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event exists for a parent dying
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %d is gone; shutting down", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 class WorkerApp:
     """Raw ASGI app of one replica. Live at once; ready once the model has loaded."""
 
@@ -32,6 +40,7 @@ class WorkerApp:
         self._runtime: ModelRuntime | None = None
         self._version = str(spec.version).encode()
         self._load_task: asyncio.Task[None] | None = None
+        self._orphan_watch: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         """Verify the artifact digest, then load the runtime. Exits the process on failure."""
@@ -134,6 +143,7 @@ class WorkerApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._load_task = asyncio.create_task(self.load())
+                self._orphan_watch = asyncio.create_task(_exit_when_orphaned(os.getppid()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._runtime is not None:
