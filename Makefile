@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit integration bench clean
+.PHONY: install postgres run test lint unit integration bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The tests start their own throwaway PostgreSQL server; they need its binaries (Debian's).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 run: install
 	$(VENV)/bin/modelport serve --demo
@@ -23,13 +28,13 @@ lint: install
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/lint-imports
 
-unit: install
+unit: install postgres
 	$(VENV)/bin/pytest tests/unit
 
-integration: install
+integration: install postgres
 	$(VENV)/bin/pytest tests/integration
 
-test: lint
+test: lint postgres
 	$(VENV)/bin/pytest
 
 bench: install

@@ -1,0 +1,34 @@
+"""The whole server on PostgreSQL instead of SQLite: same commands, same API."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+from tests.integration.conftest import start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+
+def test_serve_demo_on_postgresql(tmp_path, postgres_url: str) -> None:
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE serve_demo")
+    server = start_server(
+        tmp_path / "home",
+        "--demo",
+        env={"MODELPORT_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/serve_demo"},
+    )
+    try:
+        with server.client() as admin:
+            admin.wait_ready("breast-cancer")
+            key = admin.create_key("default", "pg")["key"]
+        with server.client(key) as user:
+            outputs = user.infer("breast-cancer", {"input": np.ones((3, 30), np.float32)})
+            assert outputs["probabilities"].shape == (3, 2)
+    finally:
+        stop_server(server)
+    with psycopg.connect(dsn.rsplit("/", 1)[0] + "/serve_demo") as connection:
+        names = connection.execute("SELECT name FROM endpoints").fetchall()
+    assert names == [("breast-cancer",)]  # the state really lives in PostgreSQL
