@@ -91,9 +91,16 @@ class Client:
             return None
         return response.json()
 
-    def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/healthz")
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(method, path, **kwargs)
         return result
+
+    def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(method, path, **kwargs)
+        return result
+
+    def health(self) -> dict[str, Any]:
+        return self._object("GET", "/healthz")
 
     # -- artifacts and registry -------------------------------------------------------------
 
@@ -112,29 +119,25 @@ class Client:
         else:
             content = path.read_bytes()
             params = {"filename": path.name}
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST",
             "/api/v1/artifacts",
             params=params,
             content=content,
             headers={"content-type": "application/octet-stream"},
         )
-        return result
 
     def create_model(
         self, name: str, task: str, description: str = "", owner: str = ""
     ) -> dict[str, Any]:
         body = {"name": name, "task": task, "description": description, "owner": owner}
-        result: dict[str, Any] = self._call("POST", "/api/v1/models", json=body)
-        return result
+        return self._object("POST", "/api/v1/models", json=body)
 
     def list_models(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/api/v1/models")
-        return result
+        return self._list("GET", "/api/v1/models")
 
     def get_model(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{name}")
-        return result
+        return self._object("GET", f"/api/v1/models/{name}")
 
     def delete_model(self, name: str) -> None:
         self._call("DELETE", f"/api/v1/models/{name}")
@@ -143,8 +146,7 @@ class Client:
         """Fields: ``artifact_digest`` or ``artifact_path``, ``metrics``, ``tags``,
         ``runtime_options``, ``signature``, ``reference_digest``."""
         body = {"runtime": runtime, **fields}
-        result: dict[str, Any] = self._call("POST", f"/api/v1/models/{model}/versions", json=body)
-        return result
+        return self._object("POST", f"/api/v1/models/{model}/versions", json=body)
 
     def register(
         self, name: str, path: str | Path, *, task: str, runtime: str, **fields: Any
@@ -160,17 +162,15 @@ class Client:
         return self.create_version(name, runtime, artifact_digest=artifact["digest"], **fields)
 
     def get_version(self, model: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{model}/versions/{version}")
-        return result
+        return self._object("GET", f"/api/v1/models/{model}/versions/{version}")
 
     def delete_version(self, model: str, version: int) -> None:
         self._call("DELETE", f"/api/v1/models/{model}/versions/{version}")
 
     def set_alias(self, model: str, alias: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "PUT", f"/api/v1/models/{model}/aliases/{alias}", json={"version": version}
         )
-        return result
 
     def delete_alias(self, model: str, alias: str) -> None:
         self._call("DELETE", f"/api/v1/models/{model}/aliases/{alias}")
@@ -179,16 +179,13 @@ class Client:
 
     def create_endpoint(self, name: str, model: str, replicas: int = 1) -> dict[str, Any]:
         body = {"name": name, "model": model, "replicas": replicas}
-        result: dict[str, Any] = self._call("POST", "/api/v1/endpoints", json=body)
-        return result
+        return self._object("POST", "/api/v1/endpoints", json=body)
 
     def list_endpoints(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/api/v1/endpoints")
-        return result
+        return self._list("GET", "/api/v1/endpoints")
 
     def get_endpoint(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/api/v1/endpoints/{name}")
-        return result
+        return self._object("GET", f"/api/v1/endpoints/{name}")
 
     def delete_endpoint(self, name: str) -> None:
         self._call("DELETE", f"/api/v1/endpoints/{name}")
@@ -205,18 +202,13 @@ class Client:
             time.sleep(0.2)
 
     def create_key(self, project: str, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", "/api/v1/keys", json={"project": project, "name": name}
-        )
-        return result
+        return self._object("POST", "/api/v1/keys", json={"project": project, "name": name})
 
     def list_keys(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/api/v1/keys")
-        return result
+        return self._list("GET", "/api/v1/keys")
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/api/v1/keys/{key_id}")
-        return result
+        return self._object("DELETE", f"/api/v1/keys/{key_id}")
 
     # -- inference (use a client made with an API key) --------------------------------------
 
@@ -247,5 +239,4 @@ class Client:
         }
 
     def model_metadata(self, endpoint: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v2/models/{endpoint}")
-        return result
+        return self._object("GET", f"/v2/models/{endpoint}")

@@ -11,7 +11,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -20,7 +20,7 @@ from modelport.backends import Backend
 from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
-from modelport.control.schemas import EndpointPublic, ReplicaPublic, VersionCreate, VersionPublic
+from modelport.control.schemas import EndpointPublic, VersionCreate, VersionPublic
 from modelport.core.enums import EndpointStatus, ReplicaState
 from modelport.core.replica import ReplicaSpec
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot
@@ -185,7 +185,7 @@ class ControlPlane:
             raise
 
     def endpoint_public(self, row: EndpointRow) -> EndpointPublic:
-        replicas = [ReplicaPublic(**asdict(s)) for s in self.backend.status(row.name)]
+        replicas = self.backend.status(row.name)
         ready = sum(r.state == ReplicaState.READY for r in replicas)
         if ready and ready == len(replicas):
             status = EndpointStatus.READY

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from modelport.core.enums import EndpointStatus, ReplicaState, Task
+from modelport.backends import ReplicaStatus
+from modelport.core.enums import EndpointStatus, Task
 from modelport.core.signature import Signature
 
 __all__ = [
@@ -20,7 +21,6 @@ __all__ = [
     "KeyPublic",
     "ModelCreate",
     "ModelPublic",
-    "ReplicaPublic",
     "VersionCreate",
     "VersionPublic",
 ]
@@ -108,15 +108,6 @@ class ModelPublic(BaseModel):
     versions: list[VersionPublic]
 
 
-class ReplicaPublic(BaseModel):
-    index: int
-    state: ReplicaState
-    pid: int | None
-    address: str
-    restarts: int
-    last_error: str | None
-
-
 class EndpointPublic(BaseModel):
     name: str
     model_ref: str
@@ -125,7 +116,7 @@ class EndpointPublic(BaseModel):
     runtime: str
     replicas: int
     status: EndpointStatus
-    replica_status: list[ReplicaPublic]
+    replica_status: list[ReplicaStatus]
     url: str
     created_at: datetime
 

@@ -94,7 +94,7 @@ class GatewayApp:
         name, _, action = rest.partition("/")
         route = self.snapshot.routes.get(name)
         if route is None:
-            raise NotFound(f"endpoint '{name}' does not exist: list them with GET /v2/models")
+            raise NotFound(f"endpoint '{name}' does not exist")
         if action.startswith("versions/"):
             version, _, action = action[9:].partition("/")
             if version != str(route.version):
