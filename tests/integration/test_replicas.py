@@ -97,6 +97,10 @@ def test_tampered_artifact_is_never_loaded(
         return "digest mismatch" in error
 
     wait_for(refused, message="the worker to refuse the tampered artifact")
+    with pytest.raises(ModelportClientError) as failing:  # waiting gives up, saying why
+        admin.wait_ready("tamper", timeout=60)
+    assert failing.value.code == "endpoint_failed"
+    assert "digest mismatch" in failing.value.message
     with pytest.raises(ModelportClientError) as info:
         data_client.infer("tamper", {"input": np.zeros((1, 30))})
     assert info.value.status == 503

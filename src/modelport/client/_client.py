@@ -191,12 +191,17 @@ class Client:
         self._call("DELETE", f"/api/v1/endpoints/{name}")
 
     def wait_ready(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
-        """Poll until every replica of the endpoint is ready."""
+        """Poll until every replica of the endpoint is ready; fail fast if it keeps crashing."""
         deadline = time.monotonic() + timeout
         while True:
             endpoint = self.get_endpoint(name)
             if endpoint["status"] == "ready":
                 return endpoint
+            if endpoint["status"] == "failed":
+                errors = {r["last_error"] for r in endpoint["replica_status"] if r["last_error"]}
+                raise ModelportClientError(
+                    503, "endpoint_failed", f"endpoint {name!r} keeps failing: {'; '.join(errors)}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"endpoint {name!r} not ready after {timeout}s: {endpoint}")
             time.sleep(0.2)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from modelport import __version__
@@ -42,6 +43,11 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, "validation_failed", f"invalid request: {summary}", {"errors": errors})
 
 
+async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
+    # A concurrent request won a uniqueness race that the services' own checks could not see.
+    return _error(409, "conflict", "a concurrent change conflicted with this one: retry it")
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -68,4 +74,5 @@ def create_control_app(plane: ControlPlane) -> FastAPI:
     app.add_exception_handler(ModelportError, _modelport_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     return app

@@ -33,6 +33,13 @@ class Route:
     token: bytes  # shared secret the endpoint's replicas require
     replicas: tuple[Upstream, ...] = ()
     _turn: itertools.count[int] = field(default_factory=itertools.count, compare=False)
+    # Computed once per snapshot rather than once per request.
+    infer_path: str = field(init=False, compare=False)
+    model_header: bytes = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "infer_path", f"/v2/models/{self.endpoint}/infer")
+        object.__setattr__(self, "model_header", f"{self.model}:{self.version}".encode())
 
     def pick(self, skip: Upstream | None = None) -> Upstream | None:
         """Round-robin over ready replicas, avoiding ``skip`` when another exists."""

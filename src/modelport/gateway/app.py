@@ -131,7 +131,7 @@ class GatewayApp:
         for key, value in scope["headers"]:
             if key in _FORWARDED_REQUEST:
                 forward.append((key, value))
-        path = f"/v2/models/{route.endpoint}/infer"
+        path = route.infer_path
         upstream = route.pick()
         if upstream is None:
             raise Unavailable(
@@ -147,5 +147,5 @@ class GatewayApp:
             raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {failure}")
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
         headers.extend(reply_headers)
-        headers.append((b"x-modelport-model", f"{route.model}:{route.version}".encode()))
+        headers.append((b"x-modelport-model", route.model_header))
         await send_bytes(send, response.status, response.body, headers)
