@@ -68,9 +68,7 @@ def test_bad_inference_requests(v2: httpx.Client, body, status: int, fragment: s
 def test_unknown_endpoint_is_404(v2: httpx.Client) -> None:
     response = v2.post("/v2/models/no-such-model/infer", json=_infer_body())
     assert response.status_code == 404
-    assert response.json() == {
-        "error": "endpoint 'no-such-model' does not exist"
-    }
+    assert response.json() == {"error": "endpoint 'no-such-model' does not exist"}
     assert v2.get("/v2/models/breast-cancer/versions/7").status_code == 404
     assert v2.get("/v2/nothing").status_code == 404
 
