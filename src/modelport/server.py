@@ -21,7 +21,7 @@ from modelport.core.settings import Settings
 from modelport.demo import DEMO_ENDPOINT, build_demo
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import load_or_create_admin_token
-from modelport.observability import configure_logging
+from modelport.observability import RecentUsage, configure_logging
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow
 
@@ -37,7 +37,8 @@ class ModelportServer:
         self.settings = settings
         self.demo = demo
         self.upstream = UpstreamPool(timeout_s=settings.upstream_timeout_s)
-        self.gateway = GatewayApp(self.upstream, settings.max_body_bytes)
+        self.usage = RecentUsage()
+        self.gateway = GatewayApp(self.upstream, settings.max_body_bytes, self.usage)
         self.plane: ControlPlane | None = None
         self._control: object = None
 
@@ -90,6 +91,7 @@ class ModelportServer:
             admin_token=token,
             publish_routes=self.gateway.publish_routes,
             publish_keys=self.gateway.publish_keys,
+            usage=self.usage,
         )
         await self.plane.start()
         self._control = create_control_app(self.plane)

@@ -57,7 +57,7 @@ def test_plain_http_infer(server: RunningServer, api_key: str, samples) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "trace-42"
-    assert response.headers["x-modelport-model"] == "breast-cancer:1"
+    assert response.headers["x-modelport-revision"] == "breast-cancer:1"
     payload = response.json()
     assert payload["model_name"] == "breast-cancer"
     assert payload["model_version"] == "1"

@@ -118,7 +118,7 @@ async def test_forwards_with_the_replica_token_and_request_id(replica, pool) -> 
     )
     assert (status, body) == (200, b'{"ok":true}')
     assert headers[b"x-request-id"] == b"abc"
-    assert headers[b"x-modelport-model"] == b"m:1"
+    assert headers[b"x-modelport-revision"] == b"m:1"
     sent = fake.requests[0]
     assert b"x-modelport-worker-token: secret" in sent
     assert b"x-request-id: abc" in sent

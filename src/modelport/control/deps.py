@@ -20,6 +20,7 @@ def _plane(request: Request) -> ControlPlane:
 
 
 def _session(plane: Annotated[ControlPlane, Depends(_plane)]) -> Iterator[Session]:
+    # For reads only: this teardown can run after the response is sent.
     with plane.db.session() as session:
         yield session
 

@@ -27,6 +27,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot
 from modelport.core.settings import Settings
 from modelport.core.signature import Signature
 from modelport.governance import hash_secret
+from modelport.observability import RecentUsage
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow
 
@@ -56,6 +57,7 @@ class ControlPlane:
         admin_token: str,
         publish_routes: Callable[[RoutingSnapshot], None],
         publish_keys: Callable[[Mapping[str, KeyPrincipal]], None],
+        usage: RecentUsage,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -64,6 +66,7 @@ class ControlPlane:
         self._admin_hash = hash_secret(admin_token).encode()
         self._publish_routes = publish_routes
         self._publish_keys = publish_keys
+        self.usage = usage
         self._deployments: dict[str, _Deployment] = {}
         self._lock = asyncio.Lock()
         backend.on_change = self.refresh_routes
@@ -97,6 +100,7 @@ class ControlPlane:
             model=version.model.name,
             version=version.version,
             runtime=version.runtime,
+            task=version.model.task,
             artifact_dir=self.artifacts.path(version.artifact_digest),
             artifact_digest=version.artifact_digest,
             signature=signature,
@@ -140,6 +144,7 @@ class ControlPlane:
                 metadata=d.metadata,
                 token=d.token,
                 replicas=self.backend.ready(name),
+                task=d.spec.task,
             )
             for name, d in self._deployments.items()
         ]

@@ -25,8 +25,10 @@ class ReplicaSpec(BaseModel):
     model: str
     version: int
     runtime: str
+    task: str = "tabular"
     artifact_dir: Path
     artifact_digest: str
     signature: Signature = Field(default_factory=Signature)
     options: dict[str, Any] = Field(default_factory=dict)
     max_body_bytes: int = 16 * 1024 * 1024
+    max_concurrency: int = Field(default=0, ge=0, description="In-flight requests; 0: runtime's.")

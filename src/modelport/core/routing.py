@@ -13,6 +13,8 @@ from typing import Any
 
 __all__ = ["KeyPrincipal", "Route", "RoutingSnapshot", "Upstream"]
 
+_OPENAI_TASKS = frozenset({"chat", "completion", "embedding", "asr"})
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
@@ -32,14 +34,21 @@ class Route:
     metadata: bytes  # V2 model metadata, serialized once when the snapshot is built
     token: bytes  # shared secret the endpoint's replicas require
     replicas: tuple[Upstream, ...] = ()
+    task: str = "tabular"
     _turn: itertools.count[int] = field(default_factory=itertools.count, compare=False)
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
-    model_header: bytes = field(init=False, compare=False)
+    revision: bytes = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "infer_path", f"/v2/models/{self.endpoint}/infer")
-        object.__setattr__(self, "model_header", f"{self.model}:{self.version}".encode())
+        # Until revisions exist as objects of their own, a revision is a model version.
+        object.__setattr__(self, "revision", f"{self.model}:{self.version}".encode())
+
+    @property
+    def protocol(self) -> str:
+        """``openai`` for generative, embedding and speech tasks, ``v2`` for tensors."""
+        return "openai" if self.task in _OPENAI_TASKS else "v2"
 
     def pick(self, skip: Upstream | None = None) -> Upstream | None:
         """Round-robin over ready replicas, avoiding ``skip`` when another exists."""

@@ -1,14 +1,17 @@
-"""The gateway's raw ASGI app: Open Inference Protocol (V2) in front of the replicas.
+"""The gateway's raw ASGI app: OpenAI-compatible ``/v1`` and Open Inference Protocol ``/v2``.
 
 Hot path: auth (hash lookup in memory) -> route (immutable snapshot) -> forward (pooled
-keep-alive connection) -> respond. No database, no framework, no per-request lookups beyond
-two dict reads.
+keep-alive connection) -> meter (units the replica reported) -> respond. No database, no
+framework, no per-request lookups beyond a few dict reads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -16,10 +19,19 @@ from types import MappingProxyType
 import orjson
 
 from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
-from modelport.core.errors import ModelportError, NotFound, Unauthorized, Unavailable
+from modelport.core.errors import (
+    InvalidRequest,
+    ModelportError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from modelport.core.replica import WORKER_TOKEN_HEADER
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
+from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units, UsageRecord
+from modelport.gateway import openai
 from modelport.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from modelport.observability.usage import RecentUsage, UsageSink
 
 __all__ = ["GatewayApp"]
 
@@ -27,20 +39,35 @@ log = logging.getLogger("modelport.gateway")
 
 _JSON = (b"content-type", b"application/json")
 _FORWARDED_REQUEST = (b"content-type", b"inference-header-content-length")
-_FORWARDED_RESPONSE = frozenset(
-    {b"content-type", b"inference-header-content-length", b"x-modelport-rows"}
-)
+_FORWARDED_RESPONSE = frozenset({b"content-type", b"inference-header-content-length"})
 _SERVER_METADATA = orjson.dumps(
     {"name": "modelport", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 )
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+class _Call:
+    """One request's identity and bookkeeping, from auth to the usage record."""
+
+    __slots__ = ("customer", "principal", "reply_headers", "request_id", "started")
+
+    def __init__(self, request_id: bytes, principal: KeyPrincipal, started: float) -> None:
+        self.request_id = request_id
+        self.principal = principal
+        self.started = started
+        self.customer: str | None = None
+        self.reply_headers = [(b"x-request-id", request_id)]
 
 
 class GatewayApp:
-    """Serves ``/v2`` from the last published routing snapshot and key table."""
+    """Serves ``/v1`` and ``/v2`` from the last published routing snapshot and key table."""
 
-    def __init__(self, upstream: UpstreamPool, max_body_bytes: int) -> None:
+    def __init__(
+        self, upstream: UpstreamPool, max_body_bytes: int, usage: UsageSink | None = None
+    ) -> None:
         self.snapshot = RoutingSnapshot()
         self.keys: Mapping[str, KeyPrincipal] = MappingProxyType({})
+        self.usage: UsageSink = usage if usage is not None else RecentUsage()
         self._upstream = upstream
         self._max_body = max_body_bytes
 
@@ -57,18 +84,22 @@ class GatewayApp:
         if path == "/v2/health/live" or path == "/v2/health/ready":
             await send_bytes(send, 200, b"", [])
             return
+        started = time.perf_counter()
         request_id = header(scope, b"x-request-id") or uuid.uuid4().hex.encode()
-        reply_headers = [(b"x-request-id", request_id)]
+        is_openai = path.startswith("/v1/")
         try:
-            self._authenticate(scope)
-            if path.startswith("/v2/models/"):
-                await self._model_route(scope, receive, send, path[11:], reply_headers)
+            call = _Call(request_id, self._authenticate(scope), started)
+            if is_openai:
+                await self._openai(scope, receive, send, path, call)
+            elif path.startswith("/v2/models/"):
+                await self._v2_model(scope, receive, send, path[11:], call)
             elif path == "/v2":
-                await send_bytes(send, 200, _SERVER_METADATA, [_JSON, *reply_headers])
+                await send_bytes(send, 200, _SERVER_METADATA, [_JSON, *call.reply_headers])
             else:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
-            await send_json(send, exc.status, {"error": exc.message}, reply_headers)
+            body = openai.error_body(exc) if is_openai else {"error": exc.message}
+            await send_json(send, exc.status, body, [(b"x-request-id", request_id)])
 
     def _authenticate(self, scope: Scope) -> KeyPrincipal:
         authorization = header(scope, b"authorization")
@@ -83,31 +114,95 @@ class GatewayApp:
             raise Unauthorized("invalid or revoked API key")
         return principal
 
-    async def _model_route(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        rest: str,
-        reply_headers: list[tuple[bytes, bytes]],
-    ) -> None:
-        name, _, action = rest.partition("/")
+    def _route(self, name: str) -> Route:
         route = self.snapshot.routes.get(name)
         if route is None:
-            raise NotFound(f"endpoint '{name}' does not exist")
+            raise NotFound(f"endpoint '{name}' does not exist", param="model")
+        return route
+
+    # -- Open Inference Protocol (V2) ---------------------------------------------------------
+
+    async def _v2_model(
+        self, scope: Scope, receive: Receive, send: Send, rest: str, call: _Call
+    ) -> None:
+        name, _, action = rest.partition("/")
+        route = self._route(name)
         if action.startswith("versions/"):
             version, _, action = action[9:].partition("/")
             if version != str(route.version):
                 raise NotFound(f"endpoint '{name}' serves version {route.version}, not {version!r}")
         if action == "infer" and scope["method"] == "POST":
-            await self._infer(scope, receive, send, route, reply_headers)
+            if route.protocol != "v2":
+                raise InvalidRequest(
+                    f"endpoint '{name}' serves task {route.task}: call it through /v1"
+                )
+            body = await self._body(scope, receive)
+            await self._forward(scope, send, route, route.infer_path, body, call)
         elif action == "ready" and scope["method"] == "GET":
-            status = 200 if route.replicas else 503
-            await send_json(send, status, {"name": name, "ready": bool(route.replicas)})
+            ready = bool(route.replicas)
+            await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
         elif action == "" and scope["method"] == "GET":
-            await send_bytes(send, 200, route.metadata, [_JSON, *reply_headers])
+            await send_bytes(send, 200, route.metadata, [_JSON, *call.reply_headers])
         else:
             raise NotFound(f"no route {scope['method']} /v2/models/{rest}")
+
+    # -- OpenAI-compatible (/v1) --------------------------------------------------------------
+
+    async def _openai(
+        self, scope: Scope, receive: Receive, send: Send, path: str, call: _Call
+    ) -> None:
+        if scope["method"] == "GET" and path == "/v1/models":
+            body = openai.models_list(self.snapshot.routes)
+            await send_bytes(send, 200, body, [_JSON, *call.reply_headers])
+            return
+        tasks = openai.OPENAI_TASKS.get(path)
+        if tasks is None or scope["method"] != "POST":
+            raise NotFound(f"no route {scope['method']} {path}")
+        body = await self._body(scope, receive)
+        stream = False
+        if path == "/v1/audio/transcriptions":
+            name = openai.model_from_multipart(body, header(scope, b"content-type") or b"")
+        else:
+            name, payload = openai.model_from_json(body)
+            stream = payload.get("stream") is True
+            user = payload.get("user")
+            call.customer = user if isinstance(user, str) else None
+        customer = header(scope, b"x-modelport-customer")
+        if customer:
+            call.customer = customer.decode()
+        route = self._route(name)
+        if route.task not in tasks:
+            raise InvalidRequest(
+                f"endpoint '{name}' serves task {route.task}, which {path} does not take",
+                param="model",
+            )
+        if stream:
+            await self._stream(scope, receive, send, route, path, body, call)
+        else:
+            await self._forward(scope, send, route, path, body, call)
+
+    # -- forwarding ---------------------------------------------------------------------------
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = header(scope, b"content-length")
+        return await read_body(receive, self._max_body, int(declared) if declared else None)
+
+    def _upstream_headers(
+        self, scope: Scope, route: Route, call: _Call
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [(WORKER_TOKEN_HEADER, route.token), (b"x-request-id", call.request_id)]
+        for key, value in scope["headers"]:
+            if key in _FORWARDED_REQUEST:
+                headers.append((key, value))
+        return headers
+
+    def _replica(self, route: Route) -> Upstream:
+        upstream = route.pick()
+        if upstream is None:
+            raise Unavailable(
+                f"endpoint '{route.endpoint}' has no ready replica yet: retry shortly"
+            )
+        return upstream
 
     async def _try(
         self, upstream: Upstream, path: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -117,26 +212,11 @@ class GatewayApp:
         except UpstreamError as exc:
             return None, exc
 
-    async def _infer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: Route,
-        reply_headers: list[tuple[bytes, bytes]],
+    async def _forward(
+        self, scope: Scope, send: Send, route: Route, path: str, body: bytes, call: _Call
     ) -> None:
-        declared = header(scope, b"content-length")
-        body = await read_body(receive, self._max_body, int(declared) if declared else None)
-        forward = [(WORKER_TOKEN_HEADER, route.token), (b"x-request-id", reply_headers[0][1])]
-        for key, value in scope["headers"]:
-            if key in _FORWARDED_REQUEST:
-                forward.append((key, value))
-        path = route.infer_path
-        upstream = route.pick()
-        if upstream is None:
-            raise Unavailable(
-                f"endpoint '{route.endpoint}' has no ready replica yet: retry shortly"
-            )
+        forward = self._upstream_headers(scope, route, call)
+        upstream = self._replica(route)
         response, failure = await self._try(upstream, path, forward, body)
         if response is None or response.status == 503:
             # The replica died or restarted between snapshots: one more try on another.
@@ -146,6 +226,79 @@ class GatewayApp:
         if response is None:
             raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {failure}")
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
-        headers.extend(reply_headers)
-        headers.append((b"x-modelport-model", route.model_header))
+        headers.extend(call.reply_headers)
+        headers.append((b"x-modelport-revision", route.revision))
         await send_bytes(send, response.status, response.body, headers)
+        self._meter(route, call, response.status, Units.decode(response.header(UNITS_HEADER)))
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        path: str,
+        body: bytes,
+        call: _Call,
+    ) -> None:
+        forward = self._upstream_headers(scope, route, call)
+        try:
+            upstream = await self._upstream.open(self._replica(route), "POST", path, forward, body)
+        except UpstreamError as exc:
+            raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {exc}") from exc
+        if upstream.status != 200:  # an error before the stream started: answer it whole
+            chunks = [chunk async for chunk in upstream.body()]
+            upstream.close()
+            headers = [h for h in upstream.headers if h[0] in _FORWARDED_RESPONSE]
+            headers += [*call.reply_headers, (b"x-modelport-revision", route.revision)]
+            await send_bytes(send, upstream.status, b"".join(chunks), headers)
+            self._meter(route, call, upstream.status, Units())
+            return
+        headers = [*_SSE_HEADERS, *call.reply_headers, (b"x-modelport-revision", route.revision)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        units = Units()
+        delivered = 0  # token events the client received, counted by their SSE ids
+        status = 200
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            upstream.close()  # ends the read below; the replica stops generating
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            async for chunk in upstream.body():
+                if chunk.startswith(UNITS_SSE_PREFIX):
+                    units = Units.decode(chunk[len(UNITS_SSE_PREFIX) :].strip())
+                    continue
+                if chunk.startswith(b"id: "):
+                    delivered = int(chunk[4 : chunk.index(b"\n")])
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            status = 499  # the client went away (or the replica did) mid-stream
+            units.output_tokens = delivered
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            upstream.close()
+        self._meter(route, call, status, units, streamed=True)
+
+    def _meter(
+        self, route: Route, call: _Call, status: int, units: Units, *, streamed: bool = False
+    ) -> None:
+        self.usage.record(
+            UsageRecord(
+                request_id=call.request_id.decode(),
+                endpoint=route.endpoint,
+                revision=route.revision.decode(),
+                key_id=call.principal.key_id,
+                project=call.principal.project,
+                customer=call.customer,
+                status=status,
+                latency_ms=(time.perf_counter() - call.started) * 1000,
+                units=units,
+                streamed=streamed,
+            )
+        )

@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.core.errors import InvalidRequest
 from modelport.core.signature import Signature
+from modelport.runtimes.tasks import (
+    Embeddings,
+    GenerateRequest,
+    Generation,
+    GenerationStream,
+    Transcription,
+)
 
 __all__ = ["ModelRuntime", "RuntimeSettings", "find_model_file"]
 
@@ -35,6 +42,10 @@ class ModelRuntime(ABC):
     clear error instead of crashing a replica later.
     """
 
+    #: Requests one replica works on at once; more wait in its queue. Models that cannot
+    #: serve two requests at once (llama.cpp) say 1.
+    max_concurrency: int = 8
+
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
 
@@ -47,9 +58,30 @@ class ModelRuntime(ABC):
     async def load(self) -> None:
         """Load the model; the replica turns ready when this returns."""
 
-    @abstractmethod
+    # A runtime implements the capabilities of its tasks; the rest answer "not supported".
+
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Map validated input tensors to output tensors."""
+        """Map validated input tensors to output tensors (tabular, vision, custom)."""
+        raise self._unsupported("tensor inference")
+
+    async def generate(self, request: GenerateRequest) -> Generation:
+        """Generate a whole completion (chat, completion)."""
+        raise self._unsupported("text generation")
+
+    async def stream(self, request: GenerateRequest) -> GenerationStream:
+        """Generate token by token (chat, completion)."""
+        raise self._unsupported("streaming")
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """Embed texts (embedding)."""
+        raise self._unsupported("embeddings")
+
+    async def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcription:
+        """Transcribe mono float32 audio (asr)."""
+        raise self._unsupported("transcription")
+
+    def _unsupported(self, what: str) -> InvalidRequest:
+        return InvalidRequest(f"runtime {type(self).__name__} does not support {what}")
 
     async def unload(self) -> None:
         """Release the model. The default drops nothing; runtimes holding devices override it."""

@@ -1,4 +1,4 @@
-"""The replica's ASGI app: V2 health, metadata and inference for the one model it holds."""
+"""The replica's ASGI app: health, then the protocol its task speaks (V2 or OpenAI)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import hmac
 import logging
 import os
 import signal
-from typing import Any
 
-from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
+from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.digest import digest_tree
-from modelport.core.errors import ModelportError, NotFound
+from modelport.core.errors import ModelportError
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
 from modelport.runtimes import ModelRuntime, RuntimeSettings, runtime_class
-from modelport.runtimes.codecs import check_inputs, decode_request, encode_response
+from modelport.worker.openai import OpenAIHandler, openai_error
+from modelport.worker.v2 import V2Handler
 
 __all__ = ["WorkerApp"]
 
 log = logging.getLogger("modelport.worker")
 
-_JSON = (b"content-type", b"application/json")
+_OPENAI_TASKS = frozenset({"chat", "completion", "embedding", "asr"})
 
 
 async def _exit_when_orphaned(parent: int) -> None:
@@ -38,9 +38,10 @@ class WorkerApp:
         self.spec = spec
         self._token = token.encode()
         self._runtime: ModelRuntime | None = None
-        self._version = str(spec.version).encode()
-        self._load_task: asyncio.Task[None] | None = None
-        self._orphan_watch: asyncio.Task[None] | None = None
+        self._openai = spec.task in _OPENAI_TASKS
+        self._handler = OpenAIHandler(spec) if self._openai else V2Handler(spec)
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def load(self) -> None:
         """Verify the artifact digest, then load the runtime. Exits the process on failure."""
@@ -61,6 +62,9 @@ class WorkerApp:
                 )
             )
             await runtime.load()
+            # Requests past the limit wait their turn here instead of piling onto the model.
+            limit = self.spec.max_concurrency or runtime.max_concurrency
+            self._slots = asyncio.Semaphore(limit)
             self._runtime = runtime
             log.info("model %s:%s loaded", self.spec.model, self.spec.version)
         except Exception:
@@ -85,65 +89,32 @@ class WorkerApp:
             await send_json(send, 401, {"error": "this replica only answers its gateway"})
             return
         try:
-            await self._model_route(scope, receive, send, path)
+            if self._slots is None:
+                await self._handler(scope, receive, send, None)
+            else:
+                async with self._slots:
+                    await self._handler(scope, receive, send, self._runtime)
         except ModelportError as exc:
-            await send_json(send, exc.status, {"error": exc.message})
+            body = openai_error(exc) if self._openai else {"error": exc.message}
+            await send_json(send, exc.status, body)
         except Exception as exc:
             log.exception("inference failed on %s", self.spec.endpoint)
-            await send_json(send, 500, {"error": f"model runtime failed: {type(exc).__name__}"})
-
-    async def _model_route(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        prefix = f"/v2/models/{self.spec.endpoint}"
-        if not path.startswith(prefix):
-            raise NotFound(f"this replica serves '{self.spec.endpoint}' only")
-        rest = path[len(prefix) :]
-        if rest == "/infer" and scope["method"] == "POST":
-            await self._infer(scope, receive, send)
-        elif rest == "/ready":
-            ready = self._runtime is not None
-            await send_json(
-                send, 200 if ready else 503, {"name": self.spec.endpoint, "ready": ready}
+            message = f"model runtime failed: {type(exc).__name__}"
+            body = (
+                {"error": {"message": message, "type": "server_error"}}
+                if self._openai
+                else {"error": message}
             )
-        elif rest == "":
-            await send_json(send, 200, self.metadata())
-        else:
-            raise NotFound(f"no route {scope['method']} {path}")
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.spec.endpoint,
-            "versions": [str(self.spec.version)],
-            "platform": self.spec.runtime,
-            **self.spec.signature.to_v2_metadata(),
-        }
-
-    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime = self._runtime
-        if runtime is None:
-            await send_json(send, 503, {"error": "model is still loading"})
-            return
-        length = header(scope, b"inference-header-content-length")
-        body = await read_body(receive, self.spec.max_body_bytes)
-        request = decode_request(body, int(length) if length else None)
-        check_inputs(request, self.spec.signature)
-        outputs = await runtime.predict(request.inputs)
-        payload, header_length = encode_response(
-            request, outputs, model_name=self.spec.endpoint, model_version=str(self.spec.version)
-        )
-        headers = [(b"x-modelport-rows", str(request.rows).encode())]
-        if header_length is None:
-            headers.append(_JSON)
-        else:
-            headers.append((b"content-type", b"application/octet-stream"))
-            headers.append((b"inference-header-content-length", str(header_length).encode()))
-        await send_bytes(send, 200, payload, headers)
+            await send_json(send, 500, body)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._load_task = asyncio.create_task(self.load())
-                self._orphan_watch = asyncio.create_task(_exit_when_orphaned(os.getppid()))
+                self._tasks = [
+                    asyncio.create_task(self.load()),
+                    asyncio.create_task(_exit_when_orphaned(os.getppid())),
+                ]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._runtime is not None:

@@ -19,11 +19,16 @@ from modelport.control.schemas import (
 router = APIRouter(prefix="/models", tags=["models"])
 
 
+# Writes commit inside the route, before the response: a dependency's teardown may run after
+# the response is sent, and the client's next call must see what this one wrote.
+
+
 @router.post("", status_code=201)
-def create_model(body: ModelCreate, session: SessionDep, _: AdminDep) -> ModelPublic:
-    row = registry.create_model(session, **body.model_dump())
-    session.refresh(row)
-    return registry.model_public(row)
+def create_model(body: ModelCreate, plane: PlaneDep, _: AdminDep) -> ModelPublic:
+    with plane.db.session() as session:
+        row = registry.create_model(session, **body.model_dump())
+        session.refresh(row)
+        return registry.model_public(row)
 
 
 @router.get("")
@@ -37,8 +42,9 @@ def get_model(name: str, session: SessionDep, _: AdminDep) -> ModelPublic:
 
 
 @router.delete("/{name}", status_code=204)
-def delete_model(name: str, session: SessionDep, _: AdminDep) -> Response:
-    registry.delete_model(session, name)
+def delete_model(name: str, plane: PlaneDep, _: AdminDep) -> Response:
+    with plane.db.session() as session:
+        registry.delete_model(session, name)
     return Response(status_code=204)
 
 
@@ -55,21 +61,22 @@ def get_version(name: str, version: int, session: SessionDep, _: AdminDep) -> Ve
 
 
 @router.delete("/{name}/versions/{version}", status_code=204)
-def delete_version(name: str, version: int, session: SessionDep, _: AdminDep) -> Response:
-    registry.delete_version(session, name, version)
+def delete_version(name: str, version: int, plane: PlaneDep, _: AdminDep) -> Response:
+    with plane.db.session() as session:
+        registry.delete_version(session, name, version)
     return Response(status_code=204)
 
 
 @router.put("/{name}/aliases/{alias}")
-def set_alias(
-    name: str, alias: str, body: AliasSet, session: SessionDep, _: AdminDep
-) -> ModelPublic:
-    row = registry.set_alias(session, model=name, alias=alias, version=body.version)
-    session.refresh(row.model)
-    return registry.model_public(row.model)
+def set_alias(name: str, alias: str, body: AliasSet, plane: PlaneDep, _: AdminDep) -> ModelPublic:
+    with plane.db.session() as session:
+        row = registry.set_alias(session, model=name, alias=alias, version=body.version)
+        session.refresh(row.model)
+        return registry.model_public(row.model)
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: str, alias: str, session: SessionDep, _: AdminDep) -> Response:
-    registry.delete_alias(session, model=name, alias=alias)
+def delete_alias(name: str, alias: str, plane: PlaneDep, _: AdminDep) -> Response:
+    with plane.db.session() as session:
+        registry.delete_alias(session, model=name, alias=alias)
     return Response(status_code=204)
