@@ -18,7 +18,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control.schemas import VersionCreate
 from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.settings import Settings
-from modelport.demo import DEMO_ENDPOINT, build_demo
+from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import load_or_create_admin_token
 from modelport.observability import RecentUsage, configure_logging
@@ -80,6 +80,7 @@ class ModelportServer:
         backend = LocalBackend(
             logs_dir=settings.logs_dir,
             health_interval_s=settings.health_interval_s,
+            health_timeout_s=settings.health_timeout_s,
             start_timeout_s=settings.worker_start_timeout_s,
             log_level=settings.log_level,
         )
@@ -96,8 +97,7 @@ class ModelportServer:
         await self.plane.start()
         self._control = create_control_app(self.plane)
         if self.demo:
-            row = await asyncio.to_thread(self._register_demo)
-            if row is not None:
+            for row in await asyncio.to_thread(self._register_demo):
                 await self.plane.deploy(row)
         log.info(
             "admin token %s %s", "written to" if created else "read from", settings.admin_token_path
@@ -109,45 +109,54 @@ class ModelportServer:
             self.plane.db.close()
         await self.upstream.close()
 
-    def _register_demo(self) -> EndpointRow | None:
-        """Build the demo assets if missing; register and deploy them once per home."""
+    def _register_demo(self) -> list[EndpointRow]:
+        """Build or find each demo's artifact; register and deploy each once per home."""
         assert self.plane is not None
         plane = self.plane
-        assets = build_demo(self.settings.home / "demo")
-        marker = self.settings.home / "demo" / ".deployed"
-        if marker.exists():
-            return None
-        reference = plane.artifacts.ingest(assets.reference)
-        with plane.db.session() as session:
-            registry.create_model(
-                session,
-                name=DEMO_ENDPOINT,
-                task="tabular",
-                description="Breast cancer diagnosis from 30 cell-nucleus features "
-                "(scikit-learn's bundled data), logistic regression exported to ONNX.",
-                owner="demo",
+        out = self.settings.home / "demo"
+        created = []
+        wanted = {n.strip() for n in self.settings.demo_models.split(",") if n.strip()}
+        for demo in DEMOS:
+            if wanted and demo.name not in wanted:
+                continue
+            marker = out / f".deployed-{demo.name}"
+            if marker.exists():
+                continue
+            artifact = demo.locate(out)
+            if artifact is None:
+                continue
+            reference = plane.artifacts.ingest(artifact.reference) if artifact.reference else None
+            with plane.db.session() as session:
+                registry.create_model(
+                    session,
+                    name=demo.name,
+                    task=demo.task,
+                    description=demo.description,
+                    owner="demo",
+                )
+            version = plane.register_version(
+                demo.name,
+                VersionCreate(
+                    runtime=demo.runtime,
+                    artifact_path=str(artifact.path),
+                    metrics=artifact.metrics,
+                    runtime_options=demo.options,
+                    reference_digest=reference.digest if reference else None,
+                    tags={"source": "modelport demo"},
+                ),
+                created_by="demo",
             )
-        version = plane.register_version(
-            DEMO_ENDPOINT,
-            VersionCreate(
-                runtime="onnx",
-                artifact_path=str(assets.model),
-                metrics=assets.metrics,
-                reference_digest=reference.digest,
-                tags={"source": "modelport demo build"},
-            ),
-            created_by="demo",
-        )
-        with plane.db.session() as session:
-            registry.set_alias(
-                session, model=DEMO_ENDPOINT, alias="champion", version=version.version
-            )
-            row = endpoint_service.create_endpoint(
-                session, name=DEMO_ENDPOINT, model=f"{DEMO_ENDPOINT}@champion", replicas=1
-            )
-            _ = row.version.model
-        marker.write_text("registered and deployed; delete this file to do it again\n")
-        return row
+            with plane.db.session() as session:
+                registry.set_alias(
+                    session, model=demo.name, alias="champion", version=version.version
+                )
+                row = endpoint_service.create_endpoint(
+                    session, name=demo.name, model=f"{demo.name}@champion", replicas=1
+                )
+                _ = row.version.model
+            marker.write_text("registered and deployed; delete this file to do it again\n")
+            created.append(row)
+        return created
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

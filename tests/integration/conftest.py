@@ -20,6 +20,8 @@ from modelport.client import Client
 pytestmark = pytest.mark.integration
 
 MAX_BODY_BYTES = 1024 * 1024
+BREAST_CANCER_ONLY = {"MODELPORT_DEMO_MODELS": "breast-cancer"}  # fast starts where one will do
+DEMO_ENDPOINTS = ("breast-cancer", "digits", "chat-small", "embed-small", "asr-small")
 
 
 def free_port() -> int:
@@ -92,7 +94,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(tmp_path_factory.mktemp("srv") / "home", "--demo")
     try:
         with running.client() as admin:
-            admin.wait_ready("breast-cancer", timeout=120)
+            for name in DEMO_ENDPOINTS:
+                admin.wait_ready(name, timeout=180)
         yield running
     finally:
         stop_server(running)

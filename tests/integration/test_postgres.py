@@ -6,7 +6,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import BREAST_CANCER_ONLY, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,10 @@ def test_serve_demo_on_postgresql(tmp_path, postgres_url: str) -> None:
     server = start_server(
         tmp_path / "home",
         "--demo",
-        env={"MODELPORT_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/serve_demo"},
+        env={
+            **BREAST_CANCER_ONLY,
+            "MODELPORT_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/serve_demo",
+        },
     )
     try:
         with server.client() as admin:

@@ -38,7 +38,7 @@ def test_demo_endpoint_is_registered_and_ready(admin: Client) -> None:
     assert version["metrics"]["accuracy"] > 0.9
     assert version["reference_digest"].startswith("sha256:")
     assert version["signature"]["inputs"] == [
-        {"name": "input", "datatype": "FP32", "shape": [-1, 30]}
+        {"name": "input", "datatype": "FP32", "shape": [-1, 30], "optional": False}
     ]
 
 

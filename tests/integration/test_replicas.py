@@ -56,6 +56,7 @@ def test_sklearn_directory_artifact_with_two_replicas(
         "name": "input",
         "datatype": "FP32",
         "shape": [-1, 30],
+        "optional": False,
     }
     admin.create_endpoint("tree", "tree:1", replicas=2)
     endpoint = admin.wait_ready("tree")

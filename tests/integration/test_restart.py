@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import alive, start_server, stop_server, wait_for
+from tests.integration.conftest import (
+    BREAST_CANCER_ONLY,
+    alive,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def test_endpoints_come_back_after_restart(tmp_path) -> None:
     home = tmp_path / "home"
-    first = start_server(home, "--demo")
+    first = start_server(home, "--demo", env=BREAST_CANCER_ONLY)
     try:
         with first.client() as admin:
             admin.wait_ready("breast-cancer")
@@ -23,7 +29,7 @@ def test_endpoints_come_back_after_restart(tmp_path) -> None:
         stop_server(first)
     assert not any(alive(pid) for pid in pids)  # a clean stop leaves no orphan replica
 
-    second = start_server(home, "--demo")
+    second = start_server(home, "--demo", env=BREAST_CANCER_ONLY)
     try:
         with second.client() as admin:
             # The demo was already deployed once in this home: it is not recreated.
@@ -37,7 +43,7 @@ def test_endpoints_come_back_after_restart(tmp_path) -> None:
 
 
 def test_replicas_exit_when_the_server_is_killed(tmp_path) -> None:
-    server = start_server(tmp_path / "home", "--demo")
+    server = start_server(tmp_path / "home", "--demo", env=BREAST_CANCER_ONLY)
     try:
         with server.client() as admin:
             pids = [r["pid"] for r in admin.wait_ready("breast-cancer")["replica_status"]]

@@ -155,12 +155,14 @@ class LocalBackend(Backend):
         *,
         logs_dir: Path,
         health_interval_s: float = 1.0,
+        health_timeout_s: float = 5.0,
         start_timeout_s: float = 120.0,
         drain_timeout_s: float = 15.0,
         log_level: str = "info",
     ) -> None:
         self._logs_dir = logs_dir
         self._interval = health_interval_s
+        self._probe_timeout = health_timeout_s
         self._start_timeout = start_timeout_s
         self._drain_timeout = drain_timeout_s
         self._log_level = log_level
@@ -232,7 +234,7 @@ class LocalBackend(Backend):
                     if now >= replica.next_start_at:
                         await replica.launch(self._exited)
                 elif replica.process.returncode is None:
-                    task = asyncio.create_task(_probe(replica.upstream, self._interval))
+                    task = asyncio.create_task(_probe(replica.upstream, self._probe_timeout))
                     probes.append((replica, task))
         for replica, task in probes:
             self._judge(replica, await task, now)

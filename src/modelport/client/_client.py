@@ -215,6 +215,10 @@ class Client:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._object("DELETE", f"/api/v1/keys/{key_id}")
 
+    def get_usage(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent requests the gateway metered, newest first, with their units."""
+        return self._list("GET", "/api/v1/usage/recent", params={"limit": limit})
+
     # -- inference (use a client made with an API key) --------------------------------------
 
     def infer(self, endpoint: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:

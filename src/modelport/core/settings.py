@@ -27,8 +27,14 @@ class Settings(BaseSettings):
     )
     worker_start_timeout_s: float = Field(default=120.0, gt=0)
     health_interval_s: float = Field(default=1.0, gt=0)
+    health_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a busy replica may take to answer a probe."
+    )
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     log_level: str = Field(default="info")
+    demo_models: str = Field(
+        default="", description="Comma-separated demos for 'serve --demo'; empty: all of them."
+    )
 
     @field_validator("home")
     @classmethod

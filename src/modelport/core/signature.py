@@ -34,6 +34,7 @@ class TensorSpec(BaseModel):
     name: str
     datatype: str = Field(pattern="^(" + "|".join(DATATYPES) + ")$")
     shape: list[int]
+    optional: bool = False  # alternatives, e.g. pixels or an encoded image: give one
 
     def accepts_shape(self, shape: list[int]) -> bool:
         return len(shape) == len(self.shape) and all(
@@ -51,6 +52,6 @@ class Signature(BaseModel):
 
     def to_v2_metadata(self) -> dict[str, Any]:
         return {
-            "inputs": [spec.model_dump() for spec in self.inputs],
-            "outputs": [spec.model_dump() for spec in self.outputs],
+            "inputs": [spec.model_dump(exclude_defaults=True) for spec in self.inputs],
+            "outputs": [spec.model_dump(exclude_defaults=True) for spec in self.outputs],
         }

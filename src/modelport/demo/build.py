@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_ENDPOINT", "DemoAssets", "build_demo"]
+__all__ = ["DEMO_ENDPOINT", "DemoAssets", "build_demo", "build_digits"]
 
 DEMO_ENDPOINT = "breast-cancer"
 _REFERENCE_ROWS = 200
@@ -78,6 +78,51 @@ def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
     with (directory / "reference.csv.tmp").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(str(name) for name in data.feature_names)
+        writer.writerows(x_train[:_REFERENCE_ROWS].tolist())
+    (directory / "reference.csv.tmp").replace(directory / "reference.csv")
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    assets = DemoAssets.at(directory)
+    assert assets is not None
+    return assets
+
+
+def build_digits(out_dir: Path, *, force: bool = False) -> DemoAssets:
+    """Train a digit classifier on scikit-learn's bundled 8x8 images; export it to ONNX."""
+    directory = out_dir / "digits"
+    if not force and (existing := DemoAssets.at(directory)):
+        return existing
+
+    import numpy as np
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    pixels = data.data.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        pixels, data.target, test_size=0.25, random_state=0, stratify=data.target
+    )
+    model = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    metrics = {
+        "accuracy": round(float(accuracy_score(y_test, model.predict(x_test))), 4),
+        "test_rows": len(y_test),
+    }
+    onnx_model = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, 64]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = directory / "model.onnx.tmp"
+    staged.write_bytes(onnx_model.SerializeToString())
+    staged.replace(directory / "model.onnx")
+    with (directory / "reference.csv.tmp").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(f"pixel_{i}" for i in range(64))
         writer.writerows(x_train[:_REFERENCE_ROWS].tolist())
     (directory / "reference.csv.tmp").replace(directory / "reference.csv")
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -179,9 +179,16 @@ def check_inputs(request: InferRequest, signature: Signature) -> None:
                 f"{spec.shape} (-1 means any size)",
                 input=name,
             )
-    missing = [name for name in expected if name not in request.inputs]
+    missing = [s.name for s in signature.inputs if not s.optional and s.name not in request.inputs]
     if missing:
         raise _fail(f"missing input(s) {', '.join(map(repr, missing))}", missing=missing)
+    alternatives = [s.name for s in signature.inputs if s.optional]
+    given = [name for name in alternatives if name in request.inputs]
+    if alternatives and len(given) != 1:
+        raise _fail(
+            f"give exactly one of the inputs {', '.join(map(repr, alternatives))}",
+            alternatives=alternatives,
+        )
 
 
 def _v2_datatype(array: np.ndarray) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,55 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, datatype=_ONNX_TYPES.get(arg.type, "BYTES"), shape=shape)
 
 
+@dataclass(frozen=True, slots=True)
+class _ImageInput:
+    input: str
+    feeds: str
+    width: int
+    height: int
+    scale: float
+
+    @classmethod
+    def parse(cls, raw: Any, inputs: list[TensorSpec]) -> _ImageInput:
+        try:
+            width, height = (int(v) for v in raw.get("size", (8, 8)))
+            config = cls(
+                input=str(raw.get("input", "image")),
+                feeds=str(raw.get("feeds") or inputs[0].name),
+                width=width,
+                height=height,
+                scale=float(raw.get("scale", 1.0)),
+            )
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise InvalidRequest(f"invalid runtime option 'image': {exc}") from exc
+        if config.feeds not in {spec.name for spec in inputs}:
+            raise InvalidRequest(
+                f"runtime option image.feeds: the model has no input {config.feeds!r}"
+            )
+        return config
+
+    def decode(self, images: np.ndarray) -> np.ndarray:
+        """Encoded images -> FP32 [N, width*height], dark ink on light paper -> 0..scale."""
+        from PIL import Image, UnidentifiedImageError
+
+        rows = []
+        for index, item in enumerate(images.ravel()):
+            raw = item if isinstance(item, bytes) else str(item).encode()
+            try:
+                data = base64.b64decode(raw, validate=True)
+                with Image.open(io.BytesIO(data)) as image:
+                    grey = image.convert("L").resize(
+                        (self.width, self.height), Image.Resampling.BILINEAR
+                    )
+                    pixels = np.asarray(grey, dtype=np.float32)
+            except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+                raise InvalidRequest(
+                    f"image {index} is not a base64-encoded PNG or JPEG image: {exc}"
+                ) from exc
+            rows.append((255.0 - pixels.ravel()) * (self.scale / 255.0))
+        return np.stack(rows).astype(np.float32)
+
+
 def _session(path: Path, options: dict[str, Any]) -> ort.InferenceSession:
     session_options = ort.SessionOptions()
     # One replica is one process; its own thread pool would fight the others for cores.
@@ -47,17 +100,27 @@ def _session(path: Path, options: dict[str, Any]) -> ort.InferenceSession:
 
 
 class OnnxRuntime(ModelRuntime):
-    """Runs ``*.onnx``; option ``threads`` sets onnxruntime's intra-op threads (default 1)."""
+    """Runs ``*.onnx``; option ``threads`` sets onnxruntime's intra-op threads (default 1).
+
+    Option ``image`` (for vision models) adds an input of encoded images that the runtime
+    decodes for the model: ``{"input": "image", "feeds": "input", "size": [8, 8],
+    "scale": 16.0}`` takes base64 PNG/JPEG images in a BYTES input named ``image``, turns them
+    grey, scales them to 8x8, maps dark ink on light paper to 0..16 and feeds ``input``.
+    """
 
     _session: ort.InferenceSession
 
     @classmethod
     def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
         session = _session(find_model_file(artifact_dir, (".onnx",), options), options)
-        return Signature(
-            inputs=[_spec(arg) for arg in session.get_inputs()],
-            outputs=[_spec(arg) for arg in session.get_outputs()],
-        )
+        inputs = [_spec(arg) for arg in session.get_inputs()]
+        if image := options.get("image"):
+            config = _ImageInput.parse(image, inputs)
+            inputs = [spec.model_copy(update={"optional": True}) for spec in inputs]
+            inputs.append(
+                TensorSpec(name=config.input, datatype="BYTES", shape=[-1], optional=True)
+            )
+        return Signature(inputs=inputs, outputs=[_spec(arg) for arg in session.get_outputs()])
 
     async def load(self) -> None:
         options = self.settings.options
@@ -65,8 +128,12 @@ class OnnxRuntime(ModelRuntime):
             find_model_file(self.settings.artifact_dir, (".onnx",), options), options
         )
         self._outputs = [arg.name for arg in self._session.get_outputs()]
+        image = options.get("image")
+        self._image = _ImageInput.parse(image, self.settings.signature.inputs) if image else None
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._image is not None and self._image.input in inputs:
+            inputs = {self._image.feeds: self._image.decode(inputs[self._image.input])}
         # Small tabular models answer in microseconds: calling inline beats a thread hop.
         results = self._session.run(self._outputs, inputs)
         return dict(zip(self._outputs, (np.asarray(r) for r in results), strict=True))

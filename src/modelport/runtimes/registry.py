@@ -12,6 +12,9 @@ __all__ = ["RUNTIMES", "runtime_class"]
 RUNTIMES: dict[str, str] = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
     "sklearn": "modelport.runtimes.sklearn:SklearnRuntime",
+    "llama-cpp": "modelport.runtimes.llama_cpp:LlamaCppRuntime",
+    "sentence-transformers": "modelport.runtimes.sentence_transformers:SentenceTransformersRuntime",
+    "pocketsphinx": "modelport.runtimes.pocketsphinx:PocketSphinxRuntime",
 }
 
 

@@ -38,10 +38,13 @@ class Generation:
 
 @dataclass(slots=True)
 class GenerationStream:
-    """Tokens as they are generated; one item per model token, so counts are exact."""
+    """Text pieces as they are generated. ``completion_tokens`` counts the model tokens behind
+    the pieces yielded so far (a piece may hold several when a character spans tokens), so
+    usage stays exact however early the stream ends."""
 
     prompt_tokens: int
     tokens: AsyncIterator[str]
+    completion_tokens: int = 0
     finish_reason: str = "stop"  # final once ``tokens`` is exhausted
 
 

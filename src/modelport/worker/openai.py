@@ -215,22 +215,24 @@ class OpenAIHandler:
             gone.set()
 
         watcher = asyncio.create_task(watch_disconnect())
-        count = 0
+        first = True
         try:
             async for token in generation.tokens:
                 if gone.is_set():
                     break  # the client left: stop generating (closing the iterator stops it)
-                count += 1
                 delta: dict[str, Any] = {"content": token}
-                if chat and count == 1:
+                if chat and first:
                     delta["role"] = "assistant"
+                    first = False
                 choice = (
                     {"index": 0, "delta": delta, "finish_reason": None}
                     if chat
                     else {"index": 0, "text": token, "finish_reason": None, "logprobs": None}
                 )
                 data = orjson.dumps({**envelope, "choices": [choice]})
-                await event(b"id: %d\ndata: %s\n\n" % (count, data))
+                # The id is the running token count: the gateway's exact tally if the client
+                # hangs up before the closing usage comment.
+                await event(b"id: %d\ndata: %s\n\n" % (generation.completion_tokens, data))
         finally:
             with contextlib.suppress(Exception):
                 await generation.tokens.aclose()  # type: ignore[attr-defined]
@@ -243,6 +245,7 @@ class OpenAIHandler:
             else {"index": 0, "text": "", "finish_reason": generation.finish_reason}
         )
         await event(b"data: " + orjson.dumps({**envelope, "choices": [last]}) + b"\n\n")
+        count = generation.completion_tokens
         if include_usage:
             usage = {
                 "prompt_tokens": generation.prompt_tokens,
