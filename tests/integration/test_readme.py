@@ -18,10 +18,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _block(language: str) -> str:
+def _block(name: str) -> str:
     text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- quickstart:{language} -->\n```{language}\n(.*?)```", text, re.S)
-    assert match, f"README lost its {language} quickstart block"
+    match = re.search(rf"<!-- quickstart:{name} -->\n```\w+\n(.*?)```", text, re.S)
+    assert match, f"README lost its {name} quickstart block"
     return match.group(1).replace("127.0.0.1:8600", "127.0.0.1:" + "{port}")
 
 
@@ -62,3 +62,15 @@ def test_quickstart_shell_and_python(server: RunningServer) -> None:
     )
     assert python.returncode == 0, python.stderr
     assert python.stdout.splitlines()[0] == "[0 0 0 0 0]"
+
+    openai_block = subprocess.run(
+        [sys.executable, "-c", _block("openai").replace("{port}", port)],
+        cwd=ROOT,
+        env={**_env(server), "KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert openai_block.returncode == 0, openai_block.stderr
+    answer_line, dims = openai_block.stdout.strip().splitlines()[-2:]
+    assert "Paris" in answer_line and dims == "384"
