@@ -197,6 +197,10 @@ def endpoints_create(
     name: str,
     model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME:VERSION or NAME.")],
     replicas: Annotated[int, typer.Option(min=1)] = 1,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Batch concurrent requests (tabular, vision).")
+    ] = None,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
     wait: Annotated[bool, typer.Option(help="Wait until the replicas are ready.")] = True,
     url: Url = None,
     token: Token = None,
@@ -204,7 +208,12 @@ def endpoints_create(
 ) -> None:
     """Create an endpoint serving a model version."""
     with _client(url, token) as client:
-        endpoint = client.create_endpoint(name, model, replicas)
+        batching = (
+            {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}
+            if max_batch_size
+            else None
+        )
+        endpoint = client.create_endpoint(name, model, replicas, batching)
         if wait:
             endpoint = client.wait_ready(name)
     _print(endpoint, as_json, _ENDPOINT_COLUMNS)

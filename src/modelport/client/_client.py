@@ -177,8 +177,15 @@ class Client:
 
     # -- endpoints and keys -----------------------------------------------------------------
 
-    def create_endpoint(self, name: str, model: str, replicas: int = 1) -> dict[str, Any]:
-        body = {"name": name, "model": model, "replicas": replicas}
+    def create_endpoint(
+        self,
+        name: str,
+        model: str,
+        replicas: int = 1,
+        batching: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``batching``: ``{"max_batch_size": 32, "max_wait_ms": 5}`` (tabular and vision)."""
+        body = {"name": name, "model": model, "replicas": replicas, "batching": batching}
         return self._object("POST", "/api/v1/endpoints", json=body)
 
     def list_endpoints(self) -> list[dict[str, Any]]:

@@ -106,6 +106,7 @@ class ControlPlane:
             signature=signature,
             options=version.runtime_options,
             max_body_bytes=self.settings.max_body_bytes,
+            batching=row.batching,
         )
         metadata = orjson.dumps(
             {
@@ -207,6 +208,7 @@ class ControlPlane:
             version=row.version.version,
             runtime=row.version.runtime,
             replicas=row.replicas,
+            batching=row.batching,
             status=status,
             replica_status=replicas,
             url=f"/v2/models/{row.name}",

@@ -14,6 +14,7 @@ from modelport.core.signature import Signature
 __all__ = [
     "AliasSet",
     "ArtifactPublic",
+    "Batching",
     "EndpointCreate",
     "EndpointPublic",
     "KeyCreate",
@@ -66,10 +67,18 @@ class AliasSet(_In):
     version: int = Field(ge=1)
 
 
+class Batching(_In):
+    """Adaptive batching for tabular and vision endpoints."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
 class EndpointCreate(_In):
     name: str = Field(examples=["breast-cancer"])
     model: str = Field(description="NAME@ALIAS, NAME:VERSION, or NAME for the latest version.")
     replicas: int = Field(default=1, ge=1, le=64)
+    batching: Batching | None = Field(default=None, description="Merge concurrent requests.")
 
 
 class KeyCreate(_In):
@@ -115,6 +124,7 @@ class EndpointPublic(BaseModel):
     version: int
     runtime: str
     replicas: int
+    batching: Batching | None
     status: EndpointStatus
     replica_status: list[ReplicaStatus]
     url: str

@@ -31,4 +31,5 @@ class ReplicaSpec(BaseModel):
     signature: Signature = Field(default_factory=Signature)
     options: dict[str, Any] = Field(default_factory=dict)
     max_body_bytes: int = 16 * 1024 * 1024
+    batching: dict[str, Any] | None = None  # {max_batch_size, max_wait_ms}
     max_concurrency: int = Field(default=0, ge=0, description="In-flight requests; 0: runtime's.")

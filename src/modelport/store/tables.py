@@ -92,6 +92,7 @@ class EndpointRow(Base):
     model_ref: Mapped[str] = mapped_column(String(140))
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     replicas: Mapped[int] = mapped_column(Integer, default=1)
+    batching: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     version: Mapped[ModelVersionRow] = relationship()

@@ -64,6 +64,8 @@ class WorkerApp:
             await runtime.load()
             # Requests past the limit wait their turn here instead of piling onto the model.
             limit = self.spec.max_concurrency or runtime.max_concurrency
+            if self.spec.batching:  # the batcher serializes model calls; let a batch gather
+                limit = max(limit, 4 * int(self.spec.batching.get("max_batch_size", 32)))
             self._slots = asyncio.Semaphore(limit)
             self._runtime = runtime
             log.info("model %s:%s loaded", self.spec.model, self.spec.version)

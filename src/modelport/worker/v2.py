@@ -7,6 +7,7 @@ from modelport.core.errors import NotFound
 from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, Units
 from modelport.runtimes import ModelRuntime
+from modelport.runtimes.batching import AdaptiveBatcher, BatchingConfig
 from modelport.runtimes.codecs import check_inputs, decode_request, encode_response
 
 __all__ = ["V2Handler"]
@@ -17,6 +18,7 @@ _JSON = (b"content-type", b"application/json")
 class V2Handler:
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
+        self._batcher: AdaptiveBatcher | None = None
         self._prefix = f"/v2/models/{spec.endpoint}"
         self._version = str(spec.version)
 
@@ -58,7 +60,13 @@ class V2Handler:
         body = await read_body(receive, self.spec.max_body_bytes)
         request = decode_request(body, int(length) if length else None)
         check_inputs(request, self.spec.signature)
-        outputs = await runtime.predict(request.inputs)
+        if self.spec.batching is not None:
+            if self._batcher is None:
+                config = BatchingConfig(**self.spec.batching)
+                self._batcher = AdaptiveBatcher(runtime.predict, config)
+            outputs = await self._batcher.predict(request.inputs)
+        else:
+            outputs = await runtime.predict(request.inputs)
         payload, header_length = encode_response(
             request, outputs, model_name=self.spec.endpoint, model_version=self._version
         )
