@@ -9,6 +9,7 @@ from modelport.core.errors import InvalidRequest, ModelportError, NotFound
 from modelport.core.names import ModelRef, parse_model_ref
 from modelport.core.routing import Route, Upstream
 from modelport.core.settings import Settings
+from modelport.gateway.balancing import LeastOutstanding
 from modelport.governance import hash_secret, load_or_create_admin_token, new_api_key
 from modelport.runtimes import runtime_class
 
@@ -80,10 +81,16 @@ def test_unknown_runtime_names_the_choices() -> None:
     assert runtime_class("onnx").__name__ == "OnnxRuntime"
 
 
-def test_route_round_robin_skips_a_failed_replica() -> None:
-    a, b = Upstream("127.0.0.1", 1), Upstream("127.0.0.1", 2)
-    route = Route("ep", "m", 1, b"{}", b"t", (a, b))
-    picks = [route.pick() for _ in range(4)]
-    assert picks == [a, b, a, b]
-    assert all(route.pick(skip=a) == b for _ in range(3))
-    assert Route("ep", "m", 1, b"{}", b"t").pick() is None
+def test_least_outstanding_balancing() -> None:
+    a, b, c = (Upstream("127.0.0.1", port) for port in (1, 2, 3))
+    route = Route("ep", "m", 1, b"{}", b"t", (a, b, c))
+    balancer = LeastOutstanding()
+    # Idle replicas take turns.
+    assert {balancer.choose(route) for _ in range(3)} == {a, b, c}
+    with balancer.track(a), balancer.track(b):
+        assert all(balancer.choose(route) == c for _ in range(5))  # the idle one
+        with balancer.track(c), balancer.track(c):
+            assert balancer.choose(route) in (a, b)
+    assert balancer.in_flight(a) == balancer.in_flight(c) == 0
+    assert all(balancer.choose(route, skip=a) != a for _ in range(6))
+    assert balancer.choose(Route("ep", "m", 1, b"{}", b"t")) is None

@@ -5,7 +5,6 @@ The gateway never queries storage per request: it reads the snapshot it was last
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,7 +34,6 @@ class Route:
     token: bytes  # shared secret the endpoint's replicas require
     replicas: tuple[Upstream, ...] = ()
     task: str = "tabular"
-    _turn: itertools.count[int] = field(default_factory=itertools.count, compare=False)
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)
@@ -49,15 +47,6 @@ class Route:
     def protocol(self) -> str:
         """``openai`` for generative, embedding and speech tasks, ``v2`` for tensors."""
         return "openai" if self.task in _OPENAI_TASKS else "v2"
-
-    def pick(self, skip: Upstream | None = None) -> Upstream | None:
-        """Round-robin over ready replicas, avoiding ``skip`` when another exists."""
-        if not self.replicas:
-            return None
-        choice = self.replicas[next(self._turn) % len(self.replicas)]
-        if choice == skip and len(self.replicas) > 1:
-            choice = self.replicas[next(self._turn) % len(self.replicas)]
-        return choice
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from modelport.core.replica import WORKER_TOKEN_HEADER
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units, UsageRecord
 from modelport.gateway import openai
+from modelport.gateway.balancing import LeastOutstanding
 from modelport.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from modelport.observability.usage import RecentUsage, UsageSink
 
@@ -70,6 +71,7 @@ class GatewayApp:
         self.usage: UsageSink = usage if usage is not None else RecentUsage()
         self._upstream = upstream
         self._max_body = max_body_bytes
+        self._balancer = LeastOutstanding()
 
     def publish_routes(self, snapshot: RoutingSnapshot) -> None:
         """Swap in a new routing snapshot (one attribute store: atomic for readers)."""
@@ -197,7 +199,7 @@ class GatewayApp:
         return headers
 
     def _replica(self, route: Route) -> Upstream:
-        upstream = route.pick()
+        upstream = self._balancer.choose(route)
         if upstream is None:
             raise Unavailable(
                 f"endpoint '{route.endpoint}' has no ready replica yet: retry shortly"
@@ -207,10 +209,11 @@ class GatewayApp:
     async def _try(
         self, upstream: Upstream, path: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
-        try:
-            return await self._upstream.request(upstream, "POST", path, headers, body), None
-        except UpstreamError as exc:
-            return None, exc
+        with self._balancer.track(upstream):
+            try:
+                return await self._upstream.request(upstream, "POST", path, headers, body), None
+            except UpstreamError as exc:
+                return None, exc
 
     async def _forward(
         self, scope: Scope, send: Send, route: Route, path: str, body: bytes, call: _Call
@@ -220,7 +223,7 @@ class GatewayApp:
         response, failure = await self._try(upstream, path, forward, body)
         if response is None or response.status == 503:
             # The replica died or restarted between snapshots: one more try on another.
-            retry = route.pick(skip=upstream)
+            retry = self._balancer.choose(route, skip=upstream)
             if retry is not None and retry != upstream:
                 response, failure = await self._try(retry, path, forward, body)
         if response is None:
@@ -242,8 +245,23 @@ class GatewayApp:
         call: _Call,
     ) -> None:
         forward = self._upstream_headers(scope, route, call)
+        replica = self._replica(route)
+        with self._balancer.track(replica):
+            await self._stream_from(replica, receive, send, route, path, forward, body, call)
+
+    async def _stream_from(
+        self,
+        replica: Upstream,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        path: str,
+        forward: list[tuple[bytes, bytes]],
+        body: bytes,
+        call: _Call,
+    ) -> None:
         try:
-            upstream = await self._upstream.open(self._replica(route), "POST", path, forward, body)
+            upstream = await self._upstream.open(replica, "POST", path, forward, body)
         except UpstreamError as exc:
             raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {exc}") from exc
         if upstream.status != 200:  # an error before the stream started: answer it whole

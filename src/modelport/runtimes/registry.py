@@ -15,6 +15,7 @@ RUNTIMES: dict[str, str] = {
     "llama-cpp": "modelport.runtimes.llama_cpp:LlamaCppRuntime",
     "sentence-transformers": "modelport.runtimes.sentence_transformers:SentenceTransformersRuntime",
     "pocketsphinx": "modelport.runtimes.pocketsphinx:PocketSphinxRuntime",
+    "python": "modelport.runtimes.python:PythonRuntime",
 }
 
 

@@ -1,0 +1,52 @@
+"""Which replica gets a request: the one with the fewest requests in flight.
+
+Counts live in the gateway, not in the routing snapshot, so they survive snapshot swaps; ties
+rotate, so idle replicas share the load evenly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from modelport.core.routing import Route, Upstream
+
+__all__ = ["LeastOutstanding"]
+
+
+class LeastOutstanding:
+    def __init__(self) -> None:
+        self._in_flight: defaultdict[Upstream, int] = defaultdict(int)
+        self._turn = itertools.count()
+
+    def choose(self, route: Route, skip: Upstream | None = None) -> Upstream | None:
+        """The least busy ready replica, avoiding ``skip`` when another exists."""
+        replicas = route.replicas
+        count = len(replicas)
+        if count == 0:
+            return None
+        if count == 1:
+            return replicas[0]
+        start = next(self._turn)
+        best, best_load = None, -1
+        for offset in range(count):
+            candidate = replicas[(start + offset) % count]
+            if candidate == skip:
+                continue
+            load = self._in_flight[candidate]
+            if best is None or load < best_load:
+                best, best_load = candidate, load
+        return best
+
+    @contextmanager
+    def track(self, upstream: Upstream) -> Iterator[None]:
+        self._in_flight[upstream] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[upstream] -= 1
+
+    def in_flight(self, upstream: Upstream) -> int:
+        return self._in_flight[upstream]

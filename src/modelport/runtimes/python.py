@@ -1,0 +1,71 @@
+"""Custom models: a user's Python class shipped in the artifact directory.
+
+Option ``class`` names it as ``module:Class`` (the module is a file in the artifact). The
+class is built with no arguments; ``load()`` is called once if it exists, then
+``predict(inputs)`` maps a dict of numpy arrays to a dict of numpy arrays. Either may be
+``async``. The signature must be given at registration: deriving it would mean running the
+user's code inside the control plane.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.core.errors import InvalidRequest
+from modelport.core.signature import Signature
+from modelport.runtimes.base import ModelRuntime
+
+__all__ = ["PythonRuntime"]
+
+
+def _target(artifact_dir: Path, options: dict[str, Any]) -> tuple[Path, str]:
+    target = options.get("class")
+    if not isinstance(target, str) or ":" not in target:
+        raise InvalidRequest(
+            "the python runtime needs the option class='module:Class' (module.py in the artifact)",
+            field="runtime_options",
+        )
+    module, _, name = target.partition(":")
+    path = (artifact_dir / (module.replace(".", "/") + ".py")).resolve()
+    if not path.is_relative_to(artifact_dir.resolve()) or not path.is_file():
+        raise InvalidRequest(
+            f"module {module!r} is not a file in the artifact", field="runtime_options"
+        )
+    return path, name
+
+
+class PythonRuntime(ModelRuntime):
+    max_concurrency = 4
+
+    @classmethod
+    def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
+        _target(artifact_dir, options)  # the file exists; its code is not run here
+        return Signature()
+
+    async def load(self) -> None:
+        path, name = _target(self.settings.artifact_dir, self.settings.options)
+        spec = importlib.util.spec_from_file_location(f"modelport_user.{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise InvalidRequest(f"cannot import {path.name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(self.settings.artifact_dir))  # its own helper modules
+        spec.loader.exec_module(module)
+        self._model = getattr(module, name)()
+        if hasattr(self._model, "load"):
+            result = self._model.load()
+            if inspect.isawaitable(result):
+                await result
+
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._model.predict(inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, dict):
+            raise TypeError(f"{type(self._model).__name__}.predict must return a dict of arrays")
+        return {name: np.asarray(value) for name, value in result.items()}
