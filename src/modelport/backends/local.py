@@ -24,6 +24,8 @@ from modelport.backends.base import Backend, ReplicaStatus
 from modelport.core.enums import ReplicaState
 from modelport.core.replica import ReplicaSpec
 from modelport.core.routing import Upstream
+from modelport.runtimes import ModelRuntime, runtime_class
+from modelport.runtimes.registry import EXTERNAL_SERVERS
 
 __all__ = ["LocalBackend"]
 
@@ -33,13 +35,13 @@ _UNHEALTHY_AFTER = 3  # failed probes in a row before a ready replica stops gett
 _MAX_BACKOFF_S = 30.0
 
 
-async def _probe(upstream: Upstream, limit_s: float) -> bool:
-    """True if the replica answers ``GET /v2/health/ready`` with 200."""
+async def _probe(upstream: Upstream, path: str, limit_s: float) -> bool:
+    """True if the replica answers ``GET path`` (its readiness check) with 200."""
     try:
         async with asyncio.timeout(limit_s):
             reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
             try:
-                writer.write(b"GET /v2/health/ready HTTP/1.1\r\nhost: replica\r\n\r\n")
+                writer.write(f"GET {path} HTTP/1.1\r\nhost: replica\r\n\r\n".encode())
                 status_line = await reader.readline()
             finally:
                 writer.close()
@@ -70,6 +72,11 @@ class _Replica:
         self.sock.listen(1024)
         self.sock.set_inheritable(True)
         self.upstream = Upstream("127.0.0.1", self.sock.getsockname()[1])
+        self.readiness_path = (
+            runtime_class(spec.runtime).readiness_path
+            if spec.runtime in EXTERNAL_SERVERS
+            else ModelRuntime.readiness_path
+        )
         self.process: Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.state = ReplicaState.STARTING
@@ -87,13 +94,21 @@ class _Replica:
             MODELPORT_WORKER_FD=str(self.sock.fileno()),
             MODELPORT_LOG_LEVEL=self._log_level,
         )
+        command = [sys.executable, "-m", "modelport.worker"]
+        external = None
+        if self.spec.runtime in EXTERNAL_SERVERS:
+            external = runtime_class(self.spec.runtime).replica_command(
+                self.spec, self.upstream.host, self.upstream.port, self._token.decode()
+            )
+        if external is not None:
+            # An external server binds its own port: free ours for it (same number).
+            self.sock.close()
+            command = external
         with self._log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "modelport.worker",
+                *command,
                 env=env,
-                pass_fds=(self.sock.fileno(),),
+                pass_fds=(self.sock.fileno(),) if external is None else (),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -234,7 +249,8 @@ class LocalBackend(Backend):
                     if now >= replica.next_start_at:
                         await replica.launch(self._exited)
                 elif replica.process.returncode is None:
-                    task = asyncio.create_task(_probe(replica.upstream, self._probe_timeout))
+                    probe = _probe(replica.upstream, replica.readiness_path, self._probe_timeout)
+                    task = asyncio.create_task(probe)
                     probes.append((replica, task))
         for replica, task in probes:
             self._judge(replica, await task, now)

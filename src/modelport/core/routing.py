@@ -37,11 +37,13 @@ class Route:
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)
+    bearer: bytes = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "infer_path", f"/v2/models/{self.endpoint}/infer")
         # Until revisions exist as objects of their own, a revision is a model version.
         object.__setattr__(self, "revision", f"{self.model}:{self.version}".encode())
+        object.__setattr__(self, "bearer", b"Bearer " + self.token)
 
     @property
     def protocol(self) -> str:

@@ -192,7 +192,12 @@ class GatewayApp:
     def _upstream_headers(
         self, scope: Scope, route: Route, call: _Call
     ) -> list[tuple[bytes, bytes]]:
-        headers = [(WORKER_TOKEN_HEADER, route.token), (b"x-request-id", call.request_id)]
+        headers = [
+            (WORKER_TOKEN_HEADER, route.token),
+            # External replicas (vLLM) take the same secret the OpenAI way.
+            (b"authorization", route.bearer),
+            (b"x-request-id", call.request_id),
+        ]
         for key, value in scope["headers"]:
             if key in _FORWARDED_REQUEST:
                 headers.append((key, value))

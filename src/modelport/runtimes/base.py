@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.core.errors import InvalidRequest
+from modelport.core.replica import ReplicaSpec
 from modelport.core.signature import Signature
 from modelport.runtimes.tasks import (
     Embeddings,
@@ -42,6 +43,9 @@ class ModelRuntime(ABC):
     clear error instead of crashing a replica later.
     """
 
+    #: Where the supervisor probes a replica's readiness.
+    readiness_path: str = "/v2/health/ready"
+
     #: Requests one replica works on at once; more wait in its queue. Models that cannot
     #: serve two requests at once (llama.cpp) say 1.
     max_concurrency: int = 8
@@ -53,6 +57,14 @@ class ModelRuntime(ABC):
     @abstractmethod
     def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
         """Check the artifact and return its signature."""
+
+    @classmethod
+    def replica_command(
+        cls, spec: ReplicaSpec, host: str, port: int, token: str
+    ) -> list[str] | None:
+        """A command that *is* the replica (an external server such as vLLM), or None for a
+        Modelport worker process."""
+        return None
 
     @abstractmethod
     async def load(self) -> None:

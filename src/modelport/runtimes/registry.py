@@ -7,7 +7,7 @@ import importlib
 from modelport.core.errors import InvalidRequest
 from modelport.runtimes.base import ModelRuntime
 
-__all__ = ["RUNTIMES", "runtime_class"]
+__all__ = ["EXTERNAL_SERVERS", "RUNTIMES", "runtime_class"]
 
 RUNTIMES: dict[str, str] = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
@@ -16,7 +16,13 @@ RUNTIMES: dict[str, str] = {
     "sentence-transformers": "modelport.runtimes.sentence_transformers:SentenceTransformersRuntime",
     "pocketsphinx": "modelport.runtimes.pocketsphinx:PocketSphinxRuntime",
     "python": "modelport.runtimes.python:PythonRuntime",
+    "vllm": "modelport.runtimes.vllm:VllmRuntime",
 }
+
+
+# Runtimes whose replica is a server of its own (replica_command), not a Modelport worker.
+# Named here so that the supervisor imports no runtime module just to find out.
+EXTERNAL_SERVERS = frozenset({"vllm"})
 
 
 def runtime_class(name: str) -> type[ModelRuntime]:
