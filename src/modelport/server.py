@@ -114,6 +114,7 @@ class ModelportServer:
         assert self.plane is not None
         plane = self.plane
         out = self.settings.home / "demo"
+        out.mkdir(parents=True, exist_ok=True)
         created = []
         wanted = {n.strip() for n in self.settings.demo_models.split(",") if n.strip()}
         for demo in DEMOS:
@@ -125,6 +126,11 @@ class ModelportServer:
             artifact = demo.locate(out)
             if artifact is None:
                 continue
+            with plane.db.session() as session:
+                if demo.name in {m.name for m in registry.list_models(session)}:
+                    log.info("demo %s: a model of that name exists; left alone", demo.name)
+                    marker.write_text("a model of this name existed; not deployed\n")
+                    continue
             reference = plane.artifacts.ingest(artifact.reference) if artifact.reference else None
             with plane.db.session() as session:
                 registry.create_model(

@@ -52,3 +52,14 @@ def test_replicas_exit_when_the_server_is_killed(tmp_path) -> None:
         wait_for(lambda: not any(alive(pid) for pid in pids), timeout=15, message="orphans to exit")
     finally:
         stop_server(server)
+
+
+def test_packaged_demo_alone_on_a_fresh_home(tmp_path) -> None:
+    """A demo that needs no build step (its model ships in a wheel) deploys by itself."""
+    server = start_server(tmp_path / "home", "--demo", env={"MODELPORT_DEMO_MODELS": "asr-small"})
+    try:
+        with server.client() as admin:
+            assert admin.wait_ready("asr-small")["model"] == "asr-small"
+            assert [e["name"] for e in admin.list_endpoints()] == ["asr-small"]
+    finally:
+        stop_server(server)
