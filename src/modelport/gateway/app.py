@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -87,7 +87,7 @@ class GatewayApp:
             await send_bytes(send, 200, b"", [])
             return
         started = time.perf_counter()
-        request_id = header(scope, b"x-request-id") or uuid.uuid4().hex.encode()
+        request_id = header(scope, b"x-request-id") or os.urandom(16).hex().encode()
         is_openai = path.startswith("/v1/")
         try:
             call = _Call(request_id, self._authenticate(scope), started)
@@ -214,11 +214,14 @@ class GatewayApp:
     async def _try(
         self, upstream: Upstream, path: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
-        with self._balancer.track(upstream):
-            try:
-                return await self._upstream.request(upstream, "POST", path, headers, body), None
-            except UpstreamError as exc:
-                return None, exc
+        in_flight = self._balancer.in_flight_counts
+        in_flight[upstream] += 1
+        try:
+            return await self._upstream.request(upstream, "POST", path, headers, body), None
+        except UpstreamError as exc:
+            return None, exc
+        finally:
+            in_flight[upstream] -= 1
 
     async def _forward(
         self, scope: Scope, send: Send, route: Route, path: str, body: bytes, call: _Call
