@@ -20,7 +20,7 @@ from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
-from modelport.governance import load_or_create_admin_token
+from modelport.governance import SecretStore, load_or_create_admin_token
 from modelport.observability import RecentUsage, configure_logging
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow
@@ -93,6 +93,7 @@ class ModelportServer:
             publish_routes=self.gateway.publish_routes,
             publish_keys=self.gateway.publish_keys,
             usage=self.usage,
+            secrets=SecretStore(settings.home / "secrets"),
         )
         await self.plane.start()
         self._control = create_control_app(self.plane)

@@ -76,7 +76,7 @@ def test_admin_token_is_created_once_and_private(tmp_path: Path) -> None:
 
 
 def test_unknown_runtime_names_the_choices() -> None:
-    with pytest.raises(InvalidRequest, match="choose one of llama-cpp, onnx, pocketsphinx"):
+    with pytest.raises(InvalidRequest, match="choose one of llama-cpp, onnx, openai-upstream"):
         runtime_class("tensorflow")
     assert runtime_class("onnx").__name__ == "OnnxRuntime"
 

@@ -222,6 +222,16 @@ class Client:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._object("DELETE", f"/api/v1/keys/{key_id}")
 
+    def put_secret(self, name: str, value: str) -> None:
+        """Store a credential for an external model server; it can never be read back."""
+        self._call("PUT", f"/api/v1/secrets/{name}", json={"value": value})
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/api/v1/secrets")
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/secrets/{name}")
+
     def get_usage(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent requests the gateway metered, newest first, with their units."""
         return self._list("GET", "/api/v1/usage/recent", params={"limit": limit})

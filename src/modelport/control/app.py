@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from modelport import __version__
 from modelport.control.deps import AdminDep
 from modelport.control.plane import ControlPlane
-from modelport.control.routes import artifacts, endpoints, keys, models, usage
+from modelport.control.routes import artifacts, endpoints, keys, models, secrets, usage
 from modelport.core.errors import ModelportError
 
 __all__ = ["create_control_app"]
@@ -64,7 +64,7 @@ def create_control_app(plane: ControlPlane) -> FastAPI:
         redoc_url=None,
     )
     app.state.plane = plane
-    for module in (artifacts, models, endpoints, keys, usage):
+    for module in (artifacts, models, endpoints, keys, secrets, usage):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)

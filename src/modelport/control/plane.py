@@ -11,8 +11,9 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -22,12 +23,15 @@ from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control.schemas import EndpointPublic, VersionCreate, VersionPublic
 from modelport.core.enums import EndpointStatus, ReplicaState
+from modelport.core.errors import ModelportError
 from modelport.core.replica import ReplicaSpec
-from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot
+from modelport.core.routing import KeyPrincipal, RemoteTarget, Route, RoutingSnapshot, Upstream
 from modelport.core.settings import Settings
 from modelport.core.signature import Signature
-from modelport.governance import hash_secret
+from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
+from modelport.runtimes import runtime_class
+from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow
 
@@ -42,6 +46,8 @@ class _Deployment:
     replicas: int
     token: bytes
     metadata: bytes
+    remote: RemoteTarget | None = None
+    remote_address: Upstream | None = None
 
 
 class ControlPlane:
@@ -58,6 +64,7 @@ class ControlPlane:
         publish_routes: Callable[[RoutingSnapshot], None],
         publish_keys: Callable[[Mapping[str, KeyPrincipal]], None],
         usage: RecentUsage,
+        secrets: SecretStore,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -67,6 +74,7 @@ class ControlPlane:
         self._publish_routes = publish_routes
         self._publish_keys = publish_keys
         self.usage = usage
+        self.secrets = secrets
         self._deployments: dict[str, _Deployment] = {}
         self._lock = asyncio.Lock()
         backend.on_change = self.refresh_routes
@@ -87,10 +95,23 @@ class ControlPlane:
         await self.backend.close()
 
     def _load_deployments(self) -> dict[str, _Deployment]:
+        deployments = {}
         with self.db.session() as session:
-            return {
-                row.name: self._deployment(row) for row in endpoint_service.list_endpoints(session)
-            }
+            for row in endpoint_service.list_endpoints(session):
+                try:
+                    deployments[row.name] = self._deployment(row)
+                except ModelportError as exc:  # e.g. a deleted secret: keep the rest serving
+                    log.error("endpoint %s not deployed: %s", row.name, exc.message)
+        return deployments
+
+    def prepare(self, row: EndpointRow) -> _Deployment:
+        """Everything needed to serve a stored endpoint; raises if it cannot be served, so
+        that the caller can roll back the row it is creating."""
+        return self._deployment(row)
+
+    async def activate(self, name: str, deployment: _Deployment) -> None:
+        """Start serving a prepared deployment."""
+        await self._deploy(name, deployment)
 
     def _deployment(self, row: EndpointRow) -> _Deployment:
         version = row.version
@@ -101,7 +122,9 @@ class ControlPlane:
             version=version.version,
             runtime=version.runtime,
             task=version.model.task,
-            artifact_dir=self.artifacts.path(version.artifact_digest),
+            artifact_dir=(
+                self.artifacts.path(version.artifact_digest) if version.artifact_digest else Path()
+            ),
             artifact_digest=version.artifact_digest,
             signature=signature,
             options=version.runtime_options,
@@ -117,7 +140,27 @@ class ControlPlane:
             }
         )
         token = secrets.token_urlsafe(24).encode()
-        return _Deployment(spec=spec, replicas=row.replicas, token=token, metadata=metadata)
+        deployment = _Deployment(spec=spec, replicas=row.replicas, token=token, metadata=metadata)
+        if version.runtime in REMOTE_RUNTIMES:
+            return self._remote(deployment, row.name)
+        return deployment
+
+    def _remote(self, deployment: _Deployment, endpoint: str) -> _Deployment:
+        """An external server: its address, path, model name and credential, from options."""
+        options = deployment.spec.options
+        url = urlsplit(options["url"])
+        tls = url.scheme == "https"
+        address = Upstream(url.hostname or "", url.port or (443 if tls else 80), tls)
+        credential = options.get("credential")
+        target = RemoteTarget(
+            protocol=runtime_class(deployment.spec.runtime).remote_protocol,  # type: ignore[attr-defined]
+            path_prefix=url.path.rstrip("/"),
+            model=options.get("model", endpoint),
+            authorization=(
+                b"Bearer " + self.secrets.get(credential).strip().encode() if credential else None
+            ),
+        )
+        return replace(deployment, remote=target, remote_address=address)
 
     async def deploy(self, row: EndpointRow) -> None:
         """Start (or replace) the replicas behind a stored endpoint."""
@@ -126,7 +169,8 @@ class ControlPlane:
     async def _deploy(self, name: str, deployment: _Deployment) -> None:
         async with self._lock:
             self._deployments[name] = deployment
-            await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
+            if deployment.remote is None:
+                await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
             self.refresh_routes()
 
     async def undeploy(self, name: str) -> None:
@@ -144,8 +188,9 @@ class ControlPlane:
                 version=d.spec.version,
                 metadata=d.metadata,
                 token=d.token,
-                replicas=self.backend.ready(name),
+                replicas=(d.remote_address,) if d.remote_address else self.backend.ready(name),
                 task=d.spec.task,
+                remote=d.remote,
             )
             for name, d in self._deployments.items()
         ]
@@ -168,7 +213,6 @@ class ControlPlane:
             artifact = self.artifacts.ingest(Path(body.artifact_path))
             ingested = artifact if artifact.created else None
             digest = artifact.digest
-        assert digest is not None  # VersionCreate requires one of path or digest
         try:
             with self.db.session() as session:
                 row = registry.create_version(
@@ -193,7 +237,9 @@ class ControlPlane:
     def endpoint_public(self, row: EndpointRow) -> EndpointPublic:
         replicas = self.backend.status(row.name)
         ready = sum(r.state == ReplicaState.READY for r in replicas)
-        if ready and ready == len(replicas):
+        if row.version.runtime in REMOTE_RUNTIMES:
+            status = EndpointStatus.READY  # an external server: no replicas of ours
+        elif ready and ready == len(replicas):
             status = EndpointStatus.READY
         elif ready:
             status = EndpointStatus.DEGRADED

@@ -14,6 +14,7 @@ from modelport.core.errors import Conflict, InvalidRequest, NotFound
 from modelport.core.names import ModelRef, check_name
 from modelport.core.signature import Signature
 from modelport.runtimes import runtime_class
+from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore
 from modelport.store.tables import EndpointRow, ModelAliasRow, ModelRow, ModelVersionRow
 
@@ -128,7 +129,7 @@ def create_version(
     *,
     model: str,
     runtime: str,
-    artifact_digest: str,
+    artifact_digest: str | None,
     signature: Signature | None = None,
     metrics: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
@@ -138,14 +139,15 @@ def create_version(
 ) -> ModelVersionRow:
     """Add the next numbered version; the runtime first proves it can read the artifact."""
     model_row = get_model(session, model)
-    artifact_dir: Path = artifacts.path(artifact_digest)
+    remote = runtime in REMOTE_RUNTIMES  # a URL: no artifact to store or inspect
+    artifact_dir = Path() if remote or artifact_digest is None else artifacts.path(artifact_digest)
     if reference_digest is not None:
         artifacts.path(reference_digest)
     options = runtime_options or {}
     derived = runtime_class(runtime).inspect(artifact_dir, options)
     if signature is None:
         signature = derived
-    if not signature.inputs:
+    if not signature.inputs and not remote:
         raise InvalidRequest(
             f"could not derive the inputs of this {runtime} model: pass a signature"
         )
@@ -156,7 +158,7 @@ def create_version(
         model=model_row,
         version=(last or 0) + 1,
         runtime=runtime,
-        artifact_digest=artifact_digest,
+        artifact_digest=artifact_digest or "",
         reference_digest=reference_digest,
         signature=signature.model_dump(),
         metrics=metrics or {},

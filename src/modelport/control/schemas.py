@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from modelport.backends import ReplicaStatus
 from modelport.core.enums import EndpointStatus, Task
 from modelport.core.signature import Signature
+from modelport.runtimes.registry import REMOTE_RUNTIMES
 
 __all__ = [
     "AliasSet",
@@ -58,7 +59,11 @@ class VersionCreate(_In):
 
     @model_validator(mode="after")
     def _one_artifact(self) -> VersionCreate:
-        if (self.artifact_digest is None) == (self.artifact_path is None):
+        given = (self.artifact_digest is not None) + (self.artifact_path is not None)
+        if self.runtime in REMOTE_RUNTIMES:
+            if given:
+                raise ValueError(f"runtime {self.runtime} is a URL: give no artifact")
+        elif given != 1:
             raise ValueError("give exactly one of artifact_digest or artifact_path")
         return self
 

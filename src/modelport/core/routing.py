@@ -10,17 +10,28 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["KeyPrincipal", "Route", "RoutingSnapshot", "Upstream"]
+__all__ = ["KeyPrincipal", "RemoteTarget", "Route", "RoutingSnapshot", "Upstream"]
 
 _OPENAI_TASKS = frozenset({"chat", "completion", "embedding", "asr"})
 
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """A ready replica's address."""
+    """A ready replica's address (or an external server's)."""
 
     host: str
     port: int
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """How to call an external model server: path, model name and credential it expects."""
+
+    protocol: str  # "openai" or "v2"
+    path_prefix: str  # the URL's path, e.g. "/v1" for an OpenAI base URL
+    model: str
+    authorization: bytes | None = None  # "Bearer <secret>", never logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +45,17 @@ class Route:
     token: bytes  # shared secret the endpoint's replicas require
     replicas: tuple[Upstream, ...] = ()
     task: str = "tabular"
+    remote: RemoteTarget | None = None
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)
     bearer: bytes = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "infer_path", f"/v2/models/{self.endpoint}/infer")
+        infer = f"/v2/models/{self.endpoint}/infer"
+        if self.remote is not None and self.remote.protocol == "v2":
+            infer = f"{self.remote.path_prefix}/v2/models/{self.remote.model}/infer"
+        object.__setattr__(self, "infer_path", infer)
         # Until revisions exist as objects of their own, a revision is a model version.
         object.__setattr__(self, "revision", f"{self.model}:{self.version}".encode())
         object.__setattr__(self, "bearer", b"Bearer " + self.token)

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import orjson
 
@@ -162,6 +163,7 @@ class GatewayApp:
             raise NotFound(f"no route {scope['method']} {path}")
         body = await self._body(scope, receive)
         stream = False
+        payload: dict[str, Any] = {}
         if path == "/v1/audio/transcriptions":
             name = openai.model_from_multipart(body, header(scope, b"content-type") or b"")
         else:
@@ -178,6 +180,11 @@ class GatewayApp:
                 f"endpoint '{name}' serves task {route.task}, which {path} does not take",
                 param="model",
             )
+        if route.remote is not None:  # the external server's path and model name
+            if path != "/v1/audio/transcriptions":
+                payload["model"] = route.remote.model
+                body = orjson.dumps(payload)
+            path = route.remote.path_prefix + path[3:]
         if stream:
             await self._stream(scope, receive, send, route, path, body, call)
         else:
@@ -192,12 +199,17 @@ class GatewayApp:
     def _upstream_headers(
         self, scope: Scope, route: Route, call: _Call
     ) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (WORKER_TOKEN_HEADER, route.token),
-            # External replicas (vLLM) take the same secret the OpenAI way.
-            (b"authorization", route.bearer),
-            (b"x-request-id", call.request_id),
-        ]
+        if route.remote is not None:  # an external server: its own credential, if any
+            headers = [(b"x-request-id", call.request_id)]
+            if route.remote.authorization:
+                headers.append((b"authorization", route.remote.authorization))
+        else:
+            headers = [
+                (WORKER_TOKEN_HEADER, route.token),
+                # Replicas that are servers of their own (vLLM) take the secret as a bearer.
+                (b"authorization", route.bearer),
+                (b"x-request-id", call.request_id),
+            ]
         for key, value in scope["headers"]:
             if key in _FORWARDED_REQUEST:
                 headers.append((key, value))

@@ -8,6 +8,7 @@ General-purpose clients spend more time per request than the whole budget the ga
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -112,6 +113,14 @@ class UpstreamPool:
         self._timeout = timeout_s
         self._max_idle = max_idle
         self._idle: defaultdict[Upstream, list[_Connection]] = defaultdict(list)
+        self._tls: ssl.SSLContext | None = None
+
+    def _ssl(self, upstream: Upstream) -> ssl.SSLContext | None:
+        if not upstream.tls:
+            return None
+        if self._tls is None:
+            self._tls = ssl.create_default_context()  # verifies the server's certificate
+        return self._tls
 
     @staticmethod
     def _encode(
@@ -183,7 +192,9 @@ class UpstreamPool:
                 if reused:
                     reader, writer = idle.pop()
                 else:
-                    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+                    reader, writer = await asyncio.open_connection(
+                        upstream.host, upstream.port, ssl=self._ssl(upstream)
+                    )
             except OSError as exc:
                 raise UpstreamError(f"cannot connect to replica: {exc}") from exc
             try:

@@ -6,5 +6,6 @@ from modelport.governance.keys import (
     load_or_create_admin_token,
     new_api_key,
 )
+from modelport.governance.secrets import SecretStore
 
-__all__ = ["NewKey", "hash_secret", "load_or_create_admin_token", "new_api_key"]
+__all__ = ["NewKey", "SecretStore", "hash_secret", "load_or_create_admin_token", "new_api_key"]

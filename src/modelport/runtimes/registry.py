@@ -7,7 +7,7 @@ import importlib
 from modelport.core.errors import InvalidRequest
 from modelport.runtimes.base import ModelRuntime
 
-__all__ = ["EXTERNAL_SERVERS", "RUNTIMES", "runtime_class"]
+__all__ = ["EXTERNAL_SERVERS", "REMOTE_RUNTIMES", "RUNTIMES", "runtime_class"]
 
 RUNTIMES: dict[str, str] = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
@@ -17,12 +17,16 @@ RUNTIMES: dict[str, str] = {
     "pocketsphinx": "modelport.runtimes.pocketsphinx:PocketSphinxRuntime",
     "python": "modelport.runtimes.python:PythonRuntime",
     "vllm": "modelport.runtimes.vllm:VllmRuntime",
+    "openai-upstream": "modelport.runtimes.remote:OpenAIUpstreamRuntime",
+    "v2-upstream": "modelport.runtimes.remote:V2UpstreamRuntime",
 }
 
 
 # Runtimes whose replica is a server of its own (replica_command), not a Modelport worker.
 # Named here so that the supervisor imports no runtime module just to find out.
 EXTERNAL_SERVERS = frozenset({"vllm"})
+# Runtimes that are a URL: no artifact, no replica; the gateway forwards to the URL.
+REMOTE_RUNTIMES = frozenset({"openai-upstream", "v2-upstream"})
 
 
 def runtime_class(name: str) -> type[ModelRuntime]:

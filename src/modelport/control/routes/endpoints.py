@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -16,14 +17,14 @@ router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 
 @router.post("", status_code=201)
 async def create_endpoint(body: EndpointCreate, plane: PlaneDep, _: AdminDep) -> EndpointPublic:
-    def create() -> EndpointRow:
+    def create() -> tuple[EndpointRow, Any]:
         with plane.db.session() as session:
             row = service.create_endpoint(session, **body.model_dump())
-            _ = row.version.model  # load what the deployment needs before the session ends
-            return row
+            # Raises (and so rolls the row back) if the endpoint could not be served.
+            return row, plane.prepare(row)
 
-    row = await asyncio.to_thread(create)
-    await plane.deploy(row)
+    row, deployment = await asyncio.to_thread(create)
+    await plane.activate(row.name, deployment)
     return plane.endpoint_public(row)
 
 
