@@ -236,3 +236,19 @@ def test_not_audio_is_400(ai: openai.OpenAI, tmp_path: Path) -> None:
         ai.audio.transcriptions.create(model="asr-small", file=audio)
     assert "not a WAV or FLAC" in info.value.body["message"]
     assert info.value.body["param"] == "file"
+
+
+def test_wrong_content_types(server: RunningServer, api_key: str) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    as_json = httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        json={"model": "asr-small", "file": "hello.wav"},
+        headers=headers,
+    )
+    assert as_json.status_code == 400
+    assert "multipart/form-data" in as_json.json()["error"]["message"]
+    as_form = httpx.post(
+        f"{server.url}/v1/chat/completions", data={"model": "chat-small"}, headers=headers
+    )
+    assert as_form.status_code == 400
+    assert "not valid JSON" in as_form.json()["error"]["message"]
