@@ -1,12 +1,15 @@
 """What the gateway adds: the same load straight to a worker and through the gateway.
 
-Starts ``modelport serve --demo`` (breast-cancer only) on a free loopback port with a
-temporary home, plus a standalone worker for the same model version (identical code and
-artifact), then drives both with the same keep-alive HTTP/1.1 client, alternating phases so
-that machine noise hits both alike. Prints requests/s, p50 and p99 for each and the
-difference. Every process it starts is stopped at the end.
+Starts ``modelport serve --demo`` (only the ``breast-cancer`` demo) on a free loopback port
+with a temporary home, plus a standalone worker for the same model version (identical code
+and artifact), then drives both with the same keep-alive HTTP/1.1 client (the gateway's own
+``UpstreamPool``, on uvloop when installed). Phases alternate (direct, gateway, direct, ...)
+so that machine noise hits both alike; it prints requests/s, p50 and p99 for each and the
+difference. Every process it starts is stopped at the end, on Ctrl-C and SIGTERM too.
+Self-contained, so that both of these work:
 
-    .venv/bin/python -m bench.gateway_overhead --seconds 6 --concurrency 1
+    .venv/bin/python bench/gateway_overhead.py --seconds 5 --concurrency 1
+    .venv/bin/python -m bench.gateway_overhead --seconds 5 --concurrency 8
 """
 
 from __future__ import annotations
@@ -15,144 +18,414 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import secrets
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 
-from bench._harness import (
-    BenchServer,
-    Headers,
-    Phase,
-    drive,
-    modelport_server,
-    stop,
-    table,
-    wait_http,
-)
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.core.signature import Signature
-from modelport.gateway.upstream import UpstreamPool
+from modelport.gateway.upstream import UpstreamError, UpstreamPool
 
-PATH = "/v2/models/breast-cancer/infer"
+ENDPOINT = "breast-cancer"
+PATH = f"/v2/models/{ENDPOINT}/infer"
 BODY = json.dumps(
     {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": [0.5] * 30}]}
 ).encode()
+WARMUP_S = 1.0
+START_LIMIT_S = 180.0  # building the demo model and loading it, on a busy machine
+
+Headers = list[tuple[bytes, bytes]]
 
 
-@contextmanager
-def standalone_worker(server: BenchServer, token: str) -> Iterator[Upstream]:
-    """A worker for breast-cancer:1 started the way the supervisor starts one."""
-    version = httpx.get(
-        f"{server.url}/api/v1/models/breast-cancer/versions/1", headers=server.admin
-    ).json()
-    digest = version["artifact_digest"]
-    spec = ReplicaSpec(
-        endpoint="breast-cancer",
-        model="breast-cancer",
-        version=1,
-        runtime=version["runtime"],
-        artifact_dir=server.home / "artifacts" / "sha256" / digest.removeprefix("sha256:"),
-        artifact_digest=digest,
-        signature=Signature.model_validate(version["signature"]),
-        options=version["runtime_options"],
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    env = {
-        **os.environ,
-        "MODELPORT_WORKER_SPEC": spec.model_dump_json(),
-        "MODELPORT_WORKER_TOKEN": token,
-        "MODELPORT_WORKER_FD": str(sock.fileno()),
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelport.worker"],
-        env=env,
-        pass_fds=(sock.fileno(),),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    port = sock.getsockname()[1]
-    sock.close()  # the worker holds its own copy
+# -- measurement -------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """Successful latencies, failures by kind and wall time of one or more phases."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def merge(self, other: Phase) -> None:
+        self.latencies_ms += other.latencies_ms
+        self.errors += other.errors
+        self.seconds += other.seconds
+
+    def summary(self) -> dict[str, Any]:
+        values = np.asarray(self.latencies_ms)
+        has = values.size > 0
+        return {
+            "requests": int(values.size),
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+            "rps": values.size / self.seconds if self.seconds else 0.0,
+            "mean_ms": float(values.mean()) if has else float("nan"),
+            "p50_ms": float(np.percentile(values, 50)) if has else float("nan"),
+            "p99_ms": float(np.percentile(values, 99)) if has else float("nan"),
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    upstream: Upstream
+    headers: Headers
+
+
+async def _drive(pool: UpstreamPool, target: Target, seconds: float, concurrency: int) -> Phase:
+    """``concurrency`` closed-loop clients, each sending one request after another."""
+    phase = Phase()
+    deadline = time.perf_counter() + seconds
+    clock = time.perf_counter
+
+    async def one_client() -> None:
+        while clock() < deadline:
+            started = clock()
+            try:
+                response = await pool.request(target.upstream, "POST", PATH, target.headers, BODY)
+            except UpstreamError as exc:
+                phase.errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.01)  # a dead target must not spin the CPU
+                continue
+            elapsed = clock() - started
+            if response.status == 200:
+                phase.latencies_ms.append(elapsed * 1000)
+            else:
+                phase.errors[f"HTTP {response.status}"] += 1
+
+    started = clock()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    phase.seconds = clock() - started
+    return phase
+
+
+async def _check_same_answer(pool: UpstreamPool, targets: list[Target]) -> None:
+    """Both targets must accept the request and give the same outputs, or nothing compares."""
+    answers = []
+    for target in targets:
+        response = await pool.request(target.upstream, "POST", PATH, target.headers, BODY)
+        if response.status != 200:
+            raise RuntimeError(f"{target.name} answered {response.status}: {response.body[:300]!r}")
+        answers.append(json.loads(response.body)["outputs"])
+    if any(answer != answers[0] for answer in answers):
+        raise RuntimeError(f"the targets disagree: {answers}")
+
+
+async def _measure(
+    targets: list[Target], seconds: float, rounds: int, concurrency: int
+) -> tuple[dict[str, Phase], list[dict[str, Phase]]]:
+    pool = UpstreamPool(timeout_s=10.0)
+    totals = {target.name: Phase() for target in targets}
+    per_round: list[dict[str, Phase]] = []
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", {}, lambda r: r.status_code == 200)
-        yield Upstream("127.0.0.1", port)
-    finally:
-        stop(process)
-
-
-async def measure(
-    targets: dict[str, tuple[Upstream, Headers]], args: argparse.Namespace
-) -> dict[str, Phase]:
-    pool = UpstreamPool(timeout_s=30)
-    results = {name: Phase() for name in targets}
-    try:
-        for upstream, headers in targets.values():  # warm up connections and caches
-            await drive(pool, upstream, PATH, headers, BODY, 1.0, args.concurrency)
-        for _ in range(args.rounds):
-            for name, (upstream, headers) in targets.items():
-                phase = await drive(
-                    pool,
-                    upstream,
-                    PATH,
-                    headers,
-                    BODY,
-                    args.seconds / args.rounds,
-                    args.concurrency,
-                )
-                results[name].merge(phase)
+        await _check_same_answer(pool, targets)
+        for target in targets:  # open the connections, warm caches and both servers up
+            await _drive(pool, target, WARMUP_S, concurrency)
+        for _ in range(rounds):
+            this_round = {}
+            for target in targets:
+                phase = await _drive(pool, target, seconds, concurrency)
+                totals[target.name].merge(phase)
+                this_round[target.name] = phase
+            per_round.append(this_round)
     finally:
         await pool.close()
-    return results
+    return totals, per_round
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per target")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two targets")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
-    args = parser.parse_args()
-    content = (b"content-type", b"application/json")
-    token = secrets.token_urlsafe(16)
-    with modelport_server("breast-cancer") as server, standalone_worker(server, token) as worker:
-        targets = {
-            "direct": (worker, [(WORKER_TOKEN_HEADER, token.encode()), content]),
-            "gateway": (
-                Upstream("127.0.0.1", server.port),
-                [(b"authorization", f"Bearer {server.key}".encode()), content],
-            ),
+def _run(main: Callable[[], Coroutine[Any, Any, Any]]) -> tuple[Any, str]:
+    """Run on uvloop when it is installed (as the server and the workers do)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main()), "asyncio"
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main()), "uvloop"
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+class Processes:
+    """Starts processes in their own sessions (a Ctrl-C is ours to handle) and stops them all."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        with self.log(name).open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                pass_fds=pass_fds,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._running.append((name, process))
+        return process
+
+    def log(self, name: str) -> Path:
+        return self._directory / f"{name}.log"
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            text = self.log(name).read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:]) or "(empty log)"
+
+    def stop_all(self, grace_s: float = 20.0) -> None:
+        """SIGTERM in reverse start order (the server then drains its own replica), then kill."""
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while self._running:
+            _, process = self._running.pop()
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until(
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    ok: Callable[[httpx.Response], bool],
+    process: subprocess.Popen[bytes],
+    what: str,
+) -> None:
+    deadline = time.monotonic() + START_LIMIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        try:
+            if ok(client.get(url, headers=headers, timeout=2.0)):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {START_LIMIT_S:.0f} s ({url})")
+
+
+def _base_env() -> dict[str, str]:
+    """This environment without stale ``MODELPORT_*`` settings (a database URL, say)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+
+
+def _start_worker(
+    processes: Processes,
+    client: httpx.Client,
+    home: Path,
+    admin: dict[str, str],
+    token: str,
+) -> Upstream:
+    """A standalone replica of the endpoint's model version, launched as the backend does."""
+    response = client.get(f"/api/v1/models/{ENDPOINT}/versions/1", headers=admin)
+    response.raise_for_status()
+    version = response.json()
+    digest: str = version["artifact_digest"]
+    spec = ReplicaSpec(
+        endpoint=ENDPOINT,
+        model=ENDPOINT,
+        version=1,
+        runtime=version["runtime"],
+        artifact_dir=home / "artifacts" / "sha256" / digest.removeprefix("sha256:"),
+        artifact_digest=digest,
+        signature=Signature.model_validate(version["signature"]),
+        options=version["runtime_options"] or {},
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        sock.set_inheritable(True)
+        env = {
+            **_base_env(),
+            "MODELPORT_WORKER_SPEC": spec.model_dump_json(),
+            "MODELPORT_WORKER_TOKEN": token,
+            "MODELPORT_WORKER_FD": str(sock.fileno()),
+            "MODELPORT_LOG_LEVEL": "warning",
         }
-        results = asyncio.run(measure(targets, args))
-    direct, gateway = results["direct"].summary(), results["gateway"].summary()
-    report = {
+        worker = processes.start(
+            "worker", [sys.executable, "-m", "modelport.worker"], env, (sock.fileno(),)
+        )
+        port = int(sock.getsockname()[1])
+    # Our copy of the listening socket is closed; the worker holds its own.
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    _wait_until(client, url, {}, lambda r: r.status_code == 200, worker, "worker")
+    return Upstream("127.0.0.1", port)
+
+
+def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
+    home = tmp / "home"
+    port = _free_port()
+    env = {
+        **_base_env(),
+        "MODELPORT_HOME": str(home),
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_HOST": "127.0.0.1",
+        "MODELPORT_LOG_LEVEL": "warning",
+        # The other demos (an LLM, embeddings, speech) would load and eat the CPU we measure.
+        "MODELPORT_DEMO_MODELS": ENDPOINT,
+    }
+    modelport = Path(sys.executable).with_name("modelport")
+    argv = [str(modelport)] if modelport.exists() else [sys.executable, "-m", "modelport"]
+    server = processes.start("server", [*argv, "serve", "--demo"], env)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+        _wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, server, "server")
+        admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
+        _wait_until(
+            client,
+            f"/api/v1/endpoints/{ENDPOINT}",
+            admin,
+            lambda r: r.status_code == 200 and r.json().get("status") == "ready",
+            server,
+            f"endpoint {ENDPOINT}",
+        )
+        created = client.post(
+            "/api/v1/keys", json={"project": "default", "name": "bench"}, headers=admin
+        )
+        created.raise_for_status()
+        key: str = created.json()["key"]
+        token = secrets.token_urlsafe(32)
+        worker = _start_worker(processes, client, home, admin, token)
+
+    content = (b"content-type", b"application/json")
+    targets = [
+        Target("direct", worker, [(WORKER_TOKEN_HEADER, token.encode()), content]),
+        Target(
+            "gateway",
+            Upstream("127.0.0.1", port),
+            [(b"authorization", f"Bearer {key}".encode()), content],
+        ),
+    ]
+    (totals, per_round), loop = _run(
+        lambda: _measure(targets, args.seconds, args.rounds, args.concurrency)
+    )
+    direct, gateway = totals["direct"].summary(), totals["gateway"].summary()
+    return {
+        "endpoint": ENDPOINT,
+        "rows_per_request": 1,
         "concurrency": args.concurrency,
+        "seconds_per_phase": args.seconds,
+        "rounds": args.rounds,
+        "client_loop": loop,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
         "direct": direct,
         "gateway": gateway,
         "added_p50_ms": gateway["p50_ms"] - direct["p50_ms"],
         "added_p99_ms": gateway["p99_ms"] - direct["p99_ms"],
-        "throughput_ratio": gateway["rps"] / direct["rps"],
+        "throughput_ratio": gateway["rps"] / direct["rps"] if direct["rps"] else float("nan"),
+        "rounds_detail": [
+            {name: phase.summary() for name, phase in one.items()} for one in per_round
+        ],
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _print_table(report: dict[str, Any]) -> None:
     print(
-        f"concurrency {args.concurrency}, {args.seconds:.0f} s per target in {args.rounds} rounds"
+        f"{report['endpoint']}, {report['rows_per_request']} row/request, "
+        f"concurrency {report['concurrency']}, {report['rounds']} rounds x "
+        f"{report['seconds_per_phase']:g} s per target, client on {report['client_loop']}, "
+        f"{report['cpus']} CPUs"
     )
-    print(table({"direct": direct, "gateway": gateway}))
+    print(f"{'target':<9}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for name in ("direct", "gateway"):
+        row = report[name]
+        print(
+            f"{name:<9}{row['requests']:>10}{row['errors']:>8}{row['rps']:>9.0f}"
+            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+        )
+    for name in ("direct", "gateway"):
+        rounds = [one[name] for one in report["rounds_detail"]]
+        p50s = "/".join(f"{r['p50_ms']:.3f}" for r in rounds)
+        rps = "/".join(f"{r['rps']:.0f}" for r in rounds)
+        print(f"  {name} per round: p50 {p50s} ms, {rps} req/s")
+    for name in ("direct", "gateway"):
+        if report[name]["errors"]:
+            print(f"  {name} errors: {report[name]['error_kinds']}")
     print(
-        f"added p50: {report['added_p50_ms']:.3f} ms  added p99: {report['added_p99_ms']:.3f} ms  "
+        f"added p50: {report['added_p50_ms']:.3f} ms  "
+        f"added p99: {report['added_p99_ms']:.3f} ms  "
         f"throughput ratio gateway/direct: {report['throughput_ratio']:.2f}"
     )
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Requests/s and latency straight to a worker vs through the gateway."
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=2, help="phases per target, alternating")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1:
+        parser.error("--seconds, --rounds and --concurrency must be positive")
+
+    # Ctrl-C and SIGTERM take the same way out, through the finally below (set explicitly:
+    # a shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="modelport-bench-", ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
+        processes = Processes(tmp)
+        try:
+            report = _setup_and_measure(tmp, processes, args)
+        except KeyboardInterrupt:
+            print("interrupted; stopping the server and the worker", file=sys.stderr)
+            return 130
+        except Exception:
+            for log in ("server", "worker"):
+                print(f"--- {log} log (last lines) ---\n{processes.tail(log)}", file=sys.stderr)
+            raise
+        finally:
+            processes.stop_all()
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    errors = report["direct"]["errors"] + report["gateway"]["errors"]
+    if errors:
+        print(f"{errors} requests failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
