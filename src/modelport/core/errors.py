@@ -35,6 +35,18 @@ __all__ = [
 ]
 
 
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
 class ModelportError(Exception):
     """Base of every error Modelport raises on purpose."""
 
@@ -48,6 +60,17 @@ class ModelportError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
+
+    def to_openai(self) -> dict[str, Any]:
+        """``{"error": {"message", "type", "param", "code"}}``, as OpenAI's API answers."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": _OPENAI_TYPES.get(self.status, "server_error"),
+                "param": self.details.get("param"),
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequest(ModelportError):

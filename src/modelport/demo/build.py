@@ -34,6 +34,42 @@ class DemoAssets:
         return cls(directory, model, json.loads(metrics.read_text()), reference)
 
 
+def _export(
+    directory: Path,
+    model: Any,
+    classifier: Any,
+    features: int,
+    metrics: dict[str, Any],
+    header: list[str],
+    reference_rows: Any,
+) -> DemoAssets:
+    """Export a fitted scikit-learn model to ONNX (input ``input``, FP32 [N, features]) with
+    its metrics and a reference sample of its training data."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onnx_model = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, features]))],
+        options={id(classifier): {"zipmap": False}},
+        target_opset=17,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    # Write to temporary names and rename, so that an interrupted build is never taken as done.
+    staged = directory / "model.onnx.tmp"
+    staged.write_bytes(onnx_model.SerializeToString())
+    staged.replace(directory / "model.onnx")
+    with (directory / "reference.csv.tmp").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(reference_rows[:_REFERENCE_ROWS].tolist())
+    (directory / "reference.csv.tmp").replace(directory / "reference.csv")
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    assets = DemoAssets.at(directory)
+    assert assets is not None
+    return assets
+
+
 def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
     """Train, evaluate and export the demo model into ``out_dir/breast-cancer``."""
     directory = out_dir / DEMO_ENDPOINT
@@ -41,8 +77,6 @@ def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
         return existing
 
     import numpy as np
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
@@ -64,26 +98,8 @@ def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
         "roc_auc": round(float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])), 4),
         "test_rows": len(y_test),
     }
-    onnx_model = to_onnx(
-        model,
-        initial_types=[("input", FloatTensorType([None, features.shape[1]]))],
-        options={id(model.steps[-1][1]): {"zipmap": False}},
-        target_opset=17,
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    # Write to temporary names and rename, so that an interrupted build is never taken as done.
-    staged = directory / "model.onnx.tmp"
-    staged.write_bytes(onnx_model.SerializeToString())
-    staged.replace(directory / "model.onnx")
-    with (directory / "reference.csv.tmp").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(str(name) for name in data.feature_names)
-        writer.writerows(x_train[:_REFERENCE_ROWS].tolist())
-    (directory / "reference.csv.tmp").replace(directory / "reference.csv")
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    assets = DemoAssets.at(directory)
-    assert assets is not None
-    return assets
+    header = [str(name) for name in data.feature_names]
+    return _export(directory, model, model.steps[-1][1], 30, metrics, header, x_train)
 
 
 def build_digits(out_dir: Path, *, force: bool = False) -> DemoAssets:
@@ -93,8 +109,6 @@ def build_digits(out_dir: Path, *, force: bool = False) -> DemoAssets:
         return existing
 
     import numpy as np
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
@@ -110,22 +124,5 @@ def build_digits(out_dir: Path, *, force: bool = False) -> DemoAssets:
         "accuracy": round(float(accuracy_score(y_test, model.predict(x_test))), 4),
         "test_rows": len(y_test),
     }
-    onnx_model = to_onnx(
-        model,
-        initial_types=[("input", FloatTensorType([None, 64]))],
-        options={id(model): {"zipmap": False}},
-        target_opset=17,
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    staged = directory / "model.onnx.tmp"
-    staged.write_bytes(onnx_model.SerializeToString())
-    staged.replace(directory / "model.onnx")
-    with (directory / "reference.csv.tmp").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(f"pixel_{i}" for i in range(64))
-        writer.writerows(x_train[:_REFERENCE_ROWS].tolist())
-    (directory / "reference.csv.tmp").replace(directory / "reference.csv")
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    assets = DemoAssets.at(directory)
-    assert assets is not None
-    return assets
+    header = [f"pixel_{i}" for i in range(64)]
+    return _export(directory, model, model, 64, metrics, header, x_train)

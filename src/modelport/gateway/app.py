@@ -101,7 +101,7 @@ class GatewayApp:
             else:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
-            body = openai.error_body(exc) if is_openai else {"error": exc.message}
+            body = exc.to_openai() if is_openai else {"error": exc.message}
             await send_json(send, exc.status, body, [(b"x-request-id", request_id)])
 
     def _authenticate(self, scope: Scope) -> KeyPrincipal:

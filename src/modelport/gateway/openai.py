@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from modelport.core.errors import InvalidRequest, ModelportError
+from modelport.core.errors import InvalidRequest
 from modelport.core.multipart import parse_form
 
-__all__ = ["OPENAI_TASKS", "error_body", "model_from_json", "model_from_multipart", "models_list"]
+__all__ = ["OPENAI_TASKS", "model_from_json", "model_from_multipart", "models_list"]
 
 # Path -> tasks whose endpoints serve it.
 OPENAI_TASKS: dict[str, frozenset[str]] = {
@@ -19,29 +19,6 @@ OPENAI_TASKS: dict[str, frozenset[str]] = {
     "/v1/embeddings": frozenset({"embedding"}),
     "/v1/audio/transcriptions": frozenset({"asr"}),
 }
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_body(error: ModelportError) -> dict[str, Any]:
-    """``{"error": {"message", "type", "param", "code"}}`` as OpenAI answers."""
-    return {
-        "error": {
-            "message": error.message,
-            "type": _ERROR_TYPES.get(error.status, "server_error"),
-            "param": error.details.get("param"),
-            "code": error.code,
-        }
-    }
 
 
 def model_from_json(body: bytes) -> tuple[str, dict[str, Any]]:

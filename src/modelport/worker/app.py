@@ -13,7 +13,7 @@ from modelport.core.digest import digest_tree
 from modelport.core.errors import ModelportError
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
 from modelport.runtimes import ModelRuntime, RuntimeSettings, runtime_class
-from modelport.worker.openai import OpenAIHandler, openai_error
+from modelport.worker.openai import OpenAIHandler
 from modelport.worker.v2 import V2Handler
 
 __all__ = ["WorkerApp"]
@@ -97,7 +97,7 @@ class WorkerApp:
                 async with self._slots:
                     await self._handler(scope, receive, send, self._runtime)
         except ModelportError as exc:
-            body = openai_error(exc) if self._openai else {"error": exc.message}
+            body = exc.to_openai() if self._openai else {"error": exc.message}
             await send_json(send, exc.status, body)
         except Exception as exc:
             log.exception("inference failed on %s", self.spec.endpoint)

@@ -20,29 +20,17 @@ import numpy as np
 import orjson
 
 from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
-from modelport.core.errors import InvalidRequest, ModelportError, NotFound, Unavailable
+from modelport.core.errors import InvalidRequest, NotFound, Unavailable
 from modelport.core.multipart import parse_form
 from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units
 from modelport.runtimes import ModelRuntime
 from modelport.runtimes.tasks import GenerateRequest
 
-__all__ = ["OpenAIHandler", "openai_error"]
+__all__ = ["OpenAIHandler"]
 
 _JSON = (b"content-type", b"application/json")
 _ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error"}
-
-
-def openai_error(error: ModelportError) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": error.message,
-            "type": _ERROR_TYPES.get(error.status, "server_error"),
-            "param": error.details.get("param"),
-            "code": error.code,
-        }
-    }
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
