@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from modelport.core.errors import InvalidRequest
+from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
 
 __all__ = ["OPENAI_TASKS", "model_from_json", "model_from_multipart", "models_list"]
@@ -23,12 +24,7 @@ OPENAI_TASKS: dict[str, frozenset[str]] = {
 
 def model_from_json(body: bytes) -> tuple[str, dict[str, Any]]:
     """The ``model`` a JSON request names, and the parsed request."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("request body must be a JSON object")
+    payload = json_object(body)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required: name the endpoint to call", param="model")

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from modelport.core.errors import InvalidRequest
+from modelport.core.jsonbody import json_object
 from modelport.core.signature import DATATYPES, Signature
 
 __all__ = ["InferRequest", "RequestedOutput", "decode_request", "encode_response"]
@@ -123,12 +124,7 @@ def _tensor(raw: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.nd
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     """Parse a V2 inference request; raise ``InvalidRequest`` saying what is wrong."""
     header = body[:header_length] if header_length is not None else body
-    try:
-        payload = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise _fail(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise _fail("request body must be a JSON object with an 'inputs' list")
+    payload = json_object(header, "a JSON object with an 'inputs' list")
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise _fail("request needs a non-empty 'inputs' list")

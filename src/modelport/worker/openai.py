@@ -21,6 +21,7 @@ import orjson
 
 from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
 from modelport.core.errors import InvalidRequest, NotFound, Unavailable
+from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
 from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units
@@ -111,12 +112,7 @@ class OpenAIHandler:
         if path == "/v1/audio/transcriptions":
             await self._transcribe(scope, body, send, runtime)
             return
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise InvalidRequest("request body must be a JSON object")
+        payload = json_object(body)
         if path == "/v1/chat/completions":
             await self._generate(payload, receive, send, runtime, chat=True)
         elif path == "/v1/completions":
