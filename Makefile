@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install --quiet --no-cache-dir 'llama-cpp-python==0.3.36'
+	  $(PY) -m pip install --quiet --no-cache-dir 'llama-cpp-python==0.3.36' || \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip install --no-cache-dir 'llama-cpp-python==0.3.36'  # once more, loudly
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
