@@ -282,3 +282,33 @@ def test_control_plane_body_over_limit_is_413(server: RunningServer) -> None:
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_odd_request_ids_and_customers_are_still_metered(
+    server: RunningServer, api_key: str, admin: Client
+) -> None:
+    # A client must not be able to skip metering (or get a 500) with a strange header.
+    headers = {"Authorization": f"Bearer {api_key}".encode(), "x-request-id": b"\xff\xfebad"}
+    before = len(admin.get_usage(1000))
+    response = httpx.post(
+        f"{server.url}/v2/models/breast-cancer/infer", json=_infer_body(), headers=headers
+    )
+    assert response.status_code == 200
+    generated = response.headers["x-request-id"]
+    assert len(generated) == 32  # the gateway made its own
+    chat = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={
+            "model": "chat-small",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 2,
+        },
+        headers={**headers, "x-modelport-customer": b"acme\xff"},
+        timeout=60,
+    )
+    assert chat.status_code == 200, chat.text
+    records = admin.get_usage(1000)
+    assert len(records) >= before + 2
+    assert {r["request_id"] for r in records} >= {generated, chat.headers["x-request-id"]}
+    chat_record = next(r for r in records if r["request_id"] == chat.headers["x-request-id"])
+    assert chat_record["customer"].startswith("acme")

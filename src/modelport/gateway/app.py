@@ -48,6 +48,17 @@ _SERVER_METADATA = orjson.dumps(
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
+_MAX_ID = 128
+
+
+def _client_id(value: bytes | None) -> bytes | None:
+    """A client's request id if it is short printable ASCII; otherwise the gateway makes one.
+    Ids are logged, metered and echoed back: an odd one must not break any of that."""
+    if value and len(value) <= _MAX_ID and value.isascii() and value.decode().isprintable():
+        return value
+    return None
+
+
 class _Call:
     """One request's identity and bookkeeping, from auth to the usage record."""
 
@@ -88,7 +99,7 @@ class GatewayApp:
             await send_bytes(send, 200, b"", [])
             return
         started = time.perf_counter()
-        request_id = header(scope, b"x-request-id") or os.urandom(16).hex().encode()
+        request_id = _client_id(header(scope, b"x-request-id")) or os.urandom(16).hex().encode()
         is_openai = path.startswith("/v1/")
         try:
             call = _Call(request_id, self._authenticate(scope), started)
@@ -173,7 +184,7 @@ class GatewayApp:
             call.customer = user if isinstance(user, str) else None
         customer = header(scope, b"x-modelport-customer")
         if customer:
-            call.customer = customer.decode()
+            call.customer = customer[:_MAX_ID].decode(errors="replace")
         route = self._route(name)
         if route.task not in tasks:
             raise InvalidRequest(
