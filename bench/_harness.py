@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,15 +22,17 @@ import httpx
 import numpy as np
 
 from modelport.core.routing import Upstream
-from modelport.gateway.upstream import UpstreamPool
+from modelport.gateway.upstream import UpstreamError, UpstreamPool
 
 Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass
 class Phase:
+    """Successful latencies, failures by kind and wall time of one or more phases."""
+
     latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
     def merge(self, other: Phase) -> None:
@@ -37,14 +40,18 @@ class Phase:
         self.errors += other.errors
         self.seconds += other.seconds
 
-    def summary(self) -> dict[str, float]:
-        values = np.asarray(self.latencies_ms or [0.0])
+    def summary(self) -> dict[str, Any]:
+        values = np.asarray(self.latencies_ms)
+        has = values.size > 0
         return {
-            "requests": float(len(self.latencies_ms)),
-            "errors": float(self.errors),
-            "rps": len(self.latencies_ms) / self.seconds if self.seconds else 0.0,
-            "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99)),
+            "requests": int(values.size),
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+            "rps": values.size / self.seconds if self.seconds else 0.0,
+            "mean_ms": float(values.mean()) if has else float("nan"),
+            "p50_ms": float(np.percentile(values, 50)) if has else float("nan"),
+            "p99_ms": float(np.percentile(values, 99)) if has else float("nan"),
         }
 
 
@@ -143,11 +150,16 @@ async def drive(
     async def client() -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            response = await pool.request(upstream, "POST", path, headers, body)
+            try:
+                response = await pool.request(upstream, "POST", path, headers, body)
+            except UpstreamError as exc:  # counted, not fatal: the run goes on
+                phase.errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.01)  # a dead target must not spin the CPU
+                continue
             if response.status == 200:
                 phase.latencies_ms.append((time.perf_counter() - started) * 1000)
             else:
-                phase.errors += 1
+                phase.errors[f"HTTP {response.status}"] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))

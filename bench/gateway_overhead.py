@@ -26,19 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.core.signature import Signature
 from modelport.gateway.upstream import UpstreamError, UpstreamPool
+
+try:
+    from bench._harness import Phase
+except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
+    from _harness import Phase  # type: ignore[no-redef,import-not-found]
 
 ENDPOINT = "breast-cancer"
 PATH = f"/v2/models/{ENDPOINT}/infer"
@@ -52,34 +55,6 @@ Headers = list[tuple[bytes, bytes]]
 
 
 # -- measurement -------------------------------------------------------------------------------
-
-
-@dataclass
-class Phase:
-    """Successful latencies, failures by kind and wall time of one or more phases."""
-
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    def merge(self, other: Phase) -> None:
-        self.latencies_ms += other.latencies_ms
-        self.errors += other.errors
-        self.seconds += other.seconds
-
-    def summary(self) -> dict[str, Any]:
-        values = np.asarray(self.latencies_ms)
-        has = values.size > 0
-        return {
-            "requests": int(values.size),
-            "errors": sum(self.errors.values()),
-            "error_kinds": dict(self.errors),
-            "seconds": round(self.seconds, 3),
-            "rps": values.size / self.seconds if self.seconds else 0.0,
-            "mean_ms": float(values.mean()) if has else float("nan"),
-            "p50_ms": float(np.percentile(values, 50)) if has else float("nan"),
-            "p99_ms": float(np.percentile(values, 99)) if has else float("nan"),
-        }
 
 
 @dataclass(frozen=True)
