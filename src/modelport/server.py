@@ -13,17 +13,22 @@ from pathlib import Path
 import uvicorn
 
 from modelport.backends import LocalBackend
-from modelport.control import ControlPlane, create_control_app, registry
+from modelport.control import ControlPlane, RolloutController, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
+from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
 from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
-from modelport.observability import RecentUsage, configure_logging
+from modelport.observability import (
+    RecentUsage,
+    RevisionWindows,
+    ShadowReports,
+    configure_logging,
+)
 from modelport.store import ArtifactStore, Database
-from modelport.store.tables import EndpointRow
 
 __all__ = ["ModelportServer", "serve"]
 
@@ -38,8 +43,13 @@ class ModelportServer:
         self.demo = demo
         self.upstream = UpstreamPool(timeout_s=settings.upstream_timeout_s)
         self.usage = RecentUsage()
-        self.gateway = GatewayApp(self.upstream, settings.max_body_bytes, self.usage)
+        self.windows = RevisionWindows()
+        self.shadows = ShadowReports()
+        self.gateway = GatewayApp(
+            self.upstream, settings.max_body_bytes, self.usage, self.windows, self.shadows
+        )
         self.plane: ControlPlane | None = None
+        self.controller: RolloutController | None = None
         self._control: object = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,21 +106,31 @@ class ModelportServer:
             secrets=SecretStore(settings.home / "secrets"),
         )
         await self.plane.start()
-        self._control = create_control_app(self.plane)
+        self.controller = RolloutController(
+            self.plane,
+            self.windows,
+            self.shadows,
+            tick_s=settings.rollout_tick_s,
+            start_timeout_s=settings.worker_start_timeout_s,
+        )
+        await self.controller.start()
+        self._control = create_control_app(self.plane, self.controller)
         if self.demo:
-            for row in await asyncio.to_thread(self._register_demo):
-                await self.plane.deploy(row)
+            for name, deployment in await asyncio.to_thread(self._register_demo):
+                await self.plane.serve(name, deployment)
         log.info(
             "admin token %s %s", "written to" if created else "read from", settings.admin_token_path
         )
 
     async def shutdown(self) -> None:
+        if self.controller is not None:
+            await self.controller.close()
         if self.plane is not None:
             await self.plane.close()
             self.plane.db.close()
         await self.upstream.close()
 
-    def _register_demo(self) -> list[EndpointRow]:
+    def _register_demo(self) -> list[tuple[str, Deployment]]:
         """Build or find each demo's artifact; register and deploy each once per home."""
         assert self.plane is not None
         plane = self.plane
@@ -160,9 +180,8 @@ class ModelportServer:
                 row = endpoint_service.create_endpoint(
                     session, name=demo.name, model=f"{demo.name}@champion", replicas=1
                 )
-                _ = row.version.model
+                created.append((row.name, plane.prepare(row, row.revisions[0])))
             marker.write_text("registered and deployed; delete this file to do it again\n")
-            created.append(row)
         return created
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -49,7 +49,7 @@ def test_openai_upstream(
         temperature=0,
     )
     assert "Paris" in raw.parse().choices[0].message.content
-    assert raw.headers["x-modelport-revision"] == "proxy-chat:1"
+    assert raw.headers["x-modelport-revision"] == "r1"
     pieces = [
         chunk.choices[0].delta.content or ""
         for chunk in ai.chat.completions.create(

@@ -60,7 +60,7 @@ def test_chat_answers_the_capital_of_france(ai: openai.OpenAI, admin: Client) ->
     response = raw.parse()
     assert "Paris" in response.choices[0].message.content
     assert raw.headers["x-request-id"] == "chat-paris"
-    assert raw.headers["x-modelport-revision"] == "chat-small:1"
+    assert raw.headers["x-modelport-revision"] == "r1"
     usage = response.usage
     assert usage.prompt_tokens > 5 and 0 < usage.completion_tokens <= 40
     record = _usage(admin, "chat-paris")

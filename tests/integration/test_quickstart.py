@@ -57,10 +57,10 @@ def test_plain_http_infer(server: RunningServer, api_key: str, samples) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "trace-42"
-    assert response.headers["x-modelport-revision"] == "breast-cancer:1"
+    assert response.headers["x-modelport-revision"] == "r1"
     payload = response.json()
     assert payload["model_name"] == "breast-cancer"
-    assert payload["model_version"] == "1"
+    assert payload["model_version"] == "r1"
     assert payload["id"] == "req-1"
     outputs = {out["name"]: out for out in payload["outputs"]}
     assert outputs["label"]["shape"] == [2]
@@ -102,7 +102,7 @@ def test_project_client_infer(data_client: Client, samples) -> None:
     outputs = data_client.infer("breast-cancer", {"input": rows})
     assert outputs["label"].shape == (40,)
     assert (outputs["label"] == target).mean() >= 0.9
-    assert data_client.model_metadata("breast-cancer")["versions"] == ["1"]
+    assert data_client.model_metadata("breast-cancer")["versions"] == ["r1"]
 
 
 def test_models_list_over_api(admin: Client) -> None:

@@ -78,4 +78,4 @@ def test_bad_images_and_ambiguous_inputs(server: RunningServer, api_key: str) ->
     assert "exactly one of the inputs" in response.json()["error"]
     ok = httpx.post(url, json={"inputs": [both["inputs"][0]]}, headers=headers)
     assert ok.status_code == 200
-    assert ok.headers["x-modelport-revision"] == "digits:1"
+    assert ok.headers["x-modelport-revision"] == "r1"

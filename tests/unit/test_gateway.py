@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
+from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic, Upstream
 from modelport.gateway import GatewayApp, UpstreamError, UpstreamPool
 
 KEY = "mp_testkey"
@@ -99,7 +99,7 @@ def _app(pool: UpstreamPool, route: Route | None) -> GatewayApp:
     app = GatewayApp(pool, max_body_bytes=1024)
     app.publish_keys({hashlib.sha256(KEY.encode()).hexdigest(): KeyPrincipal("k1", "p", "n")})
     if route is not None:
-        app.publish_routes(RoutingSnapshot.of([route]))
+        app.publish_routes(RoutingSnapshot.of([Traffic.single(route)]))
     return app
 
 
@@ -118,7 +118,7 @@ async def test_forwards_with_the_replica_token_and_request_id(replica, pool) -> 
     )
     assert (status, body) == (200, b'{"ok":true}')
     assert headers[b"x-request-id"] == b"abc"
-    assert headers[b"x-modelport-revision"] == b"m:1"
+    assert headers[b"x-modelport-revision"] == b"r1"
     sent = fake.requests[0]
     assert b"x-modelport-worker-token: secret" in sent
     assert b"x-request-id: abc" in sent

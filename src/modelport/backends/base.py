@@ -1,4 +1,5 @@
-"""The backend plugin interface: start, watch and stop an endpoint's replicas."""
+"""The backend plugin interface: start, watch and stop groups of replicas (one group per
+revision of an endpoint)."""
 
 from __future__ import annotations
 
@@ -30,19 +31,20 @@ class Backend(ABC):
 
     @abstractmethod
     async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
-        """Run ``replicas`` copies of ``spec``; replaces what the endpoint ran before."""
+        """Run ``replicas`` copies of ``spec`` as the group ``spec.group``; replaces what that
+        group ran before. Each revision of an endpoint is a group of its own."""
 
     @abstractmethod
-    async def remove(self, endpoint: str) -> None:
-        """Stop an endpoint's replicas, letting in-flight requests finish."""
+    async def remove(self, group: str) -> None:
+        """Stop a group's replicas, letting in-flight requests finish."""
 
     @abstractmethod
-    def ready(self, endpoint: str) -> tuple[Upstream, ...]:
-        """Addresses of the endpoint's replicas that pass their readiness check."""
+    def ready(self, group: str) -> tuple[Upstream, ...]:
+        """Addresses of the group's replicas that pass their readiness check."""
 
     @abstractmethod
-    def status(self, endpoint: str) -> list[ReplicaStatus]:
-        """Every replica of the endpoint, ready or not."""
+    def status(self, group: str) -> list[ReplicaStatus]:
+        """Every replica of the group, ready or not."""
 
     @abstractmethod
     async def start(self) -> None:

@@ -117,7 +117,7 @@ class _Replica:
         self.state = ReplicaState.STARTING
         self.started_at = time.monotonic()
         self._watcher = asyncio.create_task(self._watch(self.process, on_exit))
-        log.info("started replica %s/%d pid %d", self.spec.endpoint, self.index, self.process.pid)
+        log.info("started replica %s/%d pid %d", self.spec.group, self.index, self.process.pid)
 
     async def _watch(self, process: Process, on_exit: Callable[[_Replica], None]) -> None:
         # Waiting on the process (not polling) takes a crashed replica out of routing at once.
@@ -133,7 +133,7 @@ class _Replica:
         self.restarts += 1
         self.state = ReplicaState.RESTARTING
         self.next_start_at = now + min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self.restarts - 1, 6))
-        log.warning("replica %s/%d %s", self.spec.endpoint, self.index, self.last_error)
+        log.warning("replica %s/%d %s", self.spec.group, self.index, self.last_error)
 
     def kill(self) -> None:
         if self.process and self.process.returncode is None:
@@ -187,29 +187,30 @@ class LocalBackend(Backend):
         self._wake = asyncio.Event()
 
     async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
-        old = self._replicas.get(spec.endpoint, [])
+        group = spec.group
+        old = self._replicas.get(group, [])
         if old and old[0].spec == spec and len(old) == replicas:
             return
         self._logs_dir.mkdir(parents=True, exist_ok=True)
-        self._replicas[spec.endpoint] = [
-            _Replica(spec, i, token, self._logs_dir / f"{spec.endpoint}-{i}.log", self._log_level)
+        self._replicas[group] = [
+            _Replica(spec, i, token, self._logs_dir / f"{group}-{i}.log", self._log_level)
             for i in range(replicas)
         ]
-        self._publish(spec.endpoint)
+        self._publish(group)
         for replica in old:
             await replica.stop(self._drain_timeout)
         self._wake.set()
 
-    async def remove(self, endpoint: str) -> None:
-        replicas = self._replicas.pop(endpoint, [])
-        self._publish(endpoint)
+    async def remove(self, group: str) -> None:
+        replicas = self._replicas.pop(group, [])
+        self._publish(group)
         await asyncio.gather(*(r.stop(self._drain_timeout) for r in replicas))
 
-    def ready(self, endpoint: str) -> tuple[Upstream, ...]:
-        return self._ready.get(endpoint, ())
+    def ready(self, group: str) -> tuple[Upstream, ...]:
+        return self._ready.get(group, ())
 
-    def status(self, endpoint: str) -> list[ReplicaStatus]:
-        return [replica.status() for replica in self._replicas.get(endpoint, [])]
+    def status(self, group: str) -> list[ReplicaStatus]:
+        return [replica.status() for replica in self._replicas.get(group, [])]
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="modelport-supervisor")
@@ -219,15 +220,15 @@ class LocalBackend(Backend):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        endpoints = list(self._replicas)
-        await asyncio.gather(*(self.remove(endpoint) for endpoint in endpoints))
+        groups = list(self._replicas)
+        await asyncio.gather(*(self.remove(group) for group in groups))
 
-    def _publish(self, endpoint: str) -> None:
+    def _publish(self, group: str) -> None:
         ready = tuple(
-            r.upstream for r in self._replicas.get(endpoint, []) if r.state == ReplicaState.READY
+            r.upstream for r in self._replicas.get(group, []) if r.state == ReplicaState.READY
         )
-        if ready != self._ready.get(endpoint, ()):
-            self._ready[endpoint] = ready
+        if ready != self._ready.get(group, ()):
+            self._ready[group] = ready
             self.on_change()
 
     async def _supervise(self) -> None:
@@ -254,11 +255,11 @@ class LocalBackend(Backend):
                     probes.append((replica, task))
         for replica, task in probes:
             self._judge(replica, await task, now)
-        for endpoint in list(self._replicas):
-            self._publish(endpoint)
+        for group in list(self._replicas):
+            self._publish(group)
 
     def _exited(self, replica: _Replica) -> None:
-        self._publish(replica.spec.endpoint)
+        self._publish(replica.spec.group)
         self._wake.set()
 
     def _judge(self, replica: _Replica, healthy: bool, now: float) -> None:
@@ -270,7 +271,7 @@ class LocalBackend(Backend):
             return
         if replica.state == ReplicaState.STARTING:
             if now - replica.started_at > self._start_timeout:
-                log.warning("replica %s/%d not ready in time", replica.spec.endpoint, replica.index)
+                log.warning("replica %s/%d not ready in time", replica.spec.group, replica.index)
                 replica.kill()  # the watcher records the exit and schedules the restart
             return
         replica.failures += 1

@@ -213,6 +213,51 @@ class Client:
                 raise TimeoutError(f"endpoint {name!r} not ready after {timeout}s: {endpoint}")
             time.sleep(0.2)
 
+    # -- intent, revisions and rollouts ------------------------------------------------------
+
+    def apply(
+        self, intent: str | Path, *, dry_run: bool = False, filename: str | None = None
+    ) -> dict[str, Any]:
+        """Apply a ``modelport.yaml`` (its text, or a path to it); ``dry_run`` only diffs."""
+        if isinstance(intent, Path):
+            filename, intent = filename or intent.name, intent.read_text()
+        body = {"intent": intent, "dry_run": dry_run, "filename": filename or "modelport.yaml"}
+        return self._object("POST", "/api/v1/apply", json=body)
+
+    def diff(self, intent: str | Path) -> dict[str, Any]:
+        """What applying the intent would change, changing nothing."""
+        return self.apply(intent, dry_run=True)
+
+    def list_revisions(self, endpoint: str) -> list[dict[str, Any]]:
+        return self._list("GET", f"/api/v1/endpoints/{endpoint}/revisions")
+
+    def rollout(self, endpoint: str) -> dict[str, Any]:
+        """The rollout in progress, or the last one, with its live window and events."""
+        return self._object("GET", f"/api/v1/endpoints/{endpoint}/rollout")
+
+    def rollout_history(self, endpoint: str) -> list[dict[str, Any]]:
+        return self._list("GET", f"/api/v1/endpoints/{endpoint}/rollouts")
+
+    def rollout_action(self, endpoint: str, action: str) -> dict[str, Any]:
+        """``pause``, ``resume``, ``promote``, ``rollback`` or ``abort``."""
+        return self._object("POST", f"/api/v1/endpoints/{endpoint}/rollout/{action}")
+
+    def wait_rollout(
+        self,
+        endpoint: str,
+        states: tuple[str, ...] = ("promoted", "rolled_back", "aborted"),
+        timeout: float = 300.0,
+    ) -> dict[str, Any]:
+        """Poll until the endpoint's latest rollout reaches one of ``states``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rollout = self.rollout(endpoint)
+            if rollout["state"] in states:
+                return rollout
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rollout of {endpoint!r} still {rollout['state']}: {rollout}")
+            time.sleep(0.2)
+
     def create_key(self, project: str, name: str) -> dict[str, Any]:
         return self._object("POST", "/api/v1/keys", json={"project": project, "name": name})
 

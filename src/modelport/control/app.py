@@ -11,9 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from modelport import __version__
+from modelport.control.controller import RolloutController
 from modelport.control.deps import AdminDep
 from modelport.control.plane import ControlPlane
-from modelport.control.routes import artifacts, endpoints, keys, models, secrets, usage
+from modelport.control.routes import (
+    apply,
+    artifacts,
+    endpoints,
+    keys,
+    models,
+    rollouts,
+    secrets,
+    usage,
+)
 from modelport.core.errors import ModelportError
 
 __all__ = ["create_control_app"]
@@ -54,7 +64,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, code, str(exc.detail))
 
 
-def create_control_app(plane: ControlPlane) -> FastAPI:
+def create_control_app(plane: ControlPlane, controller: RolloutController) -> FastAPI:
     """The ``/api/v1`` app. Every route requires the admin token, the schema included."""
     app = FastAPI(
         title="Modelport control plane",
@@ -64,7 +74,8 @@ def create_control_app(plane: ControlPlane) -> FastAPI:
         redoc_url=None,
     )
     app.state.plane = plane
-    for module in (artifacts, models, endpoints, keys, secrets, usage):
+    app.state.controller = controller
+    for module in (artifacts, models, endpoints, rollouts, apply, keys, secrets, usage):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)

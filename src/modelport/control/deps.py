@@ -8,15 +8,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from modelport.control.controller import RolloutController
 from modelport.control.plane import ControlPlane
 from modelport.core.errors import Unauthorized
 
-__all__ = ["AdminDep", "PlaneDep", "SessionDep"]
+__all__ = ["AdminDep", "ControllerDep", "PlaneDep", "SessionDep"]
 
 
 def _plane(request: Request) -> ControlPlane:
     plane: ControlPlane = request.app.state.plane
     return plane
+
+
+def _controller(request: Request) -> RolloutController:
+    controller: RolloutController = request.app.state.controller
+    return controller
 
 
 def _session(plane: Annotated[ControlPlane, Depends(_plane)]) -> Iterator[Session]:
@@ -39,5 +45,6 @@ def _admin(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) ->
 
 
 PlaneDep = Annotated[ControlPlane, Depends(_plane)]
+ControllerDep = Annotated[RolloutController, Depends(_controller)]
 SessionDep = Annotated[Session, Depends(_session)]
 AdminDep = Annotated[str, Depends(_admin)]

@@ -1,7 +1,8 @@
 """The control plane: owns state, reconciles replicas with it, and publishes snapshots.
 
-Every change that the data plane must see (an endpoint created or deleted, a replica turning
-ready, a key created or revoked) ends in a fresh immutable snapshot handed to the gateway.
+Every change that the data plane must see (an endpoint created or deleted, a revision started
+or stopped, traffic moved between revisions, a replica turning ready, a key created or revoked)
+ends in a fresh immutable snapshot handed to the gateway.
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ from modelport.backends import Backend
 from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
-from modelport.control.schemas import EndpointPublic, VersionCreate, VersionPublic
-from modelport.core.enums import EndpointStatus, ReplicaState
+from modelport.control import rollouts as rollout_service
+from modelport.control.schemas import EndpointPublic, RevisionPublic, VersionCreate, VersionPublic
+from modelport.control.traffic import traffic_of
+from modelport.core.enums import EndpointStatus, ReplicaState, RolloutState
 from modelport.core.errors import ModelportError
+from modelport.core.intent import Routing
 from modelport.core.replica import ReplicaSpec
-from modelport.core.routing import KeyPrincipal, RemoteTarget, Route, RoutingSnapshot, Upstream
+from modelport.core.routing import (
+    KeyPrincipal,
+    RemoteTarget,
+    Route,
+    RoutingSnapshot,
+    Traffic,
+    Upstream,
+)
 from modelport.core.settings import Settings
 from modelport.core.signature import Signature
 from modelport.governance import SecretStore, hash_secret
@@ -33,21 +44,45 @@ from modelport.observability import RecentUsage
 from modelport.runtimes import runtime_class
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
-from modelport.store.tables import EndpointRow
+from modelport.store.tables import EndpointRow, RevisionRow
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "Deployment"]
 
 log = logging.getLogger("modelport.control")
 
+_FAILED_AFTER_RESTARTS = 3
+# Requests routed under the snapshot before a switch may still be on their way to the old
+# revision's replicas: they get this long to arrive before those replicas begin draining.
+_SWITCH_GRACE_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
-class _Deployment:
+class Deployment:
+    """One revision, prepared to run: its replica spec and what the gateway needs to call it."""
+
     spec: ReplicaSpec
     replicas: int
     token: bytes
-    metadata: bytes
+    signature: Signature
     remote: RemoteTarget | None = None
     remote_address: Upstream | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec.revision
+
+
+@dataclass(slots=True)
+class _Serving:
+    """One endpoint's running revisions and how traffic is spread over them."""
+
+    revisions: dict[str, Deployment]
+    stable: str
+    candidate: str | None = None
+    weight: float = 0.0  # percent of traffic the candidate answers
+    shadow_sample: float = 0.0  # share mirrored to the candidate instead
+    previous: str | None = None  # a former stable revision kept warm (blue-green)
+    routing: Routing | None = None
 
 
 class ControlPlane:
@@ -75,7 +110,8 @@ class ControlPlane:
         self._publish_keys = publish_keys
         self.usage = usage
         self.secrets = secrets
-        self._deployments: dict[str, _Deployment] = {}
+        self._serving: dict[str, _Serving] = {}
+        self._retirements: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
         backend.on_change = self.refresh_routes
 
@@ -83,41 +119,46 @@ class ControlPlane:
         return hmac.compare_digest(hash_secret(token).encode(), self._admin_hash)
 
     async def start(self) -> None:
-        """Start replicas for every stored endpoint and publish keys and routes."""
+        """Start the stable revision of every stored endpoint (and the candidate of a rollout
+        in progress, which the rollout controller then resumes), and publish keys and routes."""
         await self.backend.start()
         await self.refresh_keys()
-        rows = await asyncio.to_thread(self._load_deployments)
-        for name, deployment in rows.items():
-            await self._deploy(name, deployment)
+        for name, deployments, routing in await asyncio.to_thread(self._load):
+            stable = deployments[0]
+            await self.serve(name, stable, routing=routing)
+            for candidate in deployments[1:]:
+                await self.run_revision(name, candidate)
         self.refresh_routes()
 
     async def close(self) -> None:
         await self.backend.close()
 
-    def _load_deployments(self) -> dict[str, _Deployment]:
-        deployments = {}
+    def _load(self) -> list[tuple[str, list[Deployment], Routing | None]]:
+        loaded = []
         with self.db.session() as session:
             for row in endpoint_service.list_endpoints(session):
                 try:
-                    deployments[row.name] = self._deployment(row)
+                    revisions = [endpoint_service.get_revision(session, row, row.stable_revision)]
+                    rollout = rollout_service.active_rollout(session, row)
+                    if rollout is not None:
+                        revisions.append(
+                            endpoint_service.get_revision(session, row, rollout.to_revision)
+                        )
+                    deployments = [self.prepare(row, revision) for revision in revisions]
                 except ModelportError as exc:  # e.g. a deleted secret: keep the rest serving
                     log.error("endpoint %s not deployed: %s", row.name, exc.message)
-        return deployments
+                    continue
+                loaded.append((row.name, deployments, endpoint_service.routing_of(row)))
+        return loaded
 
-    def prepare(self, row: EndpointRow) -> _Deployment:
-        """Everything needed to serve a stored endpoint; raises if it cannot be served, so
-        that the caller can roll back the row it is creating."""
-        return self._deployment(row)
-
-    async def activate(self, name: str, deployment: _Deployment) -> None:
-        """Start serving a prepared deployment."""
-        await self._deploy(name, deployment)
-
-    def _deployment(self, row: EndpointRow) -> _Deployment:
-        version = row.version
+    def prepare(self, row: EndpointRow, revision: RevisionRow) -> Deployment:
+        """Everything needed to run one revision; raises if it cannot run, so that the caller
+        can roll back the rows it is writing."""
+        version = revision.version
         signature = Signature.model_validate(version.signature)
         spec = ReplicaSpec(
             endpoint=row.name,
+            revision=revision.label,
             model=version.model.name,
             version=version.version,
             runtime=version.runtime,
@@ -127,25 +168,19 @@ class ControlPlane:
             ),
             artifact_digest=version.artifact_digest,
             signature=signature,
-            options=version.runtime_options,
+            options={**version.runtime_options, **revision.runtime_options},
             max_body_bytes=self.settings.max_body_bytes,
-            batching=row.batching,
-        )
-        metadata = orjson.dumps(
-            {
-                "name": row.name,
-                "versions": [str(version.version)],
-                "platform": version.runtime,
-                **signature.to_v2_metadata(),
-            }
+            batching=revision.batching,
         )
         token = secrets.token_urlsafe(24).encode()
-        deployment = _Deployment(spec=spec, replicas=row.replicas, token=token, metadata=metadata)
+        deployment = Deployment(
+            spec=spec, replicas=revision.replicas, token=token, signature=signature
+        )
         if version.runtime in REMOTE_RUNTIMES:
             return self._remote(deployment, row.name)
         return deployment
 
-    def _remote(self, deployment: _Deployment, endpoint: str) -> _Deployment:
+    def _remote(self, deployment: Deployment, endpoint: str) -> Deployment:
         """An external server: its address, path, model name and credential, from options."""
         options = deployment.spec.options
         url = urlsplit(options["url"])
@@ -162,39 +197,189 @@ class ControlPlane:
         )
         return replace(deployment, remote=target, remote_address=address)
 
-    async def deploy(self, row: EndpointRow) -> None:
-        """Start (or replace) the replicas behind a stored endpoint."""
-        await self._deploy(row.name, self._deployment(row))
+    # -- revisions and traffic ----------------------------------------------------------------
 
-    async def _deploy(self, name: str, deployment: _Deployment) -> None:
+    async def serve(
+        self, name: str, deployment: Deployment, *, routing: Routing | None = None
+    ) -> None:
+        """Make ``deployment`` the endpoint's only revision, taking all of its traffic."""
         async with self._lock:
-            self._deployments[name] = deployment
-            if deployment.remote is None:
-                await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
+            old = self._serving.get(name)
+            self._serving[name] = _Serving(
+                revisions={deployment.label: deployment},
+                stable=deployment.label,
+                routing=routing if routing is not None else (old.routing if old else None),
+            )
+            await self._start(deployment)
             self.refresh_routes()
+        if old is not None:
+            for label in old.revisions.keys() - {deployment.label}:
+                await self._stop(name, label)
+
+    async def run_revision(self, name: str, deployment: Deployment) -> None:
+        """Start a revision beside the stable one; it gets no traffic until told."""
+        async with self._lock:
+            serving = self._serving[name]
+            serving.revisions[deployment.label] = deployment
+            serving.candidate = deployment.label
+            serving.weight = 0.0
+            serving.shadow_sample = 0.0
+            await self._start(deployment)
+            self.refresh_routes()
+
+    def set_traffic(
+        self,
+        name: str,
+        *,
+        weight: float | None = None,
+        shadow_sample: float | None = None,
+        routing: Routing | None = None,
+    ) -> None:
+        """Change how much traffic the candidate answers (or mirrors); published at once."""
+        serving = self._serving[name]
+        if weight is not None:
+            serving.weight = weight
+        if shadow_sample is not None:
+            serving.shadow_sample = shadow_sample
+        if routing is not None:
+            serving.routing = routing
+        self.refresh_routes()
+
+    async def switch(self, name: str, label: str, *, keep_previous_s: float = 0.0) -> None:
+        """Make ``label`` the stable revision with all traffic, atomically. The old stable
+        revision is drained and stopped, or kept warm ``keep_previous_s`` for a quick way back."""
+        serving = self._serving[name]
+        old = serving.stable
+        serving.stable = label
+        serving.candidate = None
+        serving.weight = serving.shadow_sample = 0.0
+        stale = serving.previous
+        serving.previous = old if keep_previous_s > 0 and old != label else None
+        self.refresh_routes()
+        if stale is not None and stale not in (label, serving.previous):
+            await self._stop(name, stale)
+        if serving.previous is None and old != label:
+            await self._stop(name, old)
+        elif serving.previous is not None:
+            previous = serving.previous
+
+            async def retire() -> None:
+                await asyncio.sleep(keep_previous_s)
+                current = self._serving.get(name)
+                if current is not None and current.previous == previous:
+                    current.previous = None
+                    self.refresh_routes()
+                    if previous not in (current.stable, current.candidate):
+                        await self._stop(name, previous)
+
+            self._retirements[name] = asyncio.create_task(retire())
+
+    async def drop_candidate(self, name: str) -> None:
+        """Send all traffic back to the stable revision at once, then stop the candidate."""
+        serving = self._serving.get(name)
+        if serving is None or serving.candidate is None:
+            return
+        label, serving.candidate = serving.candidate, None
+        serving.weight = serving.shadow_sample = 0.0
+        self.refresh_routes()
+        if label not in (serving.stable, serving.previous):
+            await self._stop(name, label)
+
+    def serving_names(self) -> set[str]:
+        return set(self._serving)
+
+    def running(self, name: str) -> dict[str, Deployment]:
+        serving = self._serving.get(name)
+        return dict(serving.revisions) if serving else {}
+
+    def revision_health(self, name: str, label: str) -> tuple[bool, str | None]:
+        """Whether every replica of a revision is ready, and why it cannot start if it
+        keeps failing."""
+        deployment = self._serving[name].revisions.get(label)
+        if deployment is None:
+            return False, f"revision {label} is not running"
+        if deployment.remote is not None:
+            return True, None
+        replicas = self.backend.status(deployment.spec.group)
+        ready = bool(replicas) and all(r.state == ReplicaState.READY for r in replicas)
+        failing = [r for r in replicas if r.restarts >= _FAILED_AFTER_RESTARTS]
+        if failing:
+            return False, f"replica {failing[0].index} failed to start: {failing[0].last_error}"
+        return ready, None
 
     async def undeploy(self, name: str) -> None:
         async with self._lock:
-            self._deployments.pop(name, None)
+            serving = self._serving.pop(name, None)
+            task = self._retirements.pop(name, None)
+            if task is not None:
+                task.cancel()
             self.refresh_routes()  # stop routing first, then drain
-            await self.backend.remove(name)
+            for deployment in (serving.revisions if serving else {}).values():
+                await self.backend.remove(deployment.spec.group)
+
+    async def _start(self, deployment: Deployment) -> None:
+        if deployment.remote is None:
+            await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
+
+    async def _stop(self, name: str, label: str) -> None:
+        """Stop a revision that no longer gets traffic, after requests already routed to it
+        (under the previous snapshot) have had time to reach it."""
+        serving = self._serving.get(name)
+        deployment = serving.revisions.pop(label, None) if serving else None
+        if deployment is None:
+            return
+        self.refresh_routes()
+        await asyncio.sleep(_SWITCH_GRACE_S)
+        if deployment.remote is None:
+            await self.backend.remove(deployment.spec.group)
 
     def refresh_routes(self) -> None:
         """Build and publish a new routing snapshot from deployments and ready replicas."""
-        routes = [
-            Route(
-                endpoint=name,
-                model=d.spec.model,
-                version=d.spec.version,
-                metadata=d.metadata,
-                token=d.token,
-                replicas=(d.remote_address,) if d.remote_address else self.backend.ready(name),
-                task=d.spec.task,
-                remote=d.remote,
-            )
-            for name, d in self._deployments.items()
-        ]
-        self._publish_routes(RoutingSnapshot.of(routes))
+        self._publish_routes(
+            RoutingSnapshot.of([self._traffic(name, s) for name, s in self._serving.items()])
+        )
+
+    def _route(self, name: str, deployment: Deployment, labels: list[str]) -> Route:
+        spec = deployment.spec
+        metadata = orjson.dumps(
+            {
+                "name": name,
+                "versions": labels,
+                "platform": spec.runtime,
+                **deployment.signature.to_v2_metadata(),
+            }
+        )
+        return Route(
+            endpoint=name,
+            model=spec.model,
+            version=spec.version,
+            metadata=metadata,
+            token=deployment.token,
+            replicas=(
+                (deployment.remote_address,)
+                if deployment.remote_address
+                else self.backend.ready(spec.group)
+            ),
+            task=spec.task,
+            remote=deployment.remote,
+            label=deployment.label,
+        )
+
+    def _traffic(self, name: str, serving: _Serving) -> Traffic:
+        labels = sorted(serving.revisions, key=lambda label: int(label[1:]))
+        routes = {
+            label: self._route(name, deployment, labels)
+            for label, deployment in serving.revisions.items()
+        }
+        return traffic_of(
+            routes,
+            stable=serving.stable,
+            candidate=serving.candidate,
+            weight=serving.weight,
+            shadow_sample=serving.shadow_sample,
+            previous=serving.previous,
+            routing=serving.routing,
+        )
 
     async def refresh_keys(self) -> None:
         def load() -> dict[str, KeyPrincipal]:
@@ -235,18 +420,27 @@ class ControlPlane:
             raise
 
     def endpoint_public(self, row: EndpointRow) -> EndpointPublic:
-        replicas = self.backend.status(row.name)
-        ready = sum(r.state == ReplicaState.READY for r in replicas)
-        if row.version.runtime in REMOTE_RUNTIMES:
+        serving = self._serving.get(row.name)
+        stable = serving.revisions.get(serving.stable) if serving else None
+        replicas = self.backend.status(stable.spec.group) if stable else []
+        # Ready means every running revision is: during a rollout the new one answers too.
+        every = [
+            replica
+            for deployment in (serving.revisions.values() if serving else ())
+            for replica in self.backend.status(deployment.spec.group)
+        ]
+        ready = sum(r.state == ReplicaState.READY for r in every)
+        if stable is not None and stable.remote is not None:
             status = EndpointStatus.READY  # an external server: no replicas of ours
-        elif ready and ready == len(replicas):
+        elif ready and ready == len(every):
             status = EndpointStatus.READY
         elif ready:
             status = EndpointStatus.DEGRADED
-        elif any(r.restarts >= 3 for r in replicas):
+        elif any(r.restarts >= _FAILED_AFTER_RESTARTS for r in every):
             status = EndpointStatus.FAILED
         else:
             status = EndpointStatus.PENDING
+        rollout = next((r.state for r in row.rollouts if RolloutState(r.state).active), None)
         return EndpointPublic(
             name=row.name,
             model_ref=row.model_ref,
@@ -259,4 +453,42 @@ class ControlPlane:
             replica_status=replicas,
             url=f"/v2/models/{row.name}",
             created_at=row.created_at,
+            stable_revision=f"r{row.stable_revision}",
+            revisions=[r for r in self.revisions_public(row) if r.running],
+            rollout=rollout,
+            intent=row.intent,
         )
+
+    def revisions_public(self, row: EndpointRow) -> list[RevisionPublic]:
+        """Every revision of an endpoint; the running ones with their share of traffic."""
+        serving = self._serving.get(row.name)
+        shares = self._shares(serving) if serving else {}
+        public = []
+        for revision in row.revisions:
+            deployment = serving.revisions.get(revision.label) if serving else None
+            public.append(
+                RevisionPublic(
+                    name=revision.label,
+                    model=revision.version.model.name,
+                    version=revision.version.version,
+                    runtime=revision.version.runtime,
+                    runtime_options=revision.runtime_options,
+                    replicas=revision.replicas,
+                    batching=revision.batching,
+                    created_by=revision.created_by,
+                    created_at=revision.created_at,
+                    running=deployment is not None,
+                    traffic_percent=shares.get(revision.label, 0.0),
+                    replica_status=(
+                        self.backend.status(deployment.spec.group) if deployment else []
+                    ),
+                )
+            )
+        return public
+
+    @staticmethod
+    def _shares(serving: _Serving) -> dict[str, float]:
+        if serving.candidate is None or serving.shadow_sample > 0 or serving.weight <= 0:
+            return {serving.stable: 100.0}
+        weight = min(serving.weight, 100.0)
+        return {serving.candidate: weight, serving.stable: 100.0 - weight}

@@ -16,7 +16,13 @@ from modelport.core.signature import Signature
 from modelport.runtimes import runtime_class
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore
-from modelport.store.tables import EndpointRow, ModelAliasRow, ModelRow, ModelVersionRow
+from modelport.store.tables import (
+    EndpointRow,
+    ModelAliasRow,
+    ModelRow,
+    ModelVersionRow,
+    RevisionRow,
+)
 
 __all__ = [
     "create_model",
@@ -90,7 +96,14 @@ def create_model(
 def _users(session: Session, version_ids: list[int]) -> list[str]:
     if not version_ids:
         return []
-    query = select(EndpointRow.name).where(EndpointRow.version_id.in_(version_ids))
+    # A revision keeps its version for as long as the endpoint exists, so that any revision
+    # in the endpoint's history can still be rolled back to.
+    query = (
+        select(EndpointRow.name)
+        .join(RevisionRow, RevisionRow.endpoint_id == EndpointRow.id)
+        .where(RevisionRow.version_id.in_(version_ids))
+        .distinct()
+    )
     return sorted(session.scalars(query))
 
 

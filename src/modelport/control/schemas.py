@@ -8,14 +8,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelport.backends import ReplicaStatus
-from modelport.core.enums import EndpointStatus, Task
+from modelport.core.enums import EndpointStatus, RolloutState, Task
 from modelport.core.signature import Signature
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 
 __all__ = [
     "AliasSet",
+    "ApplyRequest",
+    "ApplyResult",
     "ArtifactPublic",
     "Batching",
+    "Change",
     "EndpointCreate",
     "EndpointPublic",
     "KeyCreate",
@@ -23,6 +26,9 @@ __all__ = [
     "KeyPublic",
     "ModelCreate",
     "ModelPublic",
+    "RevisionPublic",
+    "RolloutEventPublic",
+    "RolloutPublic",
     "VersionCreate",
     "VersionPublic",
 ]
@@ -122,6 +128,23 @@ class ModelPublic(BaseModel):
     versions: list[VersionPublic]
 
 
+class RevisionPublic(BaseModel):
+    """One immutable revision: a model version and the configuration it runs with."""
+
+    name: str  # r1, r2, ...
+    model: str
+    version: int
+    runtime: str
+    runtime_options: dict[str, Any]
+    replicas: int
+    batching: Batching | None
+    created_by: str
+    created_at: datetime
+    running: bool = False
+    traffic_percent: float = Field(default=0.0, description="Share of unpinned live traffic.")
+    replica_status: list[ReplicaStatus] = Field(default_factory=list)
+
+
 class EndpointPublic(BaseModel):
     name: str
     model_ref: str
@@ -134,6 +157,65 @@ class EndpointPublic(BaseModel):
     replica_status: list[ReplicaStatus]
     url: str
     created_at: datetime
+    stable_revision: str = "r1"
+    revisions: list[RevisionPublic] = Field(
+        default_factory=list, description="Revisions running now, with their traffic."
+    )
+    rollout: str | None = Field(default=None, description="State of a rollout in progress.")
+    intent: dict[str, Any] | None = None
+
+
+class RolloutEventPublic(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+
+class RolloutPublic(BaseModel):
+    id: int
+    endpoint: str
+    from_revision: str
+    to_revision: str
+    strategy: str
+    state: RolloutState
+    step: int = Field(description="Index into steps; -1 while the new revision starts.")
+    steps: list[int]
+    plan: dict[str, Any]
+    reason: str
+    created_by: str
+    created_at: datetime
+    step_started_at: datetime | None
+    finished_at: datetime | None
+    live: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Traffic share, the step's window per revision and the shadow report.",
+    )
+    events: list[RolloutEventPublic]
+
+
+class ApplyRequest(_In):
+    intent: str = Field(description="The text of a modelport.yaml intent file.", max_length=65536)
+    dry_run: bool = Field(default=False, description="Say what would change; change nothing.")
+    filename: str = Field(default="modelport.yaml", max_length=256)
+
+
+class Change(BaseModel):
+    field: str
+    before: Any = None
+    after: Any = None
+
+
+class ApplyResult(BaseModel):
+    endpoint: str
+    action: str = Field(description="created | updated | rollout | unchanged")
+    dry_run: bool
+    changes: list[Change]
+    revision: str | None = Field(
+        default=None, description="The revision created (or that would be)."
+    )
+    rollout: RolloutPublic | None = None
+    summary: str
 
 
 class KeyPublic(BaseModel):

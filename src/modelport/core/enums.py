@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["EndpointStatus", "ReplicaState", "Task"]
+__all__ = ["EndpointStatus", "ReplicaState", "RolloutState", "Task"]
 
 
 class Task(StrEnum):
@@ -31,3 +31,18 @@ class EndpointStatus(StrEnum):
     READY = "ready"
     DEGRADED = "degraded"
     FAILED = "failed"
+
+
+class RolloutState(StrEnum):
+    """``pending -> progressing <-> paused -> promoted | rolled_back | aborted``."""
+
+    PENDING = "pending"  # the new revision is starting
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+    @property
+    def active(self) -> bool:
+        return self in (RolloutState.PENDING, RolloutState.PROGRESSING, RolloutState.PAUSED)

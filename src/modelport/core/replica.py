@@ -22,6 +22,7 @@ class ReplicaSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint: str
+    revision: str = "r1"  # the endpoint's revision this replica serves; several can run at once
     model: str
     version: int
     runtime: str
@@ -33,3 +34,8 @@ class ReplicaSpec(BaseModel):
     max_body_bytes: int = 16 * 1024 * 1024
     batching: dict[str, Any] | None = None  # {max_batch_size, max_wait_ms}
     max_concurrency: int = Field(default=0, ge=0, description="In-flight requests; 0: runtime's.")
+
+    @property
+    def group(self) -> str:
+        """The backend's name for this revision's replicas: ``endpoint@revision``."""
+        return f"{self.endpoint}@{self.revision}"

@@ -10,8 +10,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["KeyPrincipal", "RemoteTarget", "Route", "RoutingSnapshot", "Upstream"]
+__all__ = [
+    "BUCKETS",
+    "KeyPrincipal",
+    "RemoteTarget",
+    "Route",
+    "RoutingSnapshot",
+    "SegmentRule",
+    "Traffic",
+    "Upstream",
+]
 
+BUCKETS = 10_000  # traffic splits are drawn per request in [0, BUCKETS): 0.01% steps
 _OPENAI_TASKS = frozenset({"chat", "completion", "embedding", "asr"})
 
 
@@ -36,7 +46,7 @@ class RemoteTarget:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One endpoint as the gateway sees it."""
+    """One running revision of an endpoint, as the gateway sees it."""
 
     endpoint: str
     model: str
@@ -46,6 +56,7 @@ class Route:
     replicas: tuple[Upstream, ...] = ()
     task: str = "tabular"
     remote: RemoteTarget | None = None
+    label: str = "r1"  # the revision: r1, r2, ...
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)
@@ -56,8 +67,7 @@ class Route:
         if self.remote is not None and self.remote.protocol == "v2":
             infer = f"{self.remote.path_prefix}/v2/models/{self.remote.model}/infer"
         object.__setattr__(self, "infer_path", infer)
-        # Until revisions exist as objects of their own, a revision is a model version.
-        object.__setattr__(self, "revision", f"{self.model}:{self.version}".encode())
+        object.__setattr__(self, "revision", self.label.encode())  # x-modelport-revision
         object.__setattr__(self, "bearer", b"Bearer " + self.token)
 
     @property
@@ -67,12 +77,54 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class RoutingSnapshot:
-    routes: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))
+class SegmentRule:
+    """Requests that match go to ``route``: a header's value, or the caller's customer, key id
+    or project."""
+
+    kind: str  # "header" | "customer" | "key" | "project"
+    value: str
+    route: Route
+    header: bytes = b""  # lower-case header name, for kind "header"
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """How one endpoint's requests are spread over its running revisions.
+
+    ``split`` holds (upper bound, revision) pairs over buckets 0..9999: a request whose bucket
+    is below the first bound goes to the first revision, and so on. Empty means everything
+    goes to ``primary``, the stable revision, which also answers metadata and readiness.
+    """
+
+    primary: Route
+    revisions: Mapping[str, Route]  # every running revision by label, for pinned calls
+    split: tuple[tuple[int, Route], ...] = ()
+    segments: tuple[SegmentRule, ...] = ()
+    sticky: str = "none"  # "customer" | "key" | "none"
+    shadow: Route | None = None
+    shadow_sample: float = 0.0
+    # Where a failed call (5xx, timeout, no replica) goes next, by revision label: another
+    # revision of this endpoint, or another endpoint by name.
+    fallback: Mapping[str, tuple[Route | str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def endpoint(self) -> str:
+        return self.primary.endpoint
 
     @classmethod
-    def of(cls, routes: list[Route]) -> RoutingSnapshot:
-        return cls(MappingProxyType({route.endpoint: route for route in routes}))
+    def single(cls, route: Route) -> Traffic:
+        return cls(primary=route, revisions=MappingProxyType({route.label: route}))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    routes: Mapping[str, Traffic] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of(cls, traffic: list[Traffic]) -> RoutingSnapshot:
+        return cls(MappingProxyType({t.endpoint: t for t in traffic}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How long a busy replica may take to answer a probe."
     )
     upstream_timeout_s: float = Field(default=60.0, gt=0)
+    rollout_tick_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often rollouts in progress are judged."
+    )
     log_level: str = Field(default="info")
     demo_models: str = Field(
         default="", description="Comma-separated demos for 'serve --demo'; empty: all of them."

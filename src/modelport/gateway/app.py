@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -28,12 +29,15 @@ from modelport.core.errors import (
     Unavailable,
 )
 from modelport.core.replica import WORKER_TOKEN_HEADER
-from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Upstream
+from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic, Upstream
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units, UsageRecord
 from modelport.gateway import openai
 from modelport.gateway.balancing import LeastOutstanding
+from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from modelport.observability.shadow import ShadowReports
 from modelport.observability.usage import RecentUsage, UsageSink
+from modelport.observability.windows import RevisionWindows
 
 __all__ = ["GatewayApp"]
 
@@ -49,6 +53,22 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 
 
 _MAX_ID = 128
+_MAX_SHADOWS_IN_FLIGHT = 64  # mirrored calls beyond this are skipped, never queued
+
+
+def _request_for(
+    route: Route, api_path: str, body: bytes, payload: dict[str, Any] | None
+) -> tuple[str, bytes]:
+    """The path and body to send one revision: V2 goes to its infer path; OpenAI calls keep
+    their path, except on an external server, which gets its own path and model name."""
+    if not api_path:
+        return route.infer_path, body
+    remote = route.remote
+    if remote is None:
+        return api_path, body
+    if payload is not None:
+        body = orjson.dumps({**payload, "model": remote.model})
+    return remote.path_prefix + api_path[3:], body
 
 
 def _client_id(value: bytes | None) -> bytes | None:
@@ -71,16 +91,27 @@ class _Call:
         self.customer: str | None = None
         self.reply_headers = [(b"x-request-id", request_id)]
 
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
 
 class GatewayApp:
     """Serves ``/v1`` and ``/v2`` from the last published routing snapshot and key table."""
 
     def __init__(
-        self, upstream: UpstreamPool, max_body_bytes: int, usage: UsageSink | None = None
+        self,
+        upstream: UpstreamPool,
+        max_body_bytes: int,
+        usage: UsageSink | None = None,
+        windows: RevisionWindows | None = None,
+        shadows: ShadowReports | None = None,
     ) -> None:
         self.snapshot = RoutingSnapshot()
         self.keys: Mapping[str, KeyPrincipal] = MappingProxyType({})
         self.usage: UsageSink = usage if usage is not None else RecentUsage()
+        self.windows = windows if windows is not None else RevisionWindows()
+        self.shadows = shadows if shadows is not None else ShadowReports()
+        self._shadows_in_flight: set[asyncio.Task[None]] = set()
         self._upstream = upstream
         self._max_body = max_body_bytes
         self._balancer = LeastOutstanding()
@@ -128,11 +159,11 @@ class GatewayApp:
             raise Unauthorized("invalid or revoked API key")
         return principal
 
-    def _route(self, name: str) -> Route:
-        route = self.snapshot.routes.get(name)
-        if route is None:
+    def _traffic(self, name: str) -> Traffic:
+        traffic = self.snapshot.routes.get(name)
+        if traffic is None:
             raise NotFound(f"endpoint '{name}' does not exist", param="model")
-        return route
+        return traffic
 
     # -- Open Inference Protocol (V2) ---------------------------------------------------------
 
@@ -140,23 +171,29 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, rest: str, call: _Call
     ) -> None:
         name, _, action = rest.partition("/")
-        route = self._route(name)
+        traffic = self._traffic(name)
+        route: Route | None = None
         if action.startswith("versions/"):
-            version, _, action = action[9:].partition("/")
-            if version != str(route.version):
-                raise NotFound(f"endpoint '{name}' serves version {route.version}, not {version!r}")
+            label, _, action = action[9:].partition("/")
+            route = pinned(traffic, label)
         if action == "infer" and scope["method"] == "POST":
-            if route.protocol != "v2":
+            if traffic.primary.protocol != "v2":
                 raise InvalidRequest(
-                    f"endpoint '{name}' serves task {route.task}: call it through /v1"
+                    f"endpoint '{name}' serves task {traffic.primary.task}: call it through /v1"
                 )
             body = await self._body(scope, receive)
-            await self._forward(scope, send, route, route.infer_path, body, call)
+            customer = header(scope, b"x-modelport-customer")
+            if customer:
+                call.customer = customer[:_MAX_ID].decode(errors="replace")
+            if route is None:
+                route = choose(traffic, scope, call.principal, call.customer)
+            await self._forward(scope, send, traffic, route, "", body, None, call)
         elif action == "ready" and scope["method"] == "GET":
-            ready = bool(route.replicas)
+            ready = bool((route or traffic.primary).replicas)
             await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
         elif action == "" and scope["method"] == "GET":
-            await send_bytes(send, 200, route.metadata, [_JSON, *call.reply_headers])
+            metadata = (route or traffic.primary).metadata
+            await send_bytes(send, 200, metadata, [_JSON, *call.reply_headers])
         else:
             raise NotFound(f"no route {scope['method']} /v2/models/{rest}")
 
@@ -174,7 +211,7 @@ class GatewayApp:
             raise NotFound(f"no route {scope['method']} {path}")
         body = await self._body(scope, receive)
         stream = False
-        payload: dict[str, Any] = {}
+        payload: dict[str, Any] | None = None
         if path == "/v1/audio/transcriptions":
             name = openai.model_from_multipart(body, header(scope, b"content-type") or b"")
         else:
@@ -185,21 +222,22 @@ class GatewayApp:
         customer = header(scope, b"x-modelport-customer")
         if customer:
             call.customer = customer[:_MAX_ID].decode(errors="replace")
-        route = self._route(name)
-        if route.task not in tasks:
+        name, _, label = name.partition("@")  # "endpoint@r2" pins a revision
+        traffic = self._traffic(name)
+        if traffic.primary.task not in tasks:
             raise InvalidRequest(
-                f"endpoint '{name}' serves task {route.task}, which {path} does not take",
+                f"endpoint '{name}' serves task {traffic.primary.task}, which {path} does not take",
                 param="model",
             )
-        if route.remote is not None:  # the external server's path and model name
-            if path != "/v1/audio/transcriptions":
-                payload["model"] = route.remote.model
-                body = orjson.dumps(payload)
-            path = route.remote.path_prefix + path[3:]
+        if label:
+            route = pinned(traffic, label)
+        else:
+            route = choose(traffic, scope, call.principal, call.customer)
         if stream:
+            path, body = _request_for(route, path, body, payload)
             await self._stream(scope, receive, send, route, path, body, call)
         else:
-            await self._forward(scope, send, route, path, body, call)
+            await self._forward(scope, send, traffic, route, path, body, payload, call)
 
     # -- forwarding ---------------------------------------------------------------------------
 
@@ -246,24 +284,105 @@ class GatewayApp:
         finally:
             in_flight[upstream] -= 1
 
-    async def _forward(
-        self, scope: Scope, send: Send, route: Route, path: str, body: bytes, call: _Call
-    ) -> None:
+    async def _attempt(
+        self, scope: Scope, route: Route, path: str, body: bytes, call: _Call
+    ) -> tuple[UpstreamResponse | None, str]:
+        """One revision's answer, retried once on another of its replicas if the first was
+        unreachable or restarting; or ``None`` and why."""
+        upstream = self._balancer.choose(route)
+        if upstream is None:
+            return None, "no ready replica"
         forward = self._upstream_headers(scope, route, call)
-        upstream = self._replica(route)
         response, failure = await self._try(upstream, path, forward, body)
         if response is None or response.status == 503:
             # The replica died or restarted between snapshots: one more try on another.
             retry = self._balancer.choose(route, skip=upstream)
             if retry is not None and retry != upstream:
                 response, failure = await self._try(retry, path, forward, body)
+        return response, str(failure)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        traffic: Traffic,
+        route: Route,
+        api_path: str,
+        body: bytes,
+        payload: dict[str, Any] | None,
+        call: _Call,
+    ) -> None:
+        path, sent = _request_for(route, api_path, body, payload)
+        response, failure = await self._attempt(scope, route, path, sent, call)
+        if response is None or response.status >= 500:
+            chain = traffic.fallback.get(route.label)
+            for step in chain or ():
+                # The revision that failed is judged on its own numbers, not the fallback's.
+                failed = response.status if response is not None else 503
+                self.windows.record(route.endpoint, route.label, call.elapsed_ms(), failed)
+                fallback = step if isinstance(step, Route) else self._fallback_endpoint(step)
+                if fallback is None:
+                    continue
+                route = fallback
+                path, sent = _request_for(route, api_path, body, payload)
+                response, failure = await self._attempt(scope, route, path, sent, call)
+                if response is not None and response.status < 500:
+                    break
         if response is None:
+            self.windows.record(route.endpoint, route.label, call.elapsed_ms(), 503)
             raise Unavailable(f"endpoint '{route.endpoint}' is unavailable: {failure}")
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
         headers.extend(call.reply_headers)
         headers.append((b"x-modelport-revision", route.revision))
         await send_bytes(send, response.status, response.body, headers)
-        self._meter(route, call, response.status, Units.decode(response.header(UNITS_HEADER)))
+        units = Units.decode(response.header(UNITS_HEADER))
+        self._meter(route, call, response.status, units)
+        shadow = traffic.shadow
+        if (
+            shadow is not None
+            and route is traffic.primary
+            and len(self._shadows_in_flight) < _MAX_SHADOWS_IN_FLIGHT
+            and random.random() < traffic.shadow_sample  # noqa: S311 - sampling, not a secret
+        ):
+            primary = (response.status, call.elapsed_ms(), response.body, units.output_tokens)
+            task = asyncio.create_task(
+                self._mirror(scope, shadow, api_path, body, payload, call, primary)
+            )
+            self._shadows_in_flight.add(task)
+            task.add_done_callback(self._shadows_in_flight.discard)
+
+    def _fallback_endpoint(self, name: str) -> Route | None:
+        traffic = self.snapshot.routes.get(name)
+        return traffic.primary if traffic is not None else None
+
+    async def _mirror(
+        self,
+        scope: Scope,
+        shadow: Route,
+        api_path: str,
+        body: bytes,
+        payload: dict[str, Any] | None,
+        call: _Call,
+        primary: tuple[int, float, bytes, int],
+    ) -> None:
+        """Send a copy to the shadow revision; compare, record, and discard its answer."""
+        started = time.perf_counter()
+        path, sent = _request_for(shadow, api_path, body, payload)
+        response, _ = await self._attempt(scope, shadow, path, sent, call)
+        latency_ms = (time.perf_counter() - started) * 1000
+        status = response.status if response is not None else 503
+        self.windows.record(shadow.endpoint, shadow.label, latency_ms, status)
+        units = Units.decode(response.header(UNITS_HEADER)) if response is not None else Units()
+        self.shadows.get(shadow.endpoint, shadow.label).add(
+            primary_status=primary[0],
+            primary_latency_ms=primary[1],
+            primary_body=primary[2],
+            primary_output_tokens=primary[3],
+            shadow_status=status,
+            shadow_latency_ms=latency_ms,
+            shadow_body=response.body if response is not None else b"",
+            shadow_output_tokens=units.output_tokens,
+        )
 
     async def _stream(
         self,
@@ -337,6 +456,8 @@ class GatewayApp:
     def _meter(
         self, route: Route, call: _Call, status: int, units: Units, *, streamed: bool = False
     ) -> None:
+        latency_ms = call.elapsed_ms()
+        self.windows.record(route.endpoint, route.label, latency_ms, status)
         self.usage.record(
             UsageRecord(
                 request_id=call.request_id.decode(),
@@ -346,7 +467,7 @@ class GatewayApp:
                 project=call.principal.project,
                 customer=call.customer,
                 status=status,
-                latency_ms=(time.perf_counter() - call.started) * 1000,
+                latency_ms=latency_ms,
                 units=units,
                 streamed=streamed,
             )

@@ -3,6 +3,7 @@ in OpenAI's shape, so that the official ``openai`` client works unchanged."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import orjson
 from modelport.core.errors import InvalidRequest
 from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
+from modelport.core.routing import Traffic
 
 __all__ = ["OPENAI_TASKS", "model_from_json", "model_from_multipart", "models_list"]
 
@@ -39,14 +41,14 @@ def model_from_multipart(body: bytes, content_type: bytes) -> str:
     return field.text
 
 
-def models_list(routes: Any) -> bytes:
+def models_list(routes: Mapping[str, Traffic]) -> bytes:
     """``GET /v1/models``: every endpoint the key may call."""
     return orjson.dumps(
         {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": route.model}
-                for name, route in routes.items()
+                {"id": name, "object": "model", "created": 0, "owned_by": traffic.primary.model}
+                for name, traffic in routes.items()
             ],
         }
     )

@@ -9,7 +9,17 @@ from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Integer, String, Tex
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiKeyRow", "Base", "EndpointRow", "ModelAliasRow", "ModelRow", "ModelVersionRow"]
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "EndpointRow",
+    "ModelAliasRow",
+    "ModelRow",
+    "ModelVersionRow",
+    "RevisionRow",
+    "RolloutEventRow",
+    "RolloutRow",
+]
 
 
 def utcnow() -> datetime:
@@ -85,6 +95,10 @@ class ModelAliasRow(Base):
 
 
 class EndpointRow(Base):
+    """The stable name clients call. ``version_id``, ``replicas`` and ``batching`` are what the
+    endpoint was last asked to run (its newest revision's); ``stable_revision`` is the revision
+    that serves when no rollout is moving traffic."""
+
     __tablename__ = "endpoints"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -93,9 +107,82 @@ class EndpointRow(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     batching: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    intent: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    intent_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)
+    stable_revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     version: Mapped[ModelVersionRow] = relationship()
+    revisions: Mapped[list[RevisionRow]] = relationship(
+        back_populates="endpoint", order_by="RevisionRow.number", cascade="all, delete-orphan"
+    )
+    rollouts: Mapped[list[RolloutRow]] = relationship(
+        back_populates="endpoint", order_by="RolloutRow.id", cascade="all, delete-orphan"
+    )
+
+
+class RevisionRow(Base):
+    """One model version plus the configuration it runs with. Never changed once written."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (UniqueConstraint("endpoint_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    runtime_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    batching: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    endpoint: Mapped[EndpointRow] = relationship(back_populates="revisions")
+    version: Mapped[ModelVersionRow] = relationship()
+
+    @property
+    def label(self) -> str:
+        return f"r{self.number}"
+
+
+class RolloutRow(Base):
+    """Moving an endpoint's traffic from one revision to another, step by step."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    from_revision: Mapped[int] = mapped_column(Integer)
+    to_revision: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(16))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # steps, interval, SLO
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(Integer, default=-1)  # index into steps; -1: warming up
+    step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    endpoint: Mapped[EndpointRow] = relationship(back_populates="rollouts")
+    events: Mapped[list[RolloutEventRow]] = relationship(
+        back_populates="rollout", order_by="RolloutEventRow.id", cascade="all, delete-orphan"
+    )
+
+
+class RolloutEventRow(Base):
+    """What happened in a rollout and why, with the numbers that decided it."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    rollout: Mapped[RolloutRow] = relationship(back_populates="events")
 
 
 class ApiKeyRow(Base):

@@ -20,7 +20,7 @@ class V2Handler:
         self.spec = spec
         self._batcher: AdaptiveBatcher | None = None
         self._prefix = f"/v2/models/{spec.endpoint}"
-        self._version = str(spec.version)
+        self._version = spec.revision  # the V2 "version" of an endpoint is its revision
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, runtime: ModelRuntime | None

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Response
 
 from modelport.control import endpoints as service
-from modelport.control.deps import AdminDep, PlaneDep, SessionDep
+from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
+from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import EndpointCreate, EndpointPublic
-from modelport.store.tables import EndpointRow
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 
 
 @router.post("", status_code=201)
-async def create_endpoint(body: EndpointCreate, plane: PlaneDep, _: AdminDep) -> EndpointPublic:
-    def create() -> tuple[EndpointRow, Any]:
-        with plane.db.session() as session:
-            row = service.create_endpoint(session, **body.model_dump())
-            # Raises (and so rolls the row back) if the endpoint could not be served.
-            return row, plane.prepare(row)
+async def create_endpoint(body: EndpointCreate, plane: PlaneDep, actor: AdminDep) -> EndpointPublic:
+    """A new endpoint whose revision r1 serves all of its traffic. To roll out new versions
+    under SLO gates, describe the endpoint in a modelport.yaml and ``modelport apply`` it."""
 
-    row, deployment = await asyncio.to_thread(create)
-    await plane.activate(row.name, deployment)
-    return plane.endpoint_public(row)
+    def create() -> tuple[str, Deployment]:
+        with plane.db.session() as session:
+            row = service.create_endpoint(session, **body.model_dump(), created_by=actor)
+            # Raises (and so rolls the row back) if the endpoint could not be served.
+            return row.name, plane.prepare(row, row.revisions[0])
+
+    name, deployment = await asyncio.to_thread(create)
+    await plane.serve(name, deployment)
+    return await asyncio.to_thread(_public, plane, name)
+
+
+def _public(plane: ControlPlane, name: str) -> EndpointPublic:
+    with plane.db.session() as session:
+        return plane.endpoint_public(service.get_endpoint(session, name))
 
 
 @router.get("")
@@ -39,11 +46,14 @@ def get_endpoint(name: str, plane: PlaneDep, session: SessionDep, _: AdminDep) -
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_endpoint(name: str, plane: PlaneDep, _: AdminDep) -> Response:
+async def delete_endpoint(
+    name: str, plane: PlaneDep, controller: ControllerDep, _: AdminDep
+) -> Response:
     def delete() -> None:
         with plane.db.session() as session:
             service.delete_endpoint(session, name)
 
     await asyncio.to_thread(delete)
+    controller.forget(name)
     await plane.undeploy(name)
     return Response(status_code=204)

@@ -1,0 +1,197 @@
+"""Apply an intent file: create the endpoint, or work out what changed and act on it.
+
+What a revision runs (model version, runtime options, replicas, batching) changing means a new
+immutable revision and a rollout; anything else (SLO, routing, budget, ...) is stored and takes
+effect at once. The same file applied twice changes nothing. A dry run (``modelport diff``)
+goes through the same code and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelport.control import endpoints as endpoint_service
+from modelport.control import registry
+from modelport.control import rollouts as rollout_service
+from modelport.control.schemas import Change
+from modelport.core.errors import Conflict, NotFound, ValidationFailed
+from modelport.core.intent import Intent, intent_digest
+from modelport.core.names import parse_model_ref
+from modelport.store.tables import EndpointRow, ModelVersionRow, RevisionRow, RolloutRow
+
+__all__ = ["Applied", "apply_intent", "diff"]
+
+
+@dataclass(slots=True)
+class Applied:
+    action: str  # created | rollout | updated | unchanged
+    changes: list[Change]
+    endpoint: EndpointRow | None = None
+    revision: RevisionRow | None = None  # created (or, in a dry run, its would-be number)
+    revision_number: int | None = None
+    rollout: RolloutRow | None = None
+    summary: str = ""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[Change]:
+    """Field-by-field changes between two intents, in dotted paths."""
+    old, new = _flatten(before or {}), _flatten(after)
+    return [
+        Change(field=key, before=old.get(key), after=new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _config(intent: Intent, version: ModelVersionRow) -> dict[str, Any]:
+    return {
+        "version_id": version.id,
+        "runtime_options": dict(intent.runtime_options),
+        "replicas": intent.resources.replicas.min,
+        "batching": intent.batching.model_dump() if intent.batching is not None else None,
+    }
+
+
+def _config_of(revision: RevisionRow) -> dict[str, Any]:
+    return {
+        "version_id": revision.version_id,
+        "runtime_options": revision.runtime_options,
+        "replicas": revision.replicas,
+        "batching": revision.batching,
+    }
+
+
+def _resolve(session: Session, intent: Intent) -> ModelVersionRow:
+    ref = parse_model_ref(intent.model)
+    try:
+        version = registry.resolve(session, ref)
+    except NotFound as exc:
+        raise NotFound(f"model: {exc.message}", field="model") from exc
+    if version.model.task != intent.task:
+        raise ValidationFailed(
+            f"task: the intent says {intent.task} but model '{version.model.name}' is a "
+            f"{version.model.task} model",
+            field="task",
+        )
+    batching = intent.batching.model_dump() if intent.batching is not None else None
+    endpoint_service.check_batching(version, batching, "batching")
+    return version
+
+
+def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str) -> Applied:
+    """Validate an intent against the registry and apply it (or, dry, say what would change)."""
+    version = _resolve(session, intent)
+    config = _config(intent, version)
+    document = intent.to_dict()
+    row = session.scalar(select(EndpointRow).where(EndpointRow.name == intent.endpoint))
+    if row is None:
+        applied = Applied("created", diff(None, document), revision_number=1)
+        applied.summary = (
+            f"create endpoint '{intent.endpoint}' with revision r1 "
+            f"({version.model.name}:{version.version})"
+        )
+        if dry_run:
+            return applied
+        applied.endpoint = endpoint_service.create_endpoint(
+            session,
+            name=intent.endpoint,
+            model=intent.model,
+            replicas=config["replicas"],
+            batching=config["batching"],
+            runtime_options=config["runtime_options"],
+            intent=intent,
+            created_by=actor,
+        )
+        applied.endpoint.intent_digest = intent_digest(intent)
+        applied.revision = applied.endpoint.revisions[0]
+        return applied
+
+    changes = diff(row.intent, document)
+    newest = row.revisions[-1]
+    stable = endpoint_service.get_revision(session, row, row.stable_revision)
+    active = rollout_service.active_rollout(session, row)
+    new_revision = config != _config_of(newest) and (
+        active is not None or config != _config_of(stable)
+    )
+    if new_revision and newest.version_id != version.id:
+        before = f"{newest.version.model.name}:{newest.version.version}"
+        after = f"{version.model.name}:{version.version}"
+        changes = [c for c in changes if c.field != "model"]
+        changes.insert(0, Change(field="model", before=before, after=after))
+    if not changes and not new_revision:
+        return Applied("unchanged", [], row, summary=f"endpoint '{row.name}' is up to date")
+    if not new_revision:
+        applied = Applied("updated", changes, row)
+        applied.summary = f"update endpoint '{row.name}' ({len(changes)} field(s)); no new revision"
+        if not dry_run:
+            _store(row, intent, document)
+        return applied
+
+    if active is not None:
+        raise Conflict(
+            f"endpoint '{row.name}' has a rollout in progress (r{active.from_revision} -> "
+            f"r{active.to_revision}, {active.state}): promote, roll back or abort it before "
+            "applying a new revision",
+            state=active.state,
+        )
+    number = newest.number + 1
+    plan = rollout_service.plan_of(intent)
+    applied = Applied("rollout", changes, row, revision_number=number)
+    applied.summary = (
+        f"new revision r{number} ({version.model.name}:{version.version}); roll out from "
+        f"r{row.stable_revision} by {_describe(plan)}"
+    )
+    if dry_run:
+        return applied
+    applied.revision = endpoint_service.add_revision(
+        session,
+        row,
+        version=version,
+        runtime_options=config["runtime_options"],
+        replicas=config["replicas"],
+        batching=config["batching"],
+        created_by=actor,
+    )
+    applied.rollout = rollout_service.create_rollout(
+        session,
+        row,
+        from_revision=row.stable_revision,
+        to_revision=number,
+        plan=plan,
+        created_by=actor,
+    )
+    _store(row, intent, document)
+    return applied
+
+
+def _store(row: EndpointRow, intent: Intent, document: dict[str, Any]) -> None:
+    row.intent = document
+    row.intent_digest = intent_digest(intent)
+    row.model_ref = intent.model
+
+
+def _describe(plan: dict[str, Any]) -> str:
+    strategy = plan["strategy"]
+    if strategy == "canary":
+        steps = " -> ".join(f"{step}%" for step in plan["steps"])
+        return f"canary ({steps}, {plan['interval_s']:g} s each)"
+    if strategy == "shadow":
+        return f"shadow ({plan['shadow_sample']:.0%} mirrored for {plan['interval_s']:g} s)"
+    if strategy == "blue-green":
+        return (
+            f"blue-green (judged {plan['interval_s']:g} s, old kept {plan['keep_previous_s']:g} s)"
+        )
+    return "immediate switch once warm"

@@ -1,0 +1,73 @@
+"""``/api/v1/endpoints/{name}/rollout``: watch and steer the rollout of a new revision."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter
+
+from modelport.control import endpoints as endpoint_service
+from modelport.control import rollouts as service
+from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
+from modelport.control.schemas import RevisionPublic, RolloutPublic
+
+router = APIRouter(prefix="/endpoints/{name}", tags=["rollouts"])
+
+Action = Literal["pause", "resume", "promote", "rollback", "abort"]
+
+
+@router.get("/rollout")
+def rollout_status(
+    name: str, session: SessionDep, controller: ControllerDep, _: AdminDep
+) -> RolloutPublic:
+    """The rollout in progress, or the last one."""
+    row = endpoint_service.get_endpoint(session, name)
+    return controller.public(session, service.latest_rollout(session, row))
+
+
+@router.get("/rollouts")
+def rollout_history(
+    name: str, session: SessionDep, controller: ControllerDep, _: AdminDep
+) -> list[RolloutPublic]:
+    """Every rollout of the endpoint, newest first, with its events."""
+    row = endpoint_service.get_endpoint(session, name)
+    return [controller.public(session, rollout) for rollout in reversed(row.rollouts)]
+
+
+@router.post("/rollout/{action}")
+async def steer(
+    name: str, action: Action, plane: PlaneDep, controller: ControllerDep, actor: AdminDep
+) -> RolloutPublic:
+    """Pause, resume, promote, roll back or abort. ``rollback`` with no rollout in progress
+    undoes the last promotion."""
+
+    def exists() -> None:
+        with plane.db.session() as session:
+            endpoint_service.get_endpoint(session, name)
+
+    await asyncio.to_thread(exists)
+    if action == "pause":
+        await controller.pause(name, actor=actor)
+    elif action == "resume":
+        await controller.resume(name, actor=actor)
+    elif action == "promote":
+        await controller.promote(name, actor=actor)
+    else:
+        await controller.rollback(name, actor=actor, abort=action == "abort")
+
+    def status() -> RolloutPublic:
+        with plane.db.session() as session:
+            row = endpoint_service.get_endpoint(session, name)
+            return controller.public(session, service.latest_rollout(session, row))
+
+    return await asyncio.to_thread(status)
+
+
+@router.get("/revisions")
+def list_revisions(
+    name: str, plane: PlaneDep, session: SessionDep, _: AdminDep
+) -> list[RevisionPublic]:
+    """Every revision of the endpoint, oldest first; running ones with their traffic share."""
+    row = endpoint_service.get_endpoint(session, name)
+    return plane.revisions_public(row)
