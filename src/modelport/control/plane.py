@@ -112,6 +112,7 @@ class ControlPlane:
         self.secrets = secrets
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
+        self._draining: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         backend.on_change = self.refresh_routes
 
@@ -131,6 +132,8 @@ class ControlPlane:
         self.refresh_routes()
 
     async def close(self) -> None:
+        for task in [*self._retirements.values(), *self._draining]:
+            task.cancel()
         await self.backend.close()
 
     def _load(self) -> list[tuple[str, list[Deployment], Routing | None]]:
@@ -214,7 +217,7 @@ class ControlPlane:
             self.refresh_routes()
         if old is not None:
             for label in old.revisions.keys() - {deployment.label}:
-                await self._stop(name, label)
+                self._retire(name, label)
 
     async def run_revision(self, name: str, deployment: Deployment) -> None:
         """Start a revision beside the stable one; it gets no traffic until told."""
@@ -257,9 +260,9 @@ class ControlPlane:
         serving.previous = old if keep_previous_s > 0 and old != label else None
         self.refresh_routes()
         if stale is not None and stale not in (label, serving.previous):
-            await self._stop(name, stale)
+            self._retire(name, stale)
         if serving.previous is None and old != label:
-            await self._stop(name, old)
+            self._retire(name, old)
         elif serving.previous is not None:
             previous = serving.previous
 
@@ -270,7 +273,7 @@ class ControlPlane:
                     current.previous = None
                     self.refresh_routes()
                     if previous not in (current.stable, current.candidate):
-                        await self._stop(name, previous)
+                        self._retire(name, previous)
 
             self._retirements[name] = asyncio.create_task(retire())
 
@@ -283,7 +286,7 @@ class ControlPlane:
         serving.weight = serving.shadow_sample = 0.0
         self.refresh_routes()
         if label not in (serving.stable, serving.previous):
-            await self._stop(name, label)
+            self._retire(name, label)
 
     def serving_names(self) -> set[str]:
         return set(self._serving)
@@ -321,17 +324,25 @@ class ControlPlane:
         if deployment.remote is None:
             await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
 
-    async def _stop(self, name: str, label: str) -> None:
-        """Stop a revision that no longer gets traffic, after requests already routed to it
-        (under the previous snapshot) have had time to reach it."""
+    def _retire(self, name: str, label: str) -> None:
+        """Take a revision out of routing now; stop its replicas in the background, once
+        requests already routed to it (under the previous snapshot) have had time to arrive
+        and finish. Callers (a rollback above all) do not wait for the drain."""
         serving = self._serving.get(name)
         deployment = serving.revisions.pop(label, None) if serving else None
         if deployment is None:
             return
         self.refresh_routes()
-        await asyncio.sleep(_SWITCH_GRACE_S)
-        if deployment.remote is None:
+        if deployment.remote is not None:
+            return
+
+        async def drain() -> None:
+            await asyncio.sleep(_SWITCH_GRACE_S)
             await self.backend.remove(deployment.spec.group)
+
+        task = asyncio.create_task(drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def refresh_routes(self) -> None:
         """Build and publish a new routing snapshot from deployments and ready replicas."""
