@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from modelport.control.traffic import traffic_of
+from modelport.core.intent import parse_intent
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic, Upstream
 from modelport.gateway import GatewayApp, UpstreamError, UpstreamPool
 
@@ -41,8 +43,11 @@ async def _call(
 class _Replica:
     """A tiny HTTP/1.1 server that answers like a worker and counts connections."""
 
-    def __init__(self, reply: bytes = b'{"ok":true}', chunked: bool = False) -> None:
+    def __init__(
+        self, reply: bytes = b'{"ok":true}', chunked: bool = False, status: int = 200
+    ) -> None:
         self.reply = reply
+        self.status = status
         self.chunked = chunked
         self.connections = 0
         self.requests: list[bytes] = []
@@ -70,8 +75,8 @@ class _Replica:
                     writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body)
                 else:
                     writer.write(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                        b"content-length: %d\r\n\r\n%s" % (len(self.reply), self.reply)
+                        b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (self.status, len(self.reply), self.reply)
                     )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -175,3 +180,63 @@ async def test_upstream_reads_chunked_and_retries_stale_connections() -> None:
     server.close()
     with pytest.raises(UpstreamError):
         await pool.request(Upstream("127.0.0.1", 1), "GET", "/", [])
+
+
+async def _serve(fake: _Replica) -> tuple[asyncio.Server, Upstream]:
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    return server, Upstream("127.0.0.1", server.sockets[0].getsockname()[1])
+
+
+async def test_fallback_retries_a_failing_revision_on_the_stable_one(pool) -> None:
+    broken, good = _Replica(b'{"error":"boom"}', status=500), _Replica(b'{"ok":"r1"}')
+    (s1, u1), (s2, u2) = await _serve(good), await _serve(broken)
+    routes = {
+        "r1": Route("ep", "m", 1, b"{}", b"t1", (u1,), label="r1"),
+        "r2": Route("ep", "m", 2, b"{}", b"t2", (u2,), label="r2"),
+    }
+    intent = parse_intent(
+        "endpoint: ep\ntask: tabular\nmodel: m:1\nrouting:\n  fallback: [previous]\n"
+    )
+    app = _app(pool, None)
+    app.publish_routes(
+        RoutingSnapshot.of(
+            [traffic_of(routes, stable="r1", candidate="r2", weight=100, routing=intent.routing)]
+        )
+    )
+    status, headers, body = await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH)
+    assert (status, body, headers[b"x-modelport-revision"]) == (200, b'{"ok":"r1"}', b"r1")
+    assert len(broken.requests) == 1 and b"x-modelport-worker-token: t1" in good.requests[0]
+    # The failure still counts against r2 for its rollout; the answer counts for r1.
+    assert app.windows.stats("ep", "r2").errors == 1
+    assert app.windows.stats("ep", "r1").requests == 1
+    # Without a fallback chain the client gets r2's own 500.
+    app.publish_routes(
+        RoutingSnapshot.of([traffic_of(routes, stable="r1", candidate="r2", weight=100)])
+    )
+    assert (await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH))[0] == 500
+    for fake, server in ((good, s1), (broken, s2)):
+        fake.close()
+        server.close()
+
+
+async def test_openai_model_pins_a_revision(pool) -> None:
+    one, two = _Replica(b'{"from":"r1"}'), _Replica(b'{"from":"r2"}')
+    (s1, u1), (s2, u2) = await _serve(one), await _serve(two)
+    routes = {
+        "r1": Route("chat", "m", 1, b"{}", b"t", (u1,), task="chat", label="r1"),
+        "r2": Route("chat", "m", 2, b"{}", b"t", (u2,), task="chat", label="r2"),
+    }
+    app = _app(pool, None)
+    app.publish_routes(RoutingSnapshot.of([traffic_of(routes, stable="r1", candidate="r2")]))
+    body = b'{"model": "chat@r2", "messages": []}'
+    status, headers, reply = await _call(app, "POST", "/v1/chat/completions", body, AUTH)
+    assert (status, reply, headers[b"x-modelport-revision"]) == (200, b'{"from":"r2"}', b"r2")
+    status, _, reply = await _call(
+        app, "POST", "/v1/chat/completions", b'{"model": "chat@r7", "messages": []}', AUTH
+    )
+    assert status == 404 and b"revision 'r7' of endpoint 'chat' is not running" in reply
+    plain = await _call(app, "POST", "/v1/chat/completions", b'{"model": "chat"}', AUTH)
+    assert plain[2] == b'{"from":"r1"}'  # weight 0: the stable revision
+    for fake, server in ((one, s1), (two, s2)):
+        fake.close()
+        server.close()
