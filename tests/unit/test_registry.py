@@ -134,3 +134,40 @@ def test_keys_are_stored_hashed_and_revocable(db) -> None:
         assert keys.active_keys(session) == {}
         with pytest.raises(NotFound):
             keys.revoke_key(session, "key_missing")
+
+
+def test_existing_endpoints_become_revision_one(tmp_path: Path) -> None:
+    """Migration 0003 on a database with an endpoint made before revisions existed."""
+    from alembic import command
+    from alembic.config import Config
+
+    from modelport.store import db as db_module
+
+    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(db_module._MIGRATIONS))
+    config.attributes["engine"] = database.engine
+    command.upgrade(config, "0002")
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO models (id, name, task, description, owner, created_at) "
+            "VALUES (1, 'm', 'tabular', '', '', '2026-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO model_versions (id, model_id, version, runtime, artifact_digest, "
+            "signature, metrics, tags, runtime_options, created_by, created_at) VALUES "
+            "(1, 1, 1, 'onnx', 'sha256:x', '{}', '{}', '{}', '{}', '', '2026-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO endpoints (id, name, model_ref, version_id, replicas, batching, "
+            "created_at) VALUES (1, 'ep', 'm:1', 1, 2, NULL, '2026-01-01')"
+        )
+    database.migrate()
+    with database.session() as session:
+        row = endpoints.get_endpoint(session, "ep")
+        revision = endpoints.get_revision(session, row, 1)
+        assert (row.stable_revision, revision.label, revision.replicas) == (1, "r1", 2)
+        assert revision.version.version == 1 and revision.runtime_options == {}
+        with pytest.raises(NotFound, match="has no revision r2"):
+            endpoints.get_revision(session, row, 2)
+    database.close()
