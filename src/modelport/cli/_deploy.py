@@ -24,7 +24,10 @@ IntentFile = Annotated[
 _FINAL = ("promoted", "rolled_back", "aborted")
 
 
-def _show_changes(result: dict[str, Any]) -> None:
+def _show_changes(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print(result, True)
+        return
     for change in result["changes"]:
         before, after = change["before"], change["after"]
         if before is None:
@@ -48,10 +51,7 @@ def apply(
     """Create or update an endpoint from its modelport.yaml; a new model version rolls out."""
     with _client(url, token) as client:
         result = client.apply(file)
-        if as_json:
-            _print(result, True)
-        else:
-            _show_changes(result)
+        _show_changes(result, as_json)
         if wait and result["action"] == "rollout":
             rollout = client.wait_rollout(result["endpoint"], _FINAL, timeout=24 * 3600)
             out.print(f"rollout {rollout['state']}: {rollout['reason']}", highlight=False)
@@ -64,10 +64,7 @@ def diff(file: IntentFile, url: Url = None, token: Token = None, as_json: AsJson
     nothing would change, 1 when something would."""
     with _client(url, token) as client:
         result = client.diff(file)
-    if as_json:
-        _print(result, True)
-    else:
-        _show_changes(result)
+    _show_changes(result, as_json)
     if result["action"] != "unchanged":
         raise typer.Exit(1)
 

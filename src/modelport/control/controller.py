@@ -304,22 +304,12 @@ class RolloutController:
     async def _roll_back(
         self, run: RolloutRun, state: RolloutState, why: str, data: dict[str, Any]
     ) -> None:
-        # Traffic first: the old revision must take everything back before anything else.
+        # Traffic first: the old revision takes everything back before anything is written.
         self._runs.pop(run.endpoint, None)
-        drop = asyncio.create_task(self.plane.drop_candidate(run.endpoint))
+        await self.plane.drop_candidate(run.endpoint)
         event = "rolled_back" if state == RolloutState.ROLLED_BACK else "aborted"
-        await self._db(
-            lambda s: rollout_service.transition(
-                s,
-                rollout_service.get_rollout(s, run.rollout_id),
-                state,
-                event=event,
-                message=why,
-                data=data,
-            )
-        )
+        await self._transition(run, state, event, why, data)
         log.warning("rollout of %s: %s", run.endpoint, why)
-        await drop
 
     async def _undo_promotion(self, endpoint: str, actor: str) -> None:
         """Roll back the last promoted rollout: its source revision serves again."""
