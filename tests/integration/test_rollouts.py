@@ -358,6 +358,28 @@ def test_a_new_revision_waits_for_the_rollout_in_progress(admin: Client, endpoin
     assert admin.rollout_action("scorer", "rollback")["state"] == "rolled_back"
 
 
+def test_moving_the_alias_an_intent_names_rolls_out_a_new_revision(
+    admin: Client, endpoint: str
+) -> None:
+    admin.set_alias("scorer", "champion", 2)
+    text = intent(2).replace("model: scorer:2", "model: scorer@champion")
+    assert admin.apply(text)["action"] == "rollout"  # the stable revision runs version 4
+    assert admin.wait_rollout("scorer", timeout=60)["state"] == "promoted"
+    stable = admin.get_endpoint("scorer")["stable_revision"]
+    assert admin.apply(text)["action"] == "unchanged"
+    admin.set_alias("scorer", "champion", 4)  # the file is the same; what it names is not
+    preview = admin.diff(text)
+    assert preview["action"] == "rollout"
+    assert [c for c in preview["changes"] if c["field"] == "model"] == [
+        {"field": "model", "before": "scorer:2", "after": "scorer:4"}
+    ]
+    moved = admin.apply(text)
+    assert moved["revision"] != stable
+    assert admin.wait_rollout("scorer", timeout=60)["state"] == "promoted"
+    revisions = {r["name"]: r for r in admin.list_revisions("scorer")}
+    assert revisions[moved["revision"]]["version"] == 4 and revisions[moved["revision"]]["running"]
+
+
 def test_restart_resumes_a_canary_at_its_step(tmp_path: Path) -> None:
     env = {**BREAST_CANCER_ONLY, "MODELPORT_ROLLOUT_TICK_S": "0.1"}
     home = tmp_path / "home"

@@ -209,6 +209,22 @@ async def test_fallback_retries_a_failing_revision_on_the_stable_one(pool) -> No
     # The failure still counts against r2 for its rollout; the answer counts for r1.
     assert app.windows.stats("ep", "r2").errors == 1
     assert app.windows.stats("ep", "r1").requests == 1
+    # Another endpoint in the chain: its stable revision answers.
+    backup = Route("backup", "m", 1, b"{}", b"tb", (u1,), label="r1")
+    chain = parse_intent(
+        "endpoint: ep\ntask: tabular\nmodel: m:1\nrouting:\n  fallback: [backup]\n"
+    ).routing
+    app.publish_routes(
+        RoutingSnapshot.of(
+            [
+                traffic_of(routes, stable="r1", candidate="r2", weight=100, routing=chain),
+                Traffic.single(backup),
+            ]
+        )
+    )
+    status, headers, _ = await _call(app, "POST", "/v2/models/ep/infer", b"{}", AUTH)
+    assert status == 200 and b"POST /v2/models/backup/infer" in good.requests[-1]
+    assert b"x-modelport-worker-token: tb" in good.requests[-1]
     # Without a fallback chain the client gets r2's own 500.
     app.publish_routes(
         RoutingSnapshot.of([traffic_of(routes, stable="r1", candidate="r2", weight=100)])

@@ -121,13 +121,15 @@ def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str)
 
     changes = diff(row.intent, document)
     newest = row.revisions[-1]
-    stable = endpoint_service.get_revision(session, row, row.stable_revision)
+    # Compare with what serves (or is being rolled out): applying a file makes the endpoint
+    # run what it says, so re-applying one whose rollout was rolled back tries it again.
     active = rollout_service.active_rollout(session, row)
-    new_revision = config != _config_of(newest) and (
-        active is not None or config != _config_of(stable)
+    current = endpoint_service.get_revision(
+        session, row, active.to_revision if active is not None else row.stable_revision
     )
-    if new_revision and newest.version_id != version.id:
-        before = f"{newest.version.model.name}:{newest.version.version}"
+    new_revision = config != _config_of(current)
+    if new_revision and current.version_id != version.id:
+        before = f"{current.version.model.name}:{current.version.version}"
         after = f"{version.model.name}:{version.version}"
         changes = [c for c in changes if c.field != "model"]
         changes.insert(0, Change(field="model", before=before, after=after))
