@@ -109,3 +109,44 @@ def test_demo_build_command(tmp_path: Path) -> None:
     assert metrics["accuracy"] > 0.9
     header = (tmp_path / "breast-cancer" / "reference.csv").read_text().splitlines()[0]
     assert header.startswith("mean radius,")
+
+
+def test_apply_diff_and_steer_a_rollout(cli, admin: Client, tmp_path: Path) -> None:
+    digest = admin.get_model("breast-cancer")["versions"][0]["artifact_digest"]
+    admin.create_model("cli-roll", "tabular")
+    for _ in range(2):
+        admin.create_version("cli-roll", "onnx", artifact_digest=digest)
+    intent = tmp_path / "modelport.yaml"
+    held = "rollout:\n  strategy: canary\n  steps: [25, 100]\n  interval: 10m\n"
+    intent.write_text(f"endpoint: cli-roll\ntask: tabular\nmodel: cli-roll:1\n{held}")
+    created = cli("apply", "-f", str(intent))
+    assert created.exit_code == 0, created.output
+    assert "create endpoint 'cli-roll' with revision r1" in created.output
+    admin.wait_ready("cli-roll")
+    assert cli("diff", "-f", str(intent)).exit_code == 0  # nothing would change
+
+    intent.write_text(intent.read_text().replace("cli-roll:1", "cli-roll:2"))
+    preview = cli("diff", "-f", str(intent))
+    assert preview.exit_code == 1 and "~ model: cli-roll:1 -> cli-roll:2" in preview.output
+    assert cli("apply", "-f", str(intent)).exit_code == 0
+    admin.wait_rollout("cli-roll", ("progressing",), timeout=60)
+    status = cli("rollout", "status", "cli-roll")
+    assert "r1 -> r2 by canary: progressing step 1/2" in status.output
+    assert "r2 takes 25% of traffic" in status.output
+    assert "paused" in cli("rollout", "pause", "cli-roll").output
+    again = cli("rollout", "pause", "cli-roll")
+    assert again.exit_code == 1 and "error 409" in again.output and "is paused" in again.output
+    assert "progressing" in cli("rollout", "resume", "cli-roll").output
+    assert "promoted" in cli("rollout", "promote", "cli-roll").output
+    history = cli("rollout", "history", "cli-roll")
+    assert "promoted by admin" in history.output and "created" in history.output
+    none = cli("rollout", "abort", "cli-roll")
+    assert none.exit_code == 1 and "no rollout in progress to abort" in none.output
+
+    intent.write_text(intent.read_text() + "surprise: 1\n")
+    bad = cli("apply", "-f", str(intent))
+    assert bad.exit_code == 1 and "surprise (line 8): unknown field" in bad.output
+    missing = cli("apply", "-f", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    admin.delete_endpoint("cli-roll")
+    admin.delete_model("cli-roll")
