@@ -256,3 +256,15 @@ async def test_openai_model_pins_a_revision(pool) -> None:
     for fake, server in ((one, s1), (two, s2)):
         fake.close()
         server.close()
+
+
+async def test_a_stream_closed_twice_pools_its_connection_once(replica, pool) -> None:
+    _, upstream, _ = replica
+    stream = await pool.open(upstream, "POST", "/x", [], b"{}")
+    assert [chunk async for chunk in stream.body()] == [b'{"ok":true}']
+    stream.close()
+    stream.close()  # the end of the stream and the client's disconnect both close it
+    assert len(pool._idle[upstream]) == 1
+    # A pooled connection closed under us is replaced, not handed out broken.
+    pool._idle[upstream][0][1].close()
+    assert (await pool.request(upstream, "POST", "/y", [], b"{}")).status == 200

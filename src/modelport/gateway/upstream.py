@@ -84,6 +84,7 @@ class UpstreamStream:
         self._conn = conn
         self._head = head
         self._done = False
+        self._closed = False
         self.status = head.status
         self.headers = head.headers
 
@@ -99,7 +100,14 @@ class UpstreamStream:
         self._done = True
 
     def close(self) -> None:
-        """Return the connection to the pool if the body was read to its end, else drop it."""
+        """Return the connection to the pool if the body was read to its end, else drop it.
+
+        Idempotent: the gateway closes a stream both when it ends and when the client goes
+        away, and both happen when a stream completes; pooling one connection twice would hand
+        it to two requests."""
+        if self._closed:
+            return
+        self._closed = True
         if self._done and self._head.keep:
             self._pool._release(self._upstream, self._conn)
         else:
@@ -200,7 +208,8 @@ class UpstreamPool:
             try:
                 writer.write(request)
                 head = await _read_head(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (OSError, asyncio.IncompleteReadError, ValueError, RuntimeError) as exc:
+                # RuntimeError: uvloop's answer to writing on a transport already closed.
                 writer.close()
                 if reused:  # the replica closed an idle connection: try a fresh one
                     continue
@@ -212,6 +221,8 @@ class UpstreamPool:
 
     def _release(self, upstream: Upstream, conn: _Connection) -> None:
         idle = self._idle[upstream]
+        if conn[1].is_closing():
+            return
         if len(idle) < self._max_idle:
             idle.append(conn)
         else:
