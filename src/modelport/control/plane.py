@@ -23,9 +23,9 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control import rollouts as rollout_service
-from modelport.control.schemas import EndpointPublic, RevisionPublic, VersionCreate, VersionPublic
+from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
-from modelport.core.enums import EndpointStatus, ReplicaState, RolloutState
+from modelport.core.enums import ReplicaState
 from modelport.core.errors import ModelportError
 from modelport.core.intent import Routing
 from modelport.core.replica import ReplicaSpec
@@ -46,11 +46,11 @@ from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow, RevisionRow
 
-__all__ = ["ControlPlane", "Deployment"]
+__all__ = ["FAILED_AFTER_RESTARTS", "ControlPlane", "Deployment"]
 
 log = logging.getLogger("modelport.control")
 
-_FAILED_AFTER_RESTARTS = 3
+FAILED_AFTER_RESTARTS = 3
 # Requests routed under the snapshot before a switch may still be on their way to the old
 # revision's replicas: they get this long to arrive before those replicas begin draining.
 _SWITCH_GRACE_S = 1.0
@@ -292,8 +292,13 @@ class ControlPlane:
         return set(self._serving)
 
     def running(self, name: str) -> dict[str, Deployment]:
+        """The endpoint's running revisions by label."""
         serving = self._serving.get(name)
         return dict(serving.revisions) if serving else {}
+
+    def stable(self, name: str) -> Deployment | None:
+        serving = self._serving.get(name)
+        return serving.revisions.get(serving.stable) if serving else None
 
     def revision_health(self, name: str, label: str) -> tuple[bool, str | None]:
         """Whether every replica of a revision is ready, and why it cannot start if it
@@ -305,7 +310,7 @@ class ControlPlane:
             return True, None
         replicas = self.backend.status(deployment.spec.group)
         ready = bool(replicas) and all(r.state == ReplicaState.READY for r in replicas)
-        failing = [r for r in replicas if r.restarts >= _FAILED_AFTER_RESTARTS]
+        failing = [r for r in replicas if r.restarts >= FAILED_AFTER_RESTARTS]
         if failing:
             return False, f"replica {failing[0].index} failed to start: {failing[0].last_error}"
         return ready, None
@@ -430,75 +435,11 @@ class ControlPlane:
                 self.artifacts.discard(ingested.digest)
             raise
 
-    def endpoint_public(self, row: EndpointRow) -> EndpointPublic:
-        serving = self._serving.get(row.name)
-        stable = serving.revisions.get(serving.stable) if serving else None
-        replicas = self.backend.status(stable.spec.group) if stable else []
-        # Ready means every running revision is: during a rollout the new one answers too.
-        every = [
-            replica
-            for deployment in (serving.revisions.values() if serving else ())
-            for replica in self.backend.status(deployment.spec.group)
-        ]
-        ready = sum(r.state == ReplicaState.READY for r in every)
-        if stable is not None and stable.remote is not None:
-            status = EndpointStatus.READY  # an external server: no replicas of ours
-        elif ready and ready == len(every):
-            status = EndpointStatus.READY
-        elif ready:
-            status = EndpointStatus.DEGRADED
-        elif any(r.restarts >= _FAILED_AFTER_RESTARTS for r in every):
-            status = EndpointStatus.FAILED
-        else:
-            status = EndpointStatus.PENDING
-        rollout = next((r.state for r in row.rollouts if RolloutState(r.state).active), None)
-        return EndpointPublic(
-            name=row.name,
-            model_ref=row.model_ref,
-            model=row.version.model.name,
-            version=row.version.version,
-            runtime=row.version.runtime,
-            replicas=row.replicas,
-            batching=row.batching,
-            status=status,
-            replica_status=replicas,
-            url=f"/v2/models/{row.name}",
-            created_at=row.created_at,
-            stable_revision=f"r{row.stable_revision}",
-            revisions=[r for r in self.revisions_public(row) if r.running],
-            rollout=rollout,
-            intent=row.intent,
-        )
-
-    def revisions_public(self, row: EndpointRow) -> list[RevisionPublic]:
-        """Every revision of an endpoint; the running ones with their share of traffic."""
-        serving = self._serving.get(row.name)
-        shares = self._shares(serving) if serving else {}
-        public = []
-        for revision in row.revisions:
-            deployment = serving.revisions.get(revision.label) if serving else None
-            public.append(
-                RevisionPublic(
-                    name=revision.label,
-                    model=revision.version.model.name,
-                    version=revision.version.version,
-                    runtime=revision.version.runtime,
-                    runtime_options=revision.runtime_options,
-                    replicas=revision.replicas,
-                    batching=revision.batching,
-                    created_by=revision.created_by,
-                    created_at=revision.created_at,
-                    running=deployment is not None,
-                    traffic_percent=shares.get(revision.label, 0.0),
-                    replica_status=(
-                        self.backend.status(deployment.spec.group) if deployment else []
-                    ),
-                )
-            )
-        return public
-
-    @staticmethod
-    def _shares(serving: _Serving) -> dict[str, float]:
+    def traffic_shares(self, name: str) -> dict[str, float]:
+        """Each running revision's percentage of unpinned live traffic."""
+        serving = self._serving.get(name)
+        if serving is None:
+            return {}
         if serving.candidate is None or serving.shadow_sample > 0 or serving.weight <= 0:
             return {serving.stable: 100.0}
         weight = min(serving.weight, 100.0)

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response
 
 from modelport.control import endpoints as service
+from modelport.control import views
 from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import EndpointCreate, EndpointPublic
@@ -32,17 +33,17 @@ async def create_endpoint(body: EndpointCreate, plane: PlaneDep, actor: AdminDep
 
 def _public(plane: ControlPlane, name: str) -> EndpointPublic:
     with plane.db.session() as session:
-        return plane.endpoint_public(service.get_endpoint(session, name))
+        return views.endpoint_public(plane, service.get_endpoint(session, name))
 
 
 @router.get("")
 def list_endpoints(plane: PlaneDep, session: SessionDep, _: AdminDep) -> list[EndpointPublic]:
-    return [plane.endpoint_public(row) for row in service.list_endpoints(session)]
+    return [views.endpoint_public(plane, row) for row in service.list_endpoints(session)]
 
 
 @router.get("/{name}")
 def get_endpoint(name: str, plane: PlaneDep, session: SessionDep, _: AdminDep) -> EndpointPublic:
-    return plane.endpoint_public(service.get_endpoint(session, name))
+    return views.endpoint_public(plane, service.get_endpoint(session, name))
 
 
 @router.delete("/{name}", status_code=204)

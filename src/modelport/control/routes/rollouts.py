@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as service
+from modelport.control import views
 from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
 from modelport.control.schemas import RevisionPublic, RolloutPublic
 
@@ -70,4 +71,4 @@ def list_revisions(
 ) -> list[RevisionPublic]:
     """Every revision of the endpoint, oldest first; running ones with their traffic share."""
     row = endpoint_service.get_endpoint(session, name)
-    return plane.revisions_public(row)
+    return views.revisions_public(plane, row)
