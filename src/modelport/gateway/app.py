@@ -317,12 +317,12 @@ class GatewayApp:
         if response is None or response.status >= 500:
             chain = traffic.fallback.get(route.label)
             for step in chain or ():
-                # The revision that failed is judged on its own numbers, not the fallback's.
-                failed = response.status if response is not None else 503
-                self.windows.record(route.endpoint, route.label, call.elapsed_ms(), failed)
                 fallback = step if isinstance(step, Route) else self._fallback_endpoint(step)
                 if fallback is None:
                     continue
+                # The revision that failed is judged on its own numbers, not the fallback's.
+                failed = response.status if response is not None else 503
+                self.windows.record(route.endpoint, route.label, call.elapsed_ms(), failed)
                 route = fallback
                 path, sent = _request_for(route, api_path, body, payload)
                 response, failure = await self._attempt(scope, route, path, sent, call)
