@@ -10,8 +10,12 @@ Every error a user can cause is a ``ModelportError`` with a stable ``code``, an 
      +-- Forbidden (403, forbidden)
      +-- NotFound (404, not_found)
      +-- Conflict (409, conflict)
+     +-- RequestTimeout (408, request_timeout)
      +-- PayloadTooLarge (413, payload_too_large)
+     +-- BadGateway (502, bad_gateway)
      +-- Unavailable (503, unavailable)
+     +-- GatewayTimeout (504, gateway_timeout)
+     +-- LoopDetected (508, loop_detected)
 
 Transports map these to their own shapes in one place each: the control plane to
 ``{"error": {"code", "message", "details"}}``, the Open Inference Protocol to
@@ -23,12 +27,16 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadGateway",
     "Conflict",
     "Forbidden",
+    "GatewayTimeout",
     "InvalidRequest",
+    "LoopDetected",
     "ModelportError",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
@@ -40,6 +48,7 @@ _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -111,3 +120,31 @@ class PayloadTooLarge(ModelportError):
 class Unavailable(ModelportError):
     status = 503
     code = "unavailable"
+
+
+class RequestTimeout(ModelportError):
+    """The client sent its request body too slowly."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class BadGateway(ModelportError):
+    """An upstream broke the exchange in a way that may have done the work: not retried."""
+
+    status = 502
+    code = "bad_gateway"
+
+
+class GatewayTimeout(ModelportError):
+    """The request's deadline passed before an upstream answered."""
+
+    status = 504
+    code = "gateway_timeout"
+
+
+class LoopDetected(ModelportError):
+    """A request came back to an endpoint it already passed through."""
+
+    status = 508
+    code = "loop_detected"
