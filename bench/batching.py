@@ -89,7 +89,7 @@ async def measure(port: int, key: str, args: argparse.Namespace) -> dict[str, Ph
     headers = [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]
     paths = {name: f"/v2/models/{name}/infer" for name in ("unbatched", "batched")}
     results = {name: Phase() for name in paths}
-    pool = UpstreamPool(timeout_s=30)
+    pool = UpstreamPool()
     try:
         for path in paths.values():  # warm up
             await drive(pool, upstream, path, headers, BODY, 1.0, args.concurrency)

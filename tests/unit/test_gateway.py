@@ -31,7 +31,10 @@ async def _call(
     messages = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive() -> dict[str, Any]:
-        return messages.pop(0)
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # like a server: nothing more until the client leaves
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -95,7 +98,7 @@ async def replica() -> AsyncIterator[tuple[_Replica, Upstream, asyncio.Server]]:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[UpstreamPool]:
-    upstream_pool = UpstreamPool(timeout_s=5)
+    upstream_pool = UpstreamPool()
     yield upstream_pool
     await upstream_pool.close()
 
@@ -165,14 +168,14 @@ async def test_upstream_reads_chunked_and_retries_stale_connections() -> None:
     fake = _Replica(reply=b'{"chunked":true}', chunked=True)
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
     upstream = Upstream("127.0.0.1", server.sockets[0].getsockname()[1])
-    pool = UpstreamPool(timeout_s=5)
+    pool = UpstreamPool()
     response = await pool.request(upstream, "POST", "/x", [], b"")
     assert response.body == b'{"chunked":true}'
     # Restart the server: the pooled connection is now stale and must be replaced silently.
     server.close()
     await server.wait_closed()
-    for writer in list(pool._idle[upstream]):
-        writer[1].transport.abort()
+    for (_, writer), _since in list(pool._idle[upstream]):
+        writer.transport.abort()
     server = await asyncio.start_server(fake.handle, "127.0.0.1", upstream.port)
     assert (await pool.request(upstream, "GET", "/y", [])).status == 200
     await pool.close()
@@ -266,5 +269,5 @@ async def test_a_stream_closed_twice_pools_its_connection_once(replica, pool) ->
     stream.close()  # the end of the stream and the client's disconnect both close it
     assert len(pool._idle[upstream]) == 1
     # A pooled connection closed under us is replaced, not handed out broken.
-    pool._idle[upstream][0][1].close()
+    pool._idle[upstream][0][0][1].close()
     assert (await pool.request(upstream, "POST", "/y", [], b"{}")).status == 200

@@ -34,7 +34,7 @@ def _scope(**headers: str) -> dict[str, object]:
 
 
 def _share(traffic, n: int = 4000, **kw) -> Counter[str]:  # type: ignore[no-untyped-def]
-    return Counter(choose(traffic, _scope(), KEY, None).label for _ in range(n))
+    return Counter(choose(traffic, _scope(), KEY, None)[0].label for _ in range(n))
 
 
 def test_one_revision_takes_everything() -> None:
@@ -62,10 +62,10 @@ def test_sticky_customers_keep_their_revision_as_the_canary_widens() -> None:
     at_10 = traffic_of(ROUTES, stable="r1", candidate="r2", weight=10, routing=routing)
     at_50 = traffic_of(ROUTES, stable="r1", candidate="r2", weight=50, routing=routing)
     for customer in (f"customer-{i}" for i in range(200)):
-        first = choose(at_10, _scope(), KEY, customer).label
-        assert {choose(at_10, _scope(), KEY, customer).label for _ in range(5)} == {first}
+        first = choose(at_10, _scope(), KEY, customer)[0].label
+        assert {choose(at_10, _scope(), KEY, customer)[0].label for _ in range(5)} == {first}
         if first == "r2":
-            assert choose(at_50, _scope(), KEY, customer).label == "r2"
+            assert choose(at_50, _scope(), KEY, customer)[0].label == "r2"
     assert bucket_of("acme") == bucket_of("acme")
 
 
@@ -78,14 +78,24 @@ def test_segments_match_header_customer_key_and_project() -> None:
         "    - match: {project: crm}\n      revision: candidate\n"
     )
     traffic = traffic_of(ROUTES, stable="r1", candidate="r2", weight=0, routing=routing)
-    assert choose(traffic, _scope(**{"x-tier": "beta"}), KEY, None).label == "r2"
-    assert choose(traffic, _scope(), KEY, "acme").label == "r3"
+    assert choose(traffic, _scope(**{"x-tier": "beta"}), KEY, None)[0].label == "r2"
+    assert choose(traffic, _scope(), KEY, "acme")[0].label == "r3"
     other = KeyPrincipal("key-9", "crm", "x")
-    assert choose(traffic, _scope(), other, None).label == "r1"  # key rule comes first
-    assert choose(traffic, _scope(), KEY, None).label == "r2"  # project crm
+    assert choose(traffic, _scope(), other, None)[0].label == "r1"  # key rule comes first
+    assert choose(traffic, _scope(), KEY, None)[0].label == "r2"  # project crm
     # No rollout: rules for the candidate are dropped and their traffic follows the weights.
     settled = traffic_of({"r1": ROUTES["r1"]}, stable="r1", routing=routing)
-    assert choose(settled, _scope(**{"x-tier": "beta"}), KEY, None).label == "r1"
+    assert choose(settled, _scope(**{"x-tier": "beta"}), KEY, None)[0].label == "r1"
+
+
+def test_only_calls_drawn_by_weight_feed_the_slo_window() -> None:
+    routing = _routing(
+        "  segments:\n    - match: {header: {x-tier: beta}}\n      revision: candidate\n"
+    )
+    traffic = traffic_of(ROUTES, stable="r1", candidate="r2", weight=50, routing=routing)
+    route, judged = choose(traffic, _scope(**{"x-tier": "beta"}), KEY, None)
+    assert route.label == "r2" and not judged  # steered by the caller: not a sample
+    assert all(choose(traffic, _scope(), KEY, None)[1] for _ in range(20))
 
 
 def test_fallback_chain_resolves_previous_and_keeps_endpoint_names() -> None:

@@ -23,6 +23,8 @@ __all__ = [
 
 BUCKETS = 10_000  # traffic splits are drawn per request in [0, BUCKETS): 0.01% steps
 _OPENAI_TASKS = frozenset({"chat", "completion", "embedding", "asr"})
+# Tasks whose call may run twice with no harm (a retry after a replica died mid-call).
+_IDEMPOTENT_TASKS = frozenset({"tabular", "vision", "embedding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class RemoteTarget:
     protocol: str  # "openai" or "v2"
     path_prefix: str  # the URL's path, e.g. "/v1" for an OpenAI base URL
     model: str
-    authorization: bytes | None = None  # "Bearer <secret>", never logged
+    authorization: bytes | None = field(default=None, repr=False)  # "Bearer <secret>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class Route:
     model: str
     version: int
     metadata: bytes  # V2 model metadata, serialized once when the snapshot is built
-    token: bytes  # shared secret the endpoint's replicas require
+    token: bytes = field(repr=False)  # shared secret the endpoint's replicas require
     replicas: tuple[Upstream, ...] = ()
     task: str = "tabular"
     remote: RemoteTarget | None = None
@@ -60,7 +62,8 @@ class Route:
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)
-    bearer: bytes = field(init=False, compare=False)
+    bearer: bytes = field(init=False, compare=False, repr=False)
+    idempotent: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         infer = f"/v2/models/{self.endpoint}/infer"
@@ -69,6 +72,7 @@ class Route:
         object.__setattr__(self, "infer_path", infer)
         object.__setattr__(self, "revision", self.label.encode())  # x-modelport-revision
         object.__setattr__(self, "bearer", b"Bearer " + self.token)
+        object.__setattr__(self, "idempotent", self.task in _IDEMPOTENT_TASKS)
 
     @property
     def protocol(self) -> str:

@@ -37,8 +37,13 @@ def pinned(traffic: Traffic, label: str) -> Route:
     return route
 
 
-def choose(traffic: Traffic, scope: Scope, principal: KeyPrincipal, customer: str | None) -> Route:
-    """The revision for one unpinned request."""
+def choose(
+    traffic: Traffic, scope: Scope, principal: KeyPrincipal, customer: str | None
+) -> tuple[Route, bool]:
+    """The revision for one unpinned request, and whether the call is a sample of the
+    endpoint's traffic (drawn by weight) rather than routed there by a segment rule: only
+    samples feed the SLO window a rollout is judged on, so no caller can steer a canary's
+    verdict by choosing where its requests go."""
     for rule in traffic.segments:
         if rule.kind == "header":
             value = header(scope, rule.header)
@@ -50,10 +55,10 @@ def choose(traffic: Traffic, scope: Scope, principal: KeyPrincipal, customer: st
         else:
             matched = principal.project == rule.value
         if matched:
-            return rule.route
+            return rule.route, False
     split = traffic.split
     if not split:
-        return traffic.primary
+        return traffic.primary, True
     if traffic.sticky == "customer" and customer:
         bucket = bucket_of(customer)
     elif traffic.sticky == "key":
@@ -64,5 +69,5 @@ def choose(traffic: Traffic, scope: Scope, principal: KeyPrincipal, customer: st
         if bucket < bound:
             # A revision with no ready replica (starting, restarting) leaves its share to the
             # stable one rather than failing it.
-            return route if route.replicas else traffic.primary
-    return traffic.primary
+            return (route if route.replicas else traffic.primary), True
+    return traffic.primary, True

@@ -1,0 +1,108 @@
+"""Relaying a server-sent event stream from a replica to the client.
+
+Every way out is metered and closes (or pools) the upstream connection: the end of the
+stream, the client hanging up (closing the upstream stops the generation), the upstream
+breaking off or stalling longer than the chunk timeout (the client gets an error event, and
+the revision's SLO window a server fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+
+from modelport.core.asgi import Receive, Send, send_bytes
+from modelport.core.routing import Route
+from modelport.core.usage import UNITS_SSE_PREFIX, Units
+from modelport.gateway.upstream import UpstreamError, UpstreamStream
+
+__all__ = ["relay_stream"]
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_FORWARDED_RESPONSE = frozenset({b"content-type", b"inference-header-content-length"})
+_CLIENT_GONE = 499
+
+
+def _error_event(message: str) -> bytes:
+    error = {"error": {"message": message, "type": "server_error", "code": "upstream_failed"}}
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+async def _answer_whole(
+    upstream: UpstreamStream, send: Send, route: Route, reply: list[tuple[bytes, bytes]]
+) -> int:
+    """An error before the stream started: read it (bounded) and answer it as it is."""
+    try:
+        chunks = [chunk async for chunk in upstream.body()]
+    except (UpstreamError, OSError, asyncio.IncompleteReadError, ValueError):
+        chunks = [orjson.dumps({"error": {"message": "upstream broke off its error answer"}})]
+        upstream.status = 502
+        upstream.headers = [(b"content-type", b"application/json")]
+    finally:
+        upstream.close()
+    headers = [h for h in upstream.headers if h[0] in _FORWARDED_RESPONSE]
+    headers += [*reply, (b"x-modelport-revision", route.revision)]
+    await send_bytes(send, upstream.status, b"".join(chunks), headers)
+    return upstream.status
+
+
+async def relay_stream(
+    upstream: UpstreamStream,
+    receive: Receive,
+    send: Send,
+    route: Route,
+    reply: list[tuple[bytes, bytes]],
+    chunk_timeout_s: float,
+) -> tuple[int, Units]:
+    """Relay ``upstream`` to the client; the status to meter and the units delivered."""
+    if upstream.status != 200:
+        return await _answer_whole(upstream, send, route, reply), Units()
+    headers = [*_SSE_HEADERS, *reply, (b"x-modelport-revision", route.revision)]
+    units = Units()
+    delivered = 0  # token events the client received, counted by their SSE ids
+    status = 200
+    gone = False
+
+    async def watch_disconnect() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        upstream.close()  # ends the read below; the replica stops generating
+
+    watcher = asyncio.create_task(watch_disconnect())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async for chunk in upstream.body(chunk_timeout_s):
+            if chunk.startswith(UNITS_SSE_PREFIX):
+                units = Units.decode(chunk[len(UNITS_SSE_PREFIX) :].strip())
+                continue
+            if chunk.startswith(b"id: "):
+                delivered = int(chunk[4 : chunk.index(b"\n")])
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except (TimeoutError, UpstreamError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        units.output_tokens = delivered
+        if gone:
+            status = _CLIENT_GONE
+        else:
+            # The upstream stalled or broke off: a server fault. Tell the client in the stream
+            # (its status line is long gone) rather than end it as if it were complete.
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            why = "stalled" if status == 504 else "broke off"
+            with contextlib.suppress(OSError):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": _error_event(f"the model server {why} mid-stream"),
+                        "more_body": False,
+                    }
+                )
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        upstream.close()
+    return status, units
