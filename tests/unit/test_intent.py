@@ -421,3 +421,77 @@ def test_filename_names_the_file_in_the_message() -> None:
     with pytest.raises(ValidationFailed) as info:
         parse_intent("- a\n", filename="deploy/chat.yaml")
     assert info.value.message.startswith("deploy/chat.yaml has 1 problem:\n")
+
+
+# -- bounded input: what makes a small file expensive is refused before it is expanded -------
+
+
+def test_aliases_are_refused_before_they_expand() -> None:
+    # The "billion laughs": each line doubles the one before; 30 lines would be 2**30 items.
+    lines = ['a0: &a0 ["lol", "lol"]'] + [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 30)
+    ]
+    text = MINIMAL + "runtime_options:\n" + "".join(f"  {line}\n" for line in lines)
+    assert len(text) < 1200
+    assert _problems(text) == [("", 5)]  # the first anchor, where it is written
+    assert "anchors and aliases (&name, *name) are not allowed" in _message(text)
+
+
+def test_an_alias_is_refused_on_its_line() -> None:
+    text = MINIMAL + "slo: {max_error_rate: 0.02}\nconsumers: *shared\n"
+    message = _message(text)
+    assert "line 5: anchors and aliases" in message
+    assert "not valid YAML" not in message  # valid YAML, just not allowed here
+
+
+def test_an_anchor_alone_is_refused() -> None:
+    assert _problems(MINIMAL + "runtime_options: &opts {n_ctx: 4096}\n") == [("", 4)]
+
+
+def test_merge_keys_without_aliases_still_work() -> None:
+    intent = parse_intent(MINIMAL + "runtime_options: {<<: {n_ctx: 1}, seed: 2}\n")
+    assert intent.runtime_options == {"n_ctx": 1, "seed": 2}
+
+
+@pytest.mark.parametrize("depth", [33, 500, 5000])
+def test_deep_flow_nesting_is_refused(depth: int) -> None:
+    text = MINIMAL + "runtime_options: {x: " + "[" * depth + "]" * depth + "}\n"
+    message = _message(text)  # not a RecursionError: refused while composing
+    assert "line 4: lists and mappings nest more than 32 levels deep" in message
+
+
+def test_deep_block_nesting_is_refused_at_the_line_that_passes_the_limit() -> None:
+    nested = "".join("  " * (i + 1) + f"k{i}:\n" for i in range(40)) + "  " * 41 + "v: 1\n"
+    text = MINIMAL + "runtime_options:\n" + nested
+    # runtime_options' mapping is level 2 (the file is 1), k29's value is level 32, k30's 33.
+    assert _problems(text) == [("", 36)]
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    # The top-level mapping and runtime_options' own mapping are 2 of the 32 levels.
+    value = "[" * 30 + "]" * 30
+    intent = parse_intent(MINIMAL + f"runtime_options: {{x: {value}}}\n")
+    assert "x" in intent.runtime_options
+
+
+def test_file_over_the_size_limit_is_refused() -> None:
+    from modelport.core.intent import MAX_INTENT_BYTES
+
+    text = MINIMAL + "outcome: '" + "x" * MAX_INTENT_BYTES + "'\n"
+    message = _message(text)
+    assert f"line 1: the file is {len(text)} bytes; the limit is {MAX_INTENT_BYTES}" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("9" * 5000, "cannot read '99999"),  # Python refuses int() of 4300+ digits
+        ("2024-13-45", "cannot read '2024-13-45': month must be in 1..12"),
+    ],
+)
+def test_values_yaml_cannot_construct_are_field_errors_not_crashes(
+    value: str, fragment: str
+) -> None:
+    message = _message(MINIMAL + f"runtime_options: {{x: {value}}}\n")
+    assert "line 4: not valid YAML: " + fragment in message
+    assert len(message) < 400  # the value is cut short

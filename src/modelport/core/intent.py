@@ -35,6 +35,8 @@ from modelport.core.errors import InvalidRequest, ValidationFailed
 from modelport.core.names import check_name, parse_model_ref
 
 __all__ = [
+    "MAX_INTENT_BYTES",
+    "MAX_INTENT_DEPTH",
     "Intent",
     "IntentBatching",
     "IntentBudget",
@@ -322,13 +324,74 @@ def intent_digest(intent: Intent) -> str:
 _Path = tuple[str | int, ...]
 _Problem = tuple[str, int, str]  # field path, line, message
 
+MAX_INTENT_BYTES = 64 * 1024
+"""The largest intent file: a full one with every field and many segments is ~2 KB."""
+MAX_INTENT_DEPTH = 32
+"""How deeply mappings and lists may nest; the schema itself needs 6 levels."""
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that an intent file may not use."""
+
+
+class _IntentLoader(yaml.SafeLoader):
+    """A ``SafeLoader`` that refuses what makes a small file expensive, before expanding it.
+
+    Anchors and aliases let 400 bytes stand for megabytes once constructed (a "billion laughs"),
+    so both are refused where they are written; nesting is refused past ``MAX_INTENT_DEPTH``
+    while the document is composed, before any recursion gets deep. Values that PyYAML
+    cannot construct (an integer of 5,000 digits, a date with month 13) become YAML errors
+    with their line instead of escaping as ``ValueError``.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed in intent files: write "
+                "the value out where it is used",
+                event.start_mark,
+            )
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        if collection:
+            self._depth += 1
+            if self._depth > MAX_INTENT_DEPTH:
+                raise _Refused(
+                    None,
+                    None,
+                    f"lists and mappings nest more than {MAX_INTENT_DEPTH} levels deep",
+                    event.start_mark,
+                )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if collection:
+                self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_show(node.value)}: {exc}", node.start_mark
+            ) from None
+
 
 def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
     """Parse a ``modelport.yaml`` text, or raise ``ValidationFailed`` listing every problem.
 
-    ``filename`` only names the file in the message's first line.
+    ``filename`` only names the file in the message's first line. Files over
+    ``MAX_INTENT_BYTES``, anchors, aliases and nesting deeper than ``MAX_INTENT_DEPTH`` are
+    refused before the document is expanded.
     """
-    loader = yaml.SafeLoader(text)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_INTENT_BYTES:
+        _fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
+    loader = _IntentLoader(text)
     try:
         node = loader.get_single_node()
         problems: list[_Problem] = []
@@ -340,7 +403,8 @@ def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
         what = getattr(exc, "problem", None) or str(exc)
-        _fail(filename, [("", line, f"not valid YAML: {what}")])
+        what = what if isinstance(exc, _Refused) else f"not valid YAML: {what}"
+        _fail(filename, [("", line, what)])
     finally:
         loader.dispose()
     if node is None:
