@@ -97,7 +97,15 @@ class ModelportServer:
         self.plane = ControlPlane(
             settings=settings,
             db=db,
-            artifacts=ArtifactStore(settings.artifacts_dir),
+            artifacts=ArtifactStore(
+                settings.artifacts_dir,
+                max_bytes=settings.max_artifact_bytes,
+                max_files=settings.max_artifact_files,
+                # The demo's own files are readable; the rest of the home (tokens, secrets,
+                # the database) never is, even under an allowed root.
+                readable=(*settings.artifact_root_paths, settings.home / "demo"),
+                unreadable=(settings.home,),
+            ),
             backend=backend,
             admin_token=token,
             publish_routes=self.gateway.publish_routes,

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> R
         "MODELPORT_HOST": "127.0.0.1",
         "MODELPORT_HEALTH_INTERVAL_S": "0.2",
         "MODELPORT_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        # Tests register artifacts by path from their tmp_path directories.
+        "MODELPORT_ARTIFACT_ROOTS": tempfile.gettempdir(),
         **(env or {}),
     }
     with log.open("wb") as out:

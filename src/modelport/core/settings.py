@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -38,6 +39,29 @@ class Settings(BaseSettings):
     demo_models: str = Field(
         default="", description="Comma-separated demos for 'serve --demo'; empty: all of them."
     )
+    max_control_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest control-plane request body (artifact uploads have their own).",
+    )
+    max_artifact_files: int = Field(
+        default=10_000, ge=1, description="Most files and directories in one artifact."
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time a client has to send a whole request body (408 after it); for an "
+        "artifact upload, the longest pause between two parts of it.",
+    )
+    artifact_upload_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Time a client has to send a whole artifact upload."
+    )
+    artifact_roots: str | None = Field(
+        default=None,
+        description="Directories, separated by ':', that a version's artifact_path may name "
+        "files in. Unset: the directory the server starts in. Empty: none (upload instead). "
+        "The server's home is never readable, except its demo directory.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -60,3 +84,9 @@ class Settings(BaseSettings):
     @property
     def admin_token_path(self) -> Path:
         return self.home / "admin-token"
+
+    @property
+    def artifact_root_paths(self) -> tuple[Path, ...]:
+        """The directories ``artifact_path`` may read from (see ``artifact_roots``)."""
+        raw = str(Path.cwd()) if self.artifact_roots is None else self.artifact_roots
+        return tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
