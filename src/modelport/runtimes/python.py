@@ -54,6 +54,10 @@ class PythonRuntime(ModelRuntime):
         if spec is None or spec.loader is None:
             raise InvalidRequest(f"cannot import {path.name}")
         module = importlib.util.module_from_spec(spec)
+        # The artifact directory is content-addressed and its digest is checked at every
+        # start: a __pycache__ written into it would make the revision's next replica refuse
+        # to load ("artifact digest mismatch").
+        sys.dont_write_bytecode = True
         sys.path.insert(0, str(self.settings.artifact_dir))  # its own helper modules
         spec.loader.exec_module(module)
         self._model = getattr(module, name)()
