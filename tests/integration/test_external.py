@@ -1,10 +1,13 @@
-"""External model servers by URL. The external server here is a real HTTP server: Modelport's
-own gateway, reached over loopback like any vLLM, llama.cpp server or Triton would be."""
+"""External model servers by URL. The external server here is a real HTTP server: a second
+Modelport, reached over loopback like any vLLM, llama.cpp server or Triton would be. (A URL
+that leads back to the server itself is refused; see test_loops_and_internal_urls.)"""
 
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -12,27 +15,49 @@ import tritonclient.http as triton
 from sklearn.datasets import load_breast_cancer
 
 from modelport.client import Client, ModelportClientError
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def upstream_secret(server: RunningServer, admin: Client) -> str:
+def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The external server: another Modelport, which may call itself (for the loop test)."""
+    running = start_server(
+        tmp_path_factory.mktemp("upstream") / "home",
+        "--demo",
+        env={
+            "MODELPORT_DEMO_MODELS": "breast-cancer,chat-small",
+            "MODELPORT_ALLOW_INTERNAL_UPSTREAMS": "true",
+        },
+    )
+    try:
+        with running.client() as admin:
+            for name in ("breast-cancer", "chat-small"):
+                admin.wait_ready(name, timeout=180)
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def upstream_secret(other: RunningServer, admin: Client) -> str:
     # The external server wants a key of its own: here, a key of the server being called.
-    admin.put_secret("upstream-key", admin.create_key("default", "as-upstream")["key"])
+    with other.client() as upstream_admin:
+        key = upstream_admin.create_key("default", "as-upstream")["key"]
+    admin.put_secret("upstream-key", key)
     return "upstream-key"
 
 
 def test_openai_upstream(
-    server: RunningServer, admin: Client, api_key: str, upstream_secret: str
+    server: RunningServer, other: RunningServer, admin: Client, api_key: str, upstream_secret: str
 ) -> None:
     admin.create_model("proxy-chat", "chat")
     version = admin.create_version(
         "proxy-chat",
         "openai-upstream",
         runtime_options={
-            "url": f"{server.url}/v1",
+            "url": f"{other.url}/v1",
             "model": "chat-small",
             "credential": upstream_secret,
         },
@@ -65,14 +90,14 @@ def test_openai_upstream(
 
 
 def test_v2_upstream(
-    server: RunningServer, admin: Client, api_key: str, upstream_secret: str
+    server: RunningServer, other: RunningServer, admin: Client, api_key: str, upstream_secret: str
 ) -> None:
     admin.create_model("proxy-bc", "tabular")
     admin.create_version(
         "proxy-bc",
         "v2-upstream",
         runtime_options={
-            "url": server.url,
+            "url": other.url,
             "model": "breast-cancer",
             "credential": upstream_secret,
         },
@@ -120,3 +145,30 @@ def test_bad_external_endpoints_change_nothing(admin: Client) -> None:
         admin.create_endpoint("proxy-bad", "proxy-bad:1")
     assert missing.value.status == 404 and "secret 'missing-secret'" in missing.value.message
     assert "proxy-bad" not in [e["name"] for e in admin.list_endpoints()]  # rolled back
+
+
+def test_loops_and_internal_urls(
+    server: RunningServer, admin: Client, other: RunningServer
+) -> None:
+    # The session's server refuses URLs that lead back to itself or to a metadata service.
+    admin.create_model("proxy-self", "tabular")
+    for url in (server.url, "http://169.254.169.254/latest"):
+        with pytest.raises(ModelportClientError) as refused:
+            admin.create_version("proxy-self", "v2-upstream", runtime_options={"url": url})
+        assert refused.value.status == 400 and "ALLOW_INTERNAL_UPSTREAMS" in refused.value.message
+    # A server that allows them still never loops: the call comes back once and is refused.
+    with other.client() as upstream_admin:
+        key = upstream_admin.create_key("default", "loop")["key"]
+        upstream_admin.put_secret("self-key", key)
+        upstream_admin.create_model("loop", "tabular")
+        upstream_admin.create_version(
+            "loop",
+            "v2-upstream",
+            runtime_options={"url": other.url, "model": "loop", "credential": "self-key"},
+        )
+        upstream_admin.create_endpoint("loop", "loop:1")
+    with httpx.Client(base_url=other.url, headers={"authorization": f"Bearer {key}"}) as http:
+        reply = http.post("/v2/models/loop/infer", json={"inputs": []}, timeout=30)
+        # The inner call is refused with 508, which the outer call relays.
+        assert reply.status_code == 508 and "called itself" in reply.text
+        assert http.get("/healthz").status_code == 200
