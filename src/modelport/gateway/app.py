@@ -317,7 +317,7 @@ class GatewayApp:
         except TimeoutError:
             raise self._deadline_passed(call, call.route or route) from None
         except ModelportError as exc:
-            self._meter(call.route or route, call, exc.status)
+            self._failed(call.route or route, call, exc)
             raise
         if outcome is None:  # the client went away; closing the connection stopped the work
             self._meter(call.route or route, call, 499)
@@ -363,7 +363,7 @@ class GatewayApp:
         except TimeoutError:
             raise self._deadline_passed(call, call.route or route) from None
         except ModelportError as exc:
-            self._meter(call.route or route, call, exc.status)
+            self._failed(call.route or route, call, exc)
             raise
         if opened is None:
             self._meter(call.route or route, call, 499)
@@ -373,6 +373,17 @@ class GatewayApp:
             stream, receive, send, route, call.reply_headers, self._chunk_timeout_s
         )
         self._meter(route, call, status, units, streamed=True)
+
+    def _failed(self, route: Route, call: Call, error: ModelportError) -> None:
+        """Meter a call that got no upstream answer, and tell the operator why."""
+        self._meter(route, call, error.status)
+        log.warning(
+            "request %s to %s %s failed: %s",
+            call.request_id.decode(),
+            route.endpoint,
+            route.label,
+            error.message,
+        )
 
     def _meter(
         self,
