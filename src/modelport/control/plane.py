@@ -173,6 +173,9 @@ class ControlPlane:
             signature=signature,
             options={**version.runtime_options, **revision.runtime_options},
             max_body_bytes=self.settings.max_body_bytes,
+            max_prompt_tokens=self.settings.max_prompt_tokens,
+            max_embedding_inputs=self.settings.max_embedding_inputs,
+            max_embedding_chars=self.settings.max_embedding_chars,
             batching=revision.batching,
         )
         token = secrets.token_urlsafe(24).encode()

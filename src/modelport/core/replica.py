@@ -33,6 +33,9 @@ class ReplicaSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     max_body_bytes: int = 16 * 1024 * 1024
     batching: dict[str, Any] | None = None  # {max_batch_size, max_wait_ms}
+    max_prompt_tokens: int = Field(default=0, ge=0)  # 0: the model's context
+    max_embedding_inputs: int = Field(default=2048, ge=1)
+    max_embedding_chars: int = Field(default=1_000_000, ge=1)
     max_concurrency: int = Field(default=0, ge=0, description="In-flight requests; 0: runtime's.")
 
     @property

@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     demo_models: str = Field(
         default="", description="Comma-separated demos for 'serve --demo'; empty: all of them."
     )
+    max_prompt_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Most tokens in one chat or completion prompt (400 beyond it); 0: as many "
+        "as the model's context holds.",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048, ge=1, description="Most texts in one embeddings request (400 beyond it)."
+    )
+    max_embedding_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most characters, all texts together, in one embeddings request.",
+    )
     max_control_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

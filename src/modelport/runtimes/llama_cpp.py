@@ -1,8 +1,11 @@
 """GGUF language models through llama.cpp (``llama-cpp-python``), for chat and completion.
 
 Generation runs token by token in a thread, so that token counts are the model's own and a
-stream stops as soon as its client leaves. Options: ``n_ctx`` (context length, default 2048),
-``threads`` (default: all cores).
+stream stops as soon as its client leaves. Structured output (a JSON Schema) and tool calls
+are constrained by a llama.cpp grammar; ``logit_bias`` by a logits processor; penalties and
+the seed go to llama.cpp's sampler; log-probabilities are read from the logits each token was
+sampled from. Options: ``n_ctx`` (context length, default 2048), ``threads`` (default: all
+cores), ``repeat_penalty`` (default 1.1).
 """
 
 from __future__ import annotations
@@ -10,18 +13,31 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
+from llama_cpp import LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from modelport.core.errors import InvalidRequest
 from modelport.core.signature import Signature, TensorSpec
 from modelport.runtimes.base import ModelRuntime, find_model_file
-from modelport.runtimes.tasks import GenerateRequest, Generation, GenerationStream
+from modelport.runtimes.json_grammar import response_grammar, tool_grammar
+from modelport.runtimes.tasks import (
+    Delta,
+    GenerateRequest,
+    Generation,
+    GenerationStream,
+    TokenLogprob,
+    ToolCall,
+)
+from modelport.runtimes.tool_calls import ToolCallParser, render_messages
 
 __all__ = ["LlamaCppRuntime"]
 
@@ -30,6 +46,7 @@ _TEXT_SIGNATURE = Signature(
     outputs=[TensorSpec(name="text", datatype="BYTES", shape=[-1])],
 )
 _DONE = object()
+_SEED_RANGE = 2**32 - 1  # llama.cpp reads the seed as uint32 and 2**32 - 1 as "random"
 
 
 class LlamaCppRuntime(ModelRuntime):
@@ -68,17 +85,30 @@ class LlamaCppRuntime(ModelRuntime):
         if request.messages is not None:
             if self._chat is None:
                 raise InvalidRequest("this model has no chat template: use /v1/completions")
-            prompt = self._chat(messages=request.messages).prompt  # type: ignore[arg-type]
+            tools = request.tools if request.tool_choice != "none" else []
+            messages = render_messages(request.messages, tools)
+            prompt = self._chat(messages=messages).prompt  # type: ignore[arg-type]
+            tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
             param = "messages"
+        elif request.prompt_ids is not None:
+            vocab = self._llm.n_vocab()
+            for index, token in enumerate(request.prompt_ids):
+                if not 0 <= token < vocab:
+                    raise InvalidRequest(
+                        f"prompt[{index}] = {token} is not a token of this model "
+                        f"(0 to {vocab - 1})",
+                        param=f"prompt[{index}]",
+                    )
+            tokens, param = list(request.prompt_ids), "prompt"
         else:
-            prompt = request.prompt or ""
-            param = "prompt"
-        tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
+            prompt, param = request.prompt or "", "prompt"
+            tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
         context = self._llm.n_ctx()
-        if len(tokens) >= context:
+        limit = min(context - 1, request.max_prompt_tokens or context)
+        if len(tokens) > limit:
             raise InvalidRequest(
-                f"the prompt has {len(tokens)} tokens, but this model's context holds {context}: "
-                "shorten it",
+                f"the prompt has {len(tokens)} tokens, but this model's context holds {context} "
+                f"and prompts may have at most {limit}: shorten it",
                 param=param,
             )
         room = context - len(tokens)
@@ -90,29 +120,98 @@ class LlamaCppRuntime(ModelRuntime):
             )
         return tokens, request.max_tokens or room
 
+    def _grammar(self, request: GenerateRequest) -> LlamaGrammar | None:
+        """The grammar that constrains this request, checked by llama.cpp's own parser."""
+        if request.tools and request.tool_choice != "none":
+            text = tool_grammar(request.tools, choice=request.tool_choice, strict=False)
+            param = "tools"
+        elif request.json_schema is not None:
+            param = "response_format.json_schema.schema"
+            text = response_grammar(request.json_schema, strict=request.json_strict, param=param)
+        else:
+            return None
+        # An unparsable grammar would give llama.cpp a null sampler and crash the replica.
+        probe = llama_cpp.llama_sampler_init_grammar(self._llm._model.vocab, text.encode(), b"root")
+        if not probe:
+            raise InvalidRequest(
+                f"'{param}' cannot be enforced by llama.cpp's grammar", param=param
+            )
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(text, verbose=False)
+
+    def _bias(self, request: GenerateRequest) -> LogitsProcessorList | None:
+        if not request.logit_bias:
+            return None
+        vocab = self._llm.n_vocab()
+        for token in request.logit_bias:
+            if not 0 <= token < vocab:
+                raise InvalidRequest(
+                    f"logit_bias names token {token}, but this model's tokens are 0 to {vocab - 1}",
+                    param="logit_bias",
+                )
+        ids = np.array(list(request.logit_bias), dtype=np.intp)
+        values = np.array(list(request.logit_bias.values()), dtype=np.float32)
+
+        def bias(_input_ids: Any, scores: Any) -> Any:
+            # The first sampler of the chain sees every token in id order.
+            scores[ids] += values
+            return scores
+
+        return LogitsProcessorList([bias])
+
+    def _logprob(self, token: int, top: int) -> TokenLogprob:
+        """The log-probability of ``token`` under the logits it was just sampled from (the
+        model's own distribution, before penalties, bias, grammar and temperature)."""
+        vocab = self._llm.n_vocab()
+        pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(vocab,)).astype(np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best: list[tuple[str, bytes, float]] = []
+        if top:
+            ids = np.argpartition(-logprobs, top)[:top]
+            for alt in sorted(ids, key=lambda i: -logprobs[i]):
+                data = self._llm.detokenize([int(alt)], special=False)
+                best.append((data.decode(errors="replace"), data, float(logprobs[alt])))
+        data = self._llm.detokenize([token], special=False)
+        return TokenLogprob(data.decode(errors="replace"), data, float(logprobs[token]), best)
+
     def _run(
         self,
         prompt: list[int],
         budget: int,
         request: GenerateRequest,
-        emit: Callable[[str, int], bool],
+        constraints: tuple[LlamaGrammar | None, LogitsProcessorList | None],
+        emit: Callable[[str, int, list[TokenLogprob]], bool],
     ) -> str:
-        """Generate in this (worker) thread; ``emit(text, tokens)`` returns False to stop."""
+        """Generate in this (worker) thread; ``emit(text, tokens, logprobs)`` returns False to
+        stop."""
+        grammar, bias = constraints
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, pending, produced = "", 0, 0
+        logprobs: list[TokenLogprob] = []
         eos = self._llm.token_eos()
+        # Without a seed, draw one: the context would otherwise keep the last caller's.
+        seed = request.seed
+        if seed is None:
+            seed = random.randrange(_SEED_RANGE)  # noqa: S311 - sampling, not secrets
         with self._lock:
-            if request.seed is not None:
-                self._llm.set_seed(request.seed)
+            self._llm.set_seed(seed % _SEED_RANGE)  # 2**32 - 1 would mean "random" to llama.cpp
             for token in self._llm.generate(
                 prompt,
                 temp=request.temperature,
                 top_p=request.top_p,
                 repeat_penalty=self._repeat_penalty,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+                logits_processor=bias,
+                grammar=grammar,
                 reset=True,
             ):
                 if token == eos or llama_cpp.llama_token_is_eog(self._llm._model.vocab, token):
                     return "stop"
+                if request.logprobs:
+                    logprobs.append(self._logprob(token, request.top_logprobs))
                 produced += 1
                 pending += 1
                 piece = decoder.decode(self._llm.detokenize([token], special=False))
@@ -120,70 +219,102 @@ class LlamaCppRuntime(ModelRuntime):
                     text += piece
                     for stop in request.stop:
                         if stop in text:
-                            emit(piece[: len(piece) - (len(text) - text.index(stop))], pending)
+                            cut = piece[: len(piece) - (len(text) - text.index(stop))]
+                            emit(cut, pending, logprobs)
                             return "stop"
-                    if not emit(piece, pending):
+                    if not emit(piece, pending, logprobs):
                         return "stop"
-                    pending = 0
+                    pending, logprobs = 0, []
                 if produced >= budget:
                     return "length"
         return "stop"
 
+    def _echo(self, request: GenerateRequest, prompt: list[int]) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        return self._llm.detokenize(prompt, special=False).decode(errors="replace")
+
+    def _shaper(self, request: GenerateRequest) -> ToolCallParser | None:
+        return ToolCallParser() if request.tools and request.tool_choice != "none" else None
+
     # -- the runtime interface ----------------------------------------------------------------
 
     async def generate(self, request: GenerateRequest) -> Generation:
-        prompt, budget = self._prompt_tokens(request)
-        parts: list[str] = []
-        counted = [0]
-
-        def collect(piece: str, tokens: int) -> bool:
-            parts.append(piece)
-            counted[0] += tokens
-            return True
-
-        finish = await asyncio.to_thread(self._run, prompt, budget, request, collect)
-        return Generation("".join(parts), finish, len(prompt), counted[0])
+        stream = await self.stream(request)
+        text: list[str] = []
+        calls: dict[str, ToolCall] = {}
+        logprobs: list[TokenLogprob] = []
+        async for delta in stream.tokens:
+            text.append(delta.content)
+            logprobs.extend(delta.logprobs)
+            if delta.call_id is not None:
+                calls[delta.call_id] = ToolCall(delta.call_id, delta.call_name or "", "")
+            elif delta.arguments:
+                call = list(calls.values())[-1]
+                call.arguments += delta.arguments
+        return Generation(
+            "".join(text),
+            stream.finish_reason,
+            stream.prompt_tokens,
+            stream.completion_tokens,
+            list(calls.values()),
+            logprobs,
+        )
 
     async def stream(self, request: GenerateRequest) -> GenerationStream:
         prompt, budget = self._prompt_tokens(request)
+        # A bad schema or bias is a 400 before the stream starts.
+        constraints = (self._grammar(request), self._bias(request))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stopped = threading.Event()
 
-        def push(piece: str, tokens: int) -> bool:
-            loop.call_soon_threadsafe(queue.put_nowait, (piece, tokens))
+        def push(piece: str, tokens: int, logprobs: list[TokenLogprob]) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, (piece, tokens, logprobs))
             return not stopped.is_set()
 
         def produce() -> None:
             finish: str | Exception
             try:
-                finish = self._run(prompt, budget, request, push)
+                finish = self._run(prompt, budget, request, constraints, push)
             except Exception as exc:  # surfaces in the consumer
                 finish = exc
-            loop.call_soon_threadsafe(queue.put_nowait, (_DONE, finish))
+            loop.call_soon_threadsafe(queue.put_nowait, (_DONE, finish, []))
 
         result = GenerationStream(prompt_tokens=len(prompt), tokens=_empty())
+        shaper = self._shaper(request)
 
-        async def tokens() -> AsyncIterator[str]:
+        async def deltas() -> AsyncIterator[Delta]:
             worker = loop.run_in_executor(None, produce)
             try:
+                if request.echo:
+                    yield Delta(content=self._echo(request, prompt))
                 while True:
-                    piece, value = await queue.get()
+                    piece, value, logprobs = await queue.get()
                     if piece is _DONE:
                         if isinstance(value, Exception):
                             raise value
                         result.finish_reason = value
+                        if shaper is not None:
+                            for delta in shaper.finish():
+                                yield delta
+                            if shaper.closed:
+                                result.finish_reason = "tool_calls"
                         return
                     result.completion_tokens += value
-                    yield piece
+                    if shaper is None:
+                        yield Delta(content=piece, logprobs=logprobs)
+                    else:
+                        for delta in shaper.feed(piece, logprobs):
+                            yield delta
             finally:
                 stopped.set()  # the consumer left early: the thread stops at its next token
                 await asyncio.shield(worker)
 
-        result.tokens = tokens()
+        result.tokens = deltas()
         return result
 
 
-async def _empty() -> AsyncIterator[str]:
+async def _empty() -> AsyncIterator[Delta]:
     return
     yield  # pragma: no cover - makes this an async generator

@@ -43,14 +43,28 @@ class SentenceTransformersRuntime(ModelRuntime):
         )
         self._batch = int(self.settings.options.get("batch_size", 32))
 
+    @property
+    def embedding_dimensions(self) -> int | None:
+        """The length of this model's vectors, when the model says."""
+        dimensions = self._model.get_sentence_embedding_dimension()
+        return None if dimensions is None else int(dimensions)
+
     def _embed(self, texts: list[str]) -> Embeddings:
         limit = self._model.max_seq_length
-        encoded = self._model.tokenizer(texts, truncation=True, max_length=limit)
-        tokens = sum(len(ids) for ids in encoded["input_ids"])
+        encoded = self._model.tokenizer(texts, truncation=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        for index, length in enumerate(lengths):
+            # The model would silently embed only the first tokens: refuse, as OpenAI does.
+            if limit is not None and length > limit:
+                raise InvalidRequest(
+                    f"input[{index}] has {length} tokens; this model reads at most {limit}: "
+                    "split or shorten it",
+                    param=f"input[{index}]",
+                )
         vectors = self._model.encode(
             texts, batch_size=self._batch, convert_to_numpy=True, show_progress_bar=False
         )
-        return Embeddings(vectors=np.asarray(vectors, dtype=np.float32), tokens=tokens)
+        return Embeddings(vectors=np.asarray(vectors, dtype=np.float32), tokens=sum(lengths))
 
     async def embed(self, texts: list[str]) -> Embeddings:
         return await asyncio.to_thread(self._embed, texts)

@@ -1,9 +1,9 @@
 """The replica's OpenAI-compatible handler: chat, completions, embeddings, transcriptions.
 
-Requests are validated here, in OpenAI's terms, and translated into the runtime's typed
-requests; every error names the offending ``param``. Streams are server-sent events with one
-model token per event, each tagged ``id: N``, so the gateway can count exactly what a client
-received even if it hangs up; exact totals close the stream as an SSE comment.
+Requests are validated in OpenAI's terms (``openai_requests``) and translated into the
+runtime's typed requests; every error names the offending ``param``. Streams are server-sent
+events with one model token per event, each tagged ``id: N``, so the gateway can count exactly
+what a client received even if it hangs up; exact totals close the stream as an SSE comment.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import secrets
 import time
 import uuid
 from typing import Any
@@ -26,74 +27,62 @@ from modelport.core.multipart import parse_form
 from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units
 from modelport.runtimes import ModelRuntime
-from modelport.runtimes.tasks import GenerateRequest
+from modelport.runtimes.tasks import Delta, TokenLogprob
+from modelport.worker.openai_requests import (
+    ChatOptions,
+    parse_chat,
+    parse_completion,
+    parse_embedding,
+)
 
 __all__ = ["OpenAIHandler"]
 
 _JSON = (b"content-type", b"application/json")
-_ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-def _number(payload: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = payload.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise _fail(f"'{name}' must be a number from {low} to {high}", name)
-    return float(value)
+def _chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    def one(token: str, data: bytes, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(data)}
+
+    return {
+        "content": [
+            {**one(e.token, e.data, e.logprob), "top_logprobs": [one(*t) for t in e.top]}
+            for e in entries
+        ],
+        "refusal": None,
+    }
 
 
-def _generate_request(payload: dict[str, Any], *, chat: bool) -> GenerateRequest:
-    request = GenerateRequest(
-        temperature=_number(payload, "temperature", 0.7, 0.0, 2.0),
-        top_p=_number(payload, "top_p", 1.0, 0.0, 1.0),
-    )
-    if chat:
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _fail("'messages' must be a non-empty list of {role, content}", "messages")
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in _ROLES:
-                raise _fail(f"messages[{index}] needs a role out of {sorted(_ROLES)}", "messages")
-            content = message.get("content")
-            if isinstance(content, list):  # content parts: keep the text ones
-                parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-                message = {**message, "content": "".join(parts)}
-            elif not isinstance(content, str):
-                raise _fail(f"messages[{index}].content must be a string", "messages")
-            messages[index] = message
-        request.messages = messages
-    else:
-        prompt = payload.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise _fail("'prompt' must be a string", "prompt")
-        request.prompt = prompt
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = payload.get(name)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _fail(f"'{name}' must be a positive integer", name)
-            request.max_tokens = value
-    stop = payload.get("stop")
-    if isinstance(stop, str):
-        request.stop = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        request.stop = stop
-    elif stop is not None:
-        raise _fail("'stop' must be a string or a list of strings", "stop")
-    seed = payload.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _fail("'seed' must be an integer", "seed")
-    request.seed = seed
-    if payload.get("n", 1) != 1:
-        raise _fail("only n=1 is supported", "n")
-    return request
+def _completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t: lp for t, _, lp in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def _delta_json(delta: Delta) -> dict[str, Any]:
+    """A chat stream's delta in OpenAI's shape."""
+    if delta.call_id is not None:
+        call = {
+            "index": 0,
+            "id": delta.call_id,
+            "type": "function",
+            "function": {"name": delta.call_name, "arguments": ""},
+        }
+        return {"tool_calls": [call]}
+    if delta.arguments:
+        return {"tool_calls": [{"index": 0, "function": {"arguments": delta.arguments}}]}
+    return {"content": delta.content}
 
 
 class OpenAIHandler:
@@ -145,24 +134,35 @@ class OpenAIHandler:
         *,
         chat: bool,
     ) -> None:
-        request = _generate_request(payload, chat=chat)
-        stream = payload.get("stream", False)
-        if not isinstance(stream, bool):
-            raise _fail("'stream' must be true or false", "stream")
-        if stream:
-            options = payload.get("stream_options") or {}
-            if not isinstance(options, dict):
-                raise _fail("'stream_options' must be an object", "stream_options")
-            await self._stream(
-                request, receive, send, runtime, chat, bool(options.get("include_usage"))
-            )
+        options = parse_chat(payload) if chat else parse_completion(payload)
+        options.request.max_prompt_tokens = self.spec.max_prompt_tokens
+        if options.stream:
+            await self._stream(options, receive, send, runtime, chat)
             return
-        result = await runtime.generate(request)
+        result = await runtime.generate(options.request)
         choice: dict[str, Any] = {"index": 0, "finish_reason": result.finish_reason}
         if chat:
-            choice["message"] = {"role": "assistant", "content": result.text}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": result.text if result.text or not result.tool_calls else None,
+                "refusal": None,
+            }
+            if result.tool_calls:
+                message["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in result.tool_calls
+                ]
+            choice["message"] = message
+            choice["logprobs"] = _chat_logprobs(result.logprobs) if options.logprobs else None
         else:
-            choice.update(text=result.text, logprobs=None)
+            logprobs = None
+            if options.completion_logprobs is not None:
+                logprobs = _completion_logprobs(result.logprobs, 0)
+            choice.update(text=result.text, logprobs=logprobs)
         usage = {
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
@@ -172,22 +172,41 @@ class OpenAIHandler:
         response = {**self._envelope(chat, False), "choices": [choice], "usage": usage}
         await send_json(send, 200, response, [(UNITS_HEADER, units.encode())])
 
+    def _chunk_choice(
+        self, delta: Delta, options: ChatOptions, chat: bool, first: bool, offset: int
+    ) -> dict[str, Any]:
+        if chat:
+            body = _delta_json(delta)
+            if first:
+                body["role"] = "assistant"
+            logprobs = _chat_logprobs(delta.logprobs) if options.logprobs else None
+            return {"index": 0, "delta": body, "logprobs": logprobs, "finish_reason": None}
+        legacy = None
+        if options.completion_logprobs is not None:
+            legacy = _completion_logprobs(delta.logprobs, offset)
+        return {"index": 0, "text": delta.content, "logprobs": legacy, "finish_reason": None}
+
     async def _stream(
         self,
-        request: GenerateRequest,
+        options: ChatOptions,
         receive: Receive,
         send: Send,
         runtime: ModelRuntime,
         chat: bool,
-        include_usage: bool,
     ) -> None:
-        generation = await runtime.stream(request)  # raises 4xx before the stream starts
+        generation = await runtime.stream(options.request)  # raises 4xx before the stream
         envelope = self._envelope(chat, True)
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
 
         async def event(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            body = {**envelope, "choices": choices, **extra}
+            if options.include_obfuscation:  # pads chunks so their sizes reveal no tokens
+                body["obfuscation"] = secrets.token_urlsafe(secrets.randbelow(16) + 1)
+            return orjson.dumps(body)
 
         units = Units(input_tokens=generation.prompt_tokens)
         await event(UNITS_SSE_PREFIX + units.encode() + b"\n\n")
@@ -199,23 +218,16 @@ class OpenAIHandler:
             gone.set()
 
         watcher = asyncio.create_task(watch_disconnect())
-        first = True
+        first, offset = True, 0
         try:
-            async for token in generation.tokens:
+            async for delta in generation.tokens:
                 if gone.is_set():
                     break  # the client left: stop generating (closing the iterator stops it)
-                delta: dict[str, Any] = {"content": token}
-                if chat and first:
-                    delta["role"] = "assistant"
-                    first = False
-                choice = (
-                    {"index": 0, "delta": delta, "finish_reason": None}
-                    if chat
-                    else {"index": 0, "text": token, "finish_reason": None, "logprobs": None}
-                )
-                data = orjson.dumps({**envelope, "choices": [choice]})
+                choice = self._chunk_choice(delta, options, chat, first, offset)
+                first, offset = False, offset + len(delta.content)
                 # The id is the running token count: the gateway's exact tally if the client
                 # hangs up before the closing usage comment.
+                data = chunk([choice])
                 await event(b"id: %d\ndata: %s\n\n" % (generation.completion_tokens, data))
         finally:
             with contextlib.suppress(Exception):
@@ -223,22 +235,25 @@ class OpenAIHandler:
             watcher.cancel()
         if gone.is_set():
             return
-        last = (
-            {"index": 0, "delta": {}, "finish_reason": generation.finish_reason}
+        last: dict[str, Any] = (
+            {"index": 0, "delta": {}, "logprobs": None, "finish_reason": generation.finish_reason}
             if chat
-            else {"index": 0, "text": "", "finish_reason": generation.finish_reason}
+            else {
+                "index": 0,
+                "text": "",
+                "logprobs": None,
+                "finish_reason": generation.finish_reason,
+            }
         )
-        await event(b"data: " + orjson.dumps({**envelope, "choices": [last]}) + b"\n\n")
+        await event(b"data: " + chunk([last]) + b"\n\n")
         count = generation.completion_tokens
-        if include_usage:
+        if options.include_usage:
             usage = {
                 "prompt_tokens": generation.prompt_tokens,
                 "completion_tokens": count,
                 "total_tokens": generation.prompt_tokens + count,
             }
-            await event(
-                b"data: " + orjson.dumps({**envelope, "choices": [], "usage": usage}) + b"\n\n"
-            )
+            await event(b"data: " + chunk([], usage=usage) + b"\n\n")
         units.output_tokens = count
         await event(UNITS_SSE_PREFIX + units.encode() + b"\n\n")
         await event(b"data: [DONE]\n\n")
@@ -247,25 +262,31 @@ class OpenAIHandler:
     # -- embeddings ---------------------------------------------------------------------------
 
     async def _embed(self, payload: dict[str, Any], send: Send, runtime: ModelRuntime) -> None:
-        texts = payload.get("input")
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise _fail("'input' must be a string or a non-empty list of strings", "input")
-        if any(not t for t in texts):
-            raise _fail("'input' must not contain empty strings", "input")
-        encoding = payload.get("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise _fail("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-        if payload.get("dimensions") is not None:
-            raise _fail("'dimensions' is not supported by this model", "dimensions")
-        result = await runtime.embed(texts)
+        request = parse_embedding(
+            payload,
+            max_inputs=self.spec.max_embedding_inputs,
+            max_chars=self.spec.max_embedding_chars,
+        )
+        # Truncating a vector is honest only for models trained for it (Matryoshka), and
+        # nothing says which are: a different size is refused rather than faked.
+        native = getattr(runtime, "embedding_dimensions", None)
+        if request.dimensions is not None and native is not None and request.dimensions != native:
+            raise _fail(
+                f"'dimensions' must be {native}, this model's size (it cannot shorten vectors)",
+                "dimensions",
+            )
+        result = await runtime.embed(request.texts)
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+        if request.dimensions is not None and vectors.shape[1] != request.dimensions:
+            raise _fail(f"'dimensions' must be {vectors.shape[1]}, this model's size",
+                        "dimensions")  # fmt: skip
         data = [
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": base64.b64encode(v.tobytes()).decode() if encoding == "base64" else v,
+                "embedding": (
+                    base64.b64encode(v.tobytes()).decode() if request.encoding == "base64" else v
+                ),
             }
             for i, v in enumerate(vectors)
         ]
