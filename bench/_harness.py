@@ -52,6 +52,9 @@ class Phase:
             "mean_ms": float(values.mean()) if has else float("nan"),
             "p50_ms": float(np.percentile(values, 50)) if has else float("nan"),
             "p99_ms": float(np.percentile(values, 99)) if has else float("nan"),
+            # The worst single request: where an event-loop stall (a full garbage
+            # collection, blocking I/O) shows, while the percentiles hide it.
+            "max_ms": float(values.max()) if has else float("nan"),
         }
 
 
