@@ -20,9 +20,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -56,6 +56,7 @@ _SERVER_METADATA = orjson.dumps(
     {"name": "modelport", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 )
 _TIMEOUT_HEADER = b"x-modelport-timeout"
+_T = TypeVar("_T")
 
 _MAX_ID = 128
 _MAX_SHADOWS_IN_FLIGHT = 64  # mirrored calls beyond this are skipped, never queued
@@ -288,12 +289,29 @@ class GatewayApp:
             raise InvalidRequest("header Content-Length must be an integer") from None
         return await read_body(receive, self._max_body, length)
 
-    def _deadline_passed(self, call: Call, route: Route) -> GatewayTimeout:
-        self._meter(route, call, 504)
-        return GatewayTimeout(
-            f"endpoint '{route.endpoint}' did not answer within {call.timeout_s:g} s (its "
-            "timeout, or X-Modelport-Timeout): try again, or allow more time"
-        )
+    async def _in_time(
+        self, work: Awaitable[_T], call: Call, route: Route, watch: Receive | None
+    ) -> _T | None:
+        """``work``'s result within the call's deadline (else 504), or ``None`` when the
+        client left first (watched through ``watch``, if given); failures are metered."""
+        try:
+            async with asyncio.timeout_at(call.deadline):
+                if watch is None:
+                    return await work
+                result: _T | None = await _unless_disconnected(watch, work)
+        except TimeoutError:
+            error: ModelportError = GatewayTimeout(
+                f"endpoint '{route.endpoint}' did not answer within {call.timeout_s:g} s (its "
+                "timeout, or X-Modelport-Timeout): try again, or allow more time"
+            )
+            self._failed(call.route or route, call, error)
+            raise error from None
+        except ModelportError as exc:
+            self._failed(call.route or route, call, exc)
+            raise
+        if result is None:  # the client went away; closing the connection stopped the work
+            self._meter(call.route or route, call, 499)
+        return result
 
     async def _forward(
         self,
@@ -308,19 +326,10 @@ class GatewayApp:
         call: Call,
     ) -> None:
         attempt = self._forwarder.answer(scope, traffic, route, api_path, body, payload, call)
-        try:
-            async with asyncio.timeout_at(call.deadline):
-                if route.idempotent:
-                    outcome: Outcome | None = await attempt
-                else:  # long work: stop it when nobody waits for the answer any more
-                    outcome = await _unless_disconnected(receive, attempt)
-        except TimeoutError:
-            raise self._deadline_passed(call, call.route or route) from None
-        except ModelportError as exc:
-            self._failed(call.route or route, call, exc)
-            raise
-        if outcome is None:  # the client went away; closing the connection stopped the work
-            self._meter(call.route or route, call, 499)
+        # Long work (not idempotent) stops when nobody waits for the answer any more.
+        watch = None if route.idempotent else receive
+        outcome: Outcome | None = await self._in_time(attempt, call, route, watch)
+        if outcome is None:
             return
         response, route = outcome.response, outcome.route
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
@@ -355,18 +364,10 @@ class GatewayApp:
         call: Call,
     ) -> None:
         opening = self._forwarder.open(scope, traffic, route, api_path, body, payload, call)
-        try:
-            # The deadline covers everything up to the first byte; after that the stream is
-            # bounded by the time between its chunks.
-            async with asyncio.timeout_at(call.deadline):
-                opened = await _unless_disconnected(receive, opening)
-        except TimeoutError:
-            raise self._deadline_passed(call, call.route or route) from None
-        except ModelportError as exc:
-            self._failed(call.route or route, call, exc)
-            raise
+        # The deadline covers everything up to the first byte; after that the stream is
+        # bounded by the time between its chunks.
+        opened = await self._in_time(opening, call, route, receive)
         if opened is None:
-            self._meter(call.route or route, call, 499)
             return
         stream, route = opened
         status, units = await relay_stream(
@@ -415,7 +416,7 @@ class GatewayApp:
         )
 
 
-async def _unless_disconnected(receive: Receive, work: Any) -> Any:
+async def _unless_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
     """``await work``, unless the client disconnects first: then cancel it (closing the
     upstream connection, which tells the replica to stop) and return ``None``."""
     task = asyncio.ensure_future(work)
