@@ -2,9 +2,16 @@
 
 Once per tick it looks at each rollout's new revision: starting (wait, or roll back if it
 cannot start), on a step (judge the step's window against the SLO: next step, promote, or roll
-back). Manual operations go through the same methods, under the same lock, so a person and the
-controller never move one rollout at the same time. Every decision is written to the database
-before (promote) or right after (rollback: traffic first) the traffic changes.
+back). Manual operations (apply, promote, rollback, ...) go through the same methods under the
+endpoint's lock, so a person and the controller never move one rollout at the same time, while
+different endpoints never wait on each other. No lock is held while a replica starts: undoing
+a promotion waits for the old revision outside the lock, marked so that nothing else moves the
+endpoint meanwhile.
+
+Every transition completes or is undone. A decision is written to the database before the
+traffic changes (promote, step), or right after it (rollback: traffic first); a rollback
+whose write fails stays tracked and its write is retried, so the stored rollout never stays
+active with nobody driving it.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from modelport.control import apply as apply_service
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as rollout_service
 from modelport.control.analysis import Gates, judge
-from modelport.control.plane import ControlPlane
-from modelport.control.schemas import RolloutPublic
+from modelport.control.plane import ControlPlane, Deployment
+from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.core.enums import RolloutState
-from modelport.core.errors import Conflict
+from modelport.core.errors import Conflict, Unavailable
+from modelport.core.intent import Intent
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
 from modelport.store.tables import RolloutRow
@@ -50,6 +59,8 @@ class RolloutRun:
     step: int
     mark: float = 0.0  # windows clock when the step began: its window starts here
     started: float = field(default_factory=time.monotonic)  # when the step (or warm-up) began
+    # A rollback already done in traffic whose write failed: (state, event, message, data).
+    unsettled: tuple[RolloutState, str, str, dict[str, Any]] | None = None
 
     @property
     def strategy(self) -> str:
@@ -78,7 +89,8 @@ class RolloutController:
         self._tick_s = tick_s
         self._start_timeout_s = start_timeout_s
         self._runs: dict[str, RolloutRun] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._undoing: dict[str, str] = {}  # endpoint -> revision label it is rolling back to
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -111,11 +123,96 @@ class RolloutController:
 
     def forget(self, endpoint: str) -> None:
         self._runs.pop(endpoint, None)
+        self._undoing.pop(endpoint, None)
         self.windows.forget(endpoint)
         self.shadows.forget(endpoint)
 
+    def _lock(self, endpoint: str) -> asyncio.Lock:
+        lock = self._locks.get(endpoint)
+        if lock is None:
+            lock = self._locks[endpoint] = asyncio.Lock()
+        return lock
+
+    def _check_undo(self, endpoint: str) -> None:
+        label = self._undoing.get(endpoint)
+        if label is not None:
+            raise Conflict(
+                f"endpoint '{endpoint}' is rolling back to {label} (waiting for it to start): "
+                "retry once it serves",
+                state="rolling_back",
+            )
+
+    async def delete(self, endpoint: str) -> None:
+        """Stop an endpoint whose rows are gone: its rollout, its revisions, its windows."""
+        async with self._lock(endpoint):
+            self.forget(endpoint)
+        await self.plane.undeploy(endpoint)
+
+    # -- apply --------------------------------------------------------------------------------
+
+    async def apply(self, intent: Intent, *, dry_run: bool, actor: str) -> ApplyResult:
+        """Apply an intent file; with ``dry_run``, say what would change.
+
+        After the commit, the endpoint is created and served, or a new revision is started
+        and its rollout tracked. If that fails, the commit is undone: a created endpoint is
+        deleted again, a rollout is marked rolled back with the reason."""
+        if dry_run:
+            result, _, _ = await self._db(lambda s: self._applied(s, intent, dry_run, actor))
+            return result
+        name = intent.endpoint
+        async with self._lock(name):
+            self._check_undo(name)
+            result, deployment, run = await self._db(
+                lambda s: self._applied(s, intent, dry_run, actor)
+            )
+            if result.action == "created":
+                assert deployment is not None
+                try:
+                    await self.plane.serve(name, deployment, routing=intent.routing)
+                except Exception as exc:
+                    await self._db(lambda s: endpoint_service.delete_endpoint(s, name))
+                    raise Unavailable(
+                        f"endpoint '{name}' could not be started ({exc}); it was not created"
+                    ) from exc
+            elif result.action == "rollout":
+                assert deployment is not None and run is not None
+                self.track(run)
+                try:
+                    await self.plane.run_revision(name, deployment)
+                except Exception as exc:
+                    why = f"revision {run.target} could not start: {exc}"
+                    await self._roll_back(run, RolloutState.ROLLED_BACK, why, {})
+                    raise Unavailable(f"{why}; the rollout was rolled back") from exc
+                self.plane.set_traffic(name, routing=intent.routing)
+            elif result.action == "updated":
+                self.plane.set_traffic(name, routing=intent.routing)
+        return result
+
+    def _applied(
+        self, session: Session, intent: Intent, dry_run: bool, actor: str
+    ) -> tuple[ApplyResult, Deployment | None, RolloutRun | None]:
+        applied = apply_service.apply_intent(session, intent, dry_run=dry_run, actor=actor)
+        deployment = run = None
+        if applied.revision is not None and applied.endpoint is not None:
+            # Raises (and so rolls every row back) if the revision could not run.
+            deployment = self.plane.prepare(applied.endpoint, applied.revision)
+        if applied.rollout is not None:
+            run = self.run_of(applied.rollout)
+        rollout = applied.rollout
+        result = ApplyResult(
+            endpoint=intent.endpoint,
+            action=applied.action,
+            dry_run=dry_run,
+            changes=applied.changes,
+            revision=f"r{applied.revision_number}" if applied.revision_number else None,
+            rollout=self.public(session, rollout) if rollout is not None else None,
+            summary=("dry run: would " if dry_run else "") + applied.summary,
+        )
+        return result, deployment, run
+
     def live(self, endpoint: str) -> dict[str, Any]:
-        """What a rollout in progress looks like right now: traffic, windows, shadow report."""
+        """What a rollout in progress looks like right now: traffic, windows, shadow report.
+        Call on the event loop (``public`` does)."""
         run = self._runs.get(endpoint)
         if run is None:
             return {}
@@ -136,23 +233,23 @@ class RolloutController:
     # -- manual control -----------------------------------------------------------------------
 
     async def pause(self, endpoint: str, *, actor: str) -> None:
-        async with self._lock:
+        async with self._lock(endpoint):
             run = self._require(endpoint, RolloutState.PROGRESSING, "pause")
             await self._transition(
                 run, RolloutState.PAUSED, "paused", f"paused by {actor}: traffic stays as it is"
             )
 
     async def resume(self, endpoint: str, *, actor: str) -> None:
-        async with self._lock:
+        async with self._lock(endpoint):
             run = self._require(endpoint, RolloutState.PAUSED, "resume")
             target = RolloutState.PENDING if run.step < 0 else RolloutState.PROGRESSING
-            self._restart_clock(run)
             await self._transition(
                 run, target, "resumed", f"resumed by {actor}: the step's window starts again"
             )
+            self._restart_clock(run)
 
     async def promote(self, endpoint: str, *, actor: str) -> None:
-        async with self._lock:
+        async with self._lock(endpoint):
             run = self._require(endpoint, None, "promote")
             ready, failure = self.plane.revision_health(endpoint, run.target)
             if not ready:
@@ -167,24 +264,36 @@ class RolloutController:
     async def rollback(self, endpoint: str, *, actor: str, abort: bool = False) -> None:
         """Return all traffic to the stable revision. With no rollout in progress, undo the
         last promoted one: its previous revision becomes stable again."""
-        async with self._lock:
+        async with self._lock(endpoint):
+            self._check_undo(endpoint)
             run = self._runs.get(endpoint)
-            if run is None:
-                if abort:
-                    self._require(endpoint, None, "abort")
-                await self._undo_promotion(endpoint, actor)
+            if run is not None and run.unsettled is not None:
+                await self._settle(run)  # rolled back in traffic already: record it
+                return
+            if run is not None:
+                state = RolloutState.ABORTED if abort else RolloutState.ROLLED_BACK
+                verb = "aborted" if abort else "rolled back"
+                await self._roll_back(run, state, f"{verb} by {actor}", {})
                 return
             if abort:
-                await self._roll_back(run, RolloutState.ABORTED, f"aborted by {actor}", {})
-            else:
-                await self._roll_back(run, RolloutState.ROLLED_BACK, f"rolled back by {actor}", {})
+                self._require(endpoint, None, "abort")
+            undo = await self._begin_undo(endpoint, actor)
+        if undo is not None:
+            await self._finish_undo(endpoint, actor, *undo)
 
     def _require(self, endpoint: str, state: RolloutState | None, action: str) -> RolloutRun:
+        self._check_undo(endpoint)
         run = self._runs.get(endpoint)
         if run is None:
             raise Conflict(
                 f"endpoint '{endpoint}' has no rollout in progress to {action}",
                 state="none",
+            )
+        if run.unsettled is not None:
+            raise Conflict(
+                f"the rollout of '{endpoint}' was {run.unsettled[0]} and is being recorded: "
+                "retry in a moment",
+                state=run.unsettled[0].value,
             )
         if state is not None and run.state != state:
             raise Conflict(
@@ -198,17 +307,27 @@ class RolloutController:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
-            for endpoint in list(self._runs):
-                try:
-                    async with self._lock:
-                        run = self._runs.get(endpoint)
-                        if run is not None:
-                            await self._advance(run)
-                except Exception:  # one bad rollout must not stop the others
-                    log.exception("rollout of %s: tick failed", endpoint)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Advance every rollout once. An endpoint that a person (or an undo) is moving right
+        now is skipped until the next tick; the others never wait for it."""
+        for endpoint in list(self._runs):
+            lock = self._lock(endpoint)
+            if lock.locked():
+                continue
+            try:
+                async with lock:
+                    run = self._runs.get(endpoint)
+                    if run is not None:
+                        await self._advance(run)
+            except Exception:  # one bad rollout must not stop the others
+                log.exception("rollout of %s: tick failed", endpoint)
 
     async def _advance(self, run: RolloutRun) -> None:
-        if run.state == RolloutState.PENDING:
+        if run.unsettled is not None:
+            await self._settle(run)
+        elif run.state == RolloutState.PENDING:
             await self._warm_up(run)
         elif run.state == RolloutState.PROGRESSING:
             await self._judge(run)
@@ -257,14 +376,12 @@ class RolloutController:
     # -- moves --------------------------------------------------------------------------------
 
     async def _enter_step(self, run: RolloutRun, step: int, why: str, data: dict[str, Any]) -> None:
-        run.step = step
-        self._restart_clock(run)
-        self._apply_step(run)
         what = (
             f"mirroring {run.plan['shadow_sample']:.0%} of traffic to {run.target}"
             if run.strategy == "shadow"
-            else f"{run.target} takes {self._weight(run):g}% of traffic"
+            else f"{run.target} takes {self._weight(run, step):g}% of traffic"
         )
+        # Written first: if the write fails, traffic stays on the step the database records.
         await self._transition(
             run,
             RolloutState.PROGRESSING,
@@ -273,6 +390,9 @@ class RolloutController:
             data,
             step=step,
         )
+        run.step = step
+        self._restart_clock(run)
+        self._apply_step(run)
 
     def _apply_step(self, run: RolloutRun) -> None:
         if run.strategy == "shadow":
@@ -280,10 +400,11 @@ class RolloutController:
         else:
             self.plane.set_traffic(run.endpoint, weight=self._weight(run))
 
-    def _weight(self, run: RolloutRun) -> float:
-        if run.strategy == "shadow" or run.step < 0:
+    def _weight(self, run: RolloutRun, step: int | None = None) -> float:
+        step = run.step if step is None else step
+        if run.strategy == "shadow" or step < 0:
             return 0.0
-        return float(run.steps[run.step])
+        return float(run.steps[step])
 
     async def _promote(self, run: RolloutRun, why: str, data: dict[str, Any]) -> None:
         def write(session: Session) -> None:
@@ -305,16 +426,29 @@ class RolloutController:
         self, run: RolloutRun, state: RolloutState, why: str, data: dict[str, Any]
     ) -> None:
         # Traffic first: the old revision takes everything back before anything is written.
-        self._runs.pop(run.endpoint, None)
         await self.plane.drop_candidate(run.endpoint)
         event = "rolled_back" if state == RolloutState.ROLLED_BACK else "aborted"
-        await self._transition(run, state, event, why, data)
+        run.unsettled = (state, event, why, data)
+        await self._settle(run)
+
+    async def _settle(self, run: RolloutRun) -> None:
+        """Record a rollback done in traffic; while the write fails, the run stays tracked
+        (the next tick or rollback retries) so the stored rollout is never left active."""
+        assert run.unsettled is not None
+        state, event, why, data = run.unsettled
+        with contextlib.suppress(Conflict):  # already final in the database: nothing to record
+            await self._transition(run, state, event, why, data)
+        run.unsettled = None
+        if self._runs.get(run.endpoint) is run:
+            del self._runs[run.endpoint]
         log.warning("rollout of %s: %s", run.endpoint, why)
 
-    async def _undo_promotion(self, endpoint: str, actor: str) -> None:
-        """Roll back the last promoted rollout: its source revision serves again."""
+    async def _begin_undo(self, endpoint: str, actor: str) -> tuple[int, str] | None:
+        """Under the endpoint's lock: find the promotion to undo and make its source revision
+        run. Returns (rollout id, label) when the revision has to start first, after switching
+        at once (and returning None) when it still runs."""
 
-        def load(session: Session) -> tuple[RolloutRow, Any]:
+        def load(session: Session) -> tuple[int, Deployment]:
             row = endpoint_service.get_endpoint(session, endpoint)
             rollout = rollout_service.latest_rollout(session, row)
             if rollout.state != RolloutState.PROMOTED or rollout.to_revision != (
@@ -326,22 +460,54 @@ class RolloutController:
                     state=rollout.state,
                 )
             source = endpoint_service.get_revision(session, row, rollout.from_revision)
-            return rollout, self.plane.prepare(row, source)
+            return rollout.id, self.plane.prepare(row, source)
 
-        rollout, deployment = await self._db(load)
-        running = self.plane.running(endpoint)
-        if deployment.label not in running:  # not kept warm: start it before switching
-            await self.plane.run_revision(endpoint, deployment)
-            deadline = time.monotonic() + self._start_timeout_s
-            while not self.plane.revision_health(endpoint, deployment.label)[0]:
-                if time.monotonic() > deadline:
-                    await self.plane.drop_candidate(endpoint)
-                    raise Conflict(f"revision {deployment.label} did not become ready")
-                await asyncio.sleep(0.1)
-        await self.plane.switch(endpoint, deployment.label)
+        rollout_id, deployment = await self._db(load)
+        if deployment.label in self.plane.running(endpoint):  # kept warm: switch now
+            await self._write_undo(rollout_id, actor)
+            await self.plane.switch(endpoint, deployment.label)
+            return None
+        await self.plane.run_revision(endpoint, deployment)
+        self._undoing[endpoint] = deployment.label
+        return rollout_id, deployment.label
 
+    async def _finish_undo(self, endpoint: str, actor: str, rollout_id: int, label: str) -> None:
+        """Wait (holding no lock) for the revision to be ready, then switch to it under the
+        lock; if it cannot start, or anything fails, stop it and leave the endpoint as it
+        was."""
+        try:
+            failure = await self._wait_ready(endpoint, label)
+            async with self._lock(endpoint):
+                if self._undoing.get(endpoint) != label:  # deleted meanwhile
+                    raise Conflict(f"endpoint '{endpoint}' changed while rolling back: check it")
+                if failure is not None:
+                    raise Conflict(
+                        f"revision {label} could not start ({failure}): "
+                        f"'{endpoint}' still serves what it served"
+                    )
+                await self._write_undo(rollout_id, actor)
+                del self._undoing[endpoint]
+                await self.plane.switch(endpoint, label)
+        finally:
+            if self._undoing.get(endpoint) == label:  # not switched: undo the start
+                del self._undoing[endpoint]
+                await self.plane.drop_candidate(endpoint)
+
+    async def _wait_ready(self, endpoint: str, label: str) -> str | None:
+        """None once the revision is ready; otherwise why it will not be."""
+        deadline = time.monotonic() + self._start_timeout_s
+        while self._undoing.get(endpoint) == label:
+            ready, failure = self.plane.revision_health(endpoint, label)
+            if ready or failure is not None:
+                return failure
+            if time.monotonic() > deadline:
+                return f"not ready after {self._start_timeout_s:g} s"
+            await asyncio.sleep(0.1)
+        return None
+
+    async def _write_undo(self, rollout_id: int, actor: str) -> None:
         def write(session: Session) -> None:
-            current = rollout_service.get_rollout(session, rollout.id)
+            current = rollout_service.get_rollout(session, rollout_id)
             row = current.endpoint
             source = endpoint_service.get_revision(session, row, current.from_revision)
             endpoint_service.set_stable(row, source)
@@ -366,7 +532,7 @@ class RolloutController:
         *,
         step: int | None = None,
     ) -> None:
-        run.state = state
+        """Write the move, then make it: a failed write leaves the run as it was."""
         await self._db(
             lambda s: rollout_service.transition(
                 s,
@@ -378,6 +544,7 @@ class RolloutController:
                 step=step,
             )
         )
+        run.state = state
 
     async def _event(self, run: RolloutRun, kind: str, message: str) -> None:
         await self._db(
@@ -412,5 +579,12 @@ class RolloutController:
         return await asyncio.to_thread(run)
 
     def public(self, session: Session, rollout: RolloutRow) -> RolloutPublic:
-        live = self.live(rollout.endpoint.name) if rollout.state in rollout_service.ACTIVE else {}
+        """A stored rollout with its live view; called from route threads, so the live part
+        (windows, shadow report, the run) is read on the event loop."""
+        name = rollout.endpoint.name
+        live = (
+            self.plane.on_loop(lambda: self.live(name))
+            if rollout.state in rollout_service.ACTIVE
+            else {}
+        )
         return rollout_service.rollout_public(rollout, live)

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -25,6 +26,7 @@ from modelport.control import registry
 from modelport.control import rollouts as rollout_service
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
+from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.enums import ReplicaState
 from modelport.core.errors import ModelportError
 from modelport.core.intent import Routing
@@ -54,6 +56,11 @@ FAILED_AFTER_RESTARTS = 3
 # Requests routed under the snapshot before a switch may still be on their way to the old
 # revision's replicas: they get this long to arrive before those replicas begin draining.
 _SWITCH_GRACE_S = 1.0
+# How long a thread waits for the event loop to read live state for it. The loop answers in
+# microseconds unless it is blocked, and then the API call fails rather than hangs.
+_LOOP_READ_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +120,48 @@ class ControlPlane:
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
+        # Revisions taken out of routing whose replicas still run until their drain starts:
+        # bringing one back reuses them (and their token) instead of racing the drain.
+        self._retiring: dict[tuple[str, str], tuple[Deployment, asyncio.Task[None]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         backend.on_change = self.refresh_routes
 
     def is_admin(self, token: str) -> bool:
         return hmac.compare_digest(hash_secret(token).encode(), self._admin_hash)
 
+    def on_loop(self, read: Callable[[], T]) -> T:
+        """Run ``read`` on the event loop that owns the live state and return its result.
+
+        The gateway, the supervisor and the rollout controller mutate the live state (serving
+        revisions, replica states, SLO windows, shadow reports, recent usage) on the loop
+        without locks; sync API routes run in a thread pool, so they read it through here
+        rather than iterating containers that the loop changes under them."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or loop.is_closed():
+            return read()
+
+        async def call() -> T:
+            return read()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(_LOOP_READ_TIMEOUT_S)
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """The lock that serialises changes to one endpoint's revisions (never held while a
+        replica starts or stops: other endpoints do not wait on it)."""
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
     async def start(self) -> None:
         """Start the stable revision of every stored endpoint (and the candidate of a rollout
         in progress, which the rollout controller then resumes), and publish keys and routes."""
+        self._loop = asyncio.get_running_loop()
         await self.backend.start()
         await self.refresh_keys()
         for name, deployments, routing in await asyncio.to_thread(self._load):
@@ -135,6 +175,7 @@ class ControlPlane:
         for task in [*self._retirements.values(), *self._draining]:
             task.cancel()
         await self.backend.close()
+        self._loop = None
 
     def _load(self) -> list[tuple[str, list[Deployment], Routing | None]]:
         loaded = []
@@ -173,10 +214,14 @@ class ControlPlane:
             signature=signature,
             options={**version.runtime_options, **revision.runtime_options},
             max_body_bytes=self.settings.max_body_bytes,
+            batching=revision.batching,
+            max_request_rows=self.settings.max_request_rows,
+            max_tensor_elements=self.settings.max_tensor_elements,
+            max_image_pixels=self.settings.max_image_pixels,
+            max_audio_seconds=self.settings.max_audio_seconds,
             max_prompt_tokens=self.settings.max_prompt_tokens,
             max_embedding_inputs=self.settings.max_embedding_inputs,
             max_embedding_chars=self.settings.max_embedding_chars,
-            batching=revision.batching,
         )
         token = secrets.token_urlsafe(24).encode()
         deployment = Deployment(
@@ -208,30 +253,60 @@ class ControlPlane:
     async def serve(
         self, name: str, deployment: Deployment, *, routing: Routing | None = None
     ) -> None:
-        """Make ``deployment`` the endpoint's only revision, taking all of its traffic."""
-        async with self._lock:
+        """Make ``deployment`` the endpoint's only revision, taking all of its traffic. If its
+        replicas cannot be started, the endpoint is left as it was and the error raised."""
+        async with self.lock(name):
             old = self._serving.get(name)
+            deployment = self._revive(name, deployment)
             self._serving[name] = _Serving(
                 revisions={deployment.label: deployment},
                 stable=deployment.label,
                 routing=routing if routing is not None else (old.routing if old else None),
             )
-            await self._start(deployment)
+            try:
+                await self._start(deployment)
+            except BaseException:
+                if old is None:
+                    self._serving.pop(name, None)
+                else:
+                    self._serving[name] = old
+                self.refresh_routes()
+                raise
             self.refresh_routes()
         if old is not None:
             for label in old.revisions.keys() - {deployment.label}:
                 self._retire(name, label)
 
     async def run_revision(self, name: str, deployment: Deployment) -> None:
-        """Start a revision beside the stable one; it gets no traffic until told."""
-        async with self._lock:
+        """Start a revision beside the stable one; it gets no traffic until told. If its
+        replicas cannot be started, nothing of it is left running and the error raised."""
+        async with self.lock(name):
             serving = self._serving[name]
+            deployment = self._revive(name, deployment)
             serving.revisions[deployment.label] = deployment
             serving.candidate = deployment.label
             serving.weight = 0.0
             serving.shadow_sample = 0.0
-            await self._start(deployment)
+            try:
+                await self._start(deployment)
+            except BaseException:
+                serving.candidate = None
+                if deployment.label not in (serving.stable, serving.previous):
+                    self._retire(name, deployment.label)
+                self.refresh_routes()
+                raise
             self.refresh_routes()
+
+    def _revive(self, name: str, deployment: Deployment) -> Deployment:
+        """A revision brought back while its replicas await their drain: cancel the drain and
+        keep those replicas, with the token they were started with (a fresh token would make
+        them answer 401, and the drain would then stop them under live traffic)."""
+        retiring = self._retiring.pop((name, deployment.label), None)
+        if retiring is None:
+            return deployment
+        previous, task = retiring
+        task.cancel()
+        return previous
 
     def set_traffic(
         self,
@@ -319,14 +394,21 @@ class ControlPlane:
         return ready, None
 
     async def undeploy(self, name: str) -> None:
-        async with self._lock:
+        async with self.lock(name):
             serving = self._serving.pop(name, None)
             task = self._retirements.pop(name, None)
             if task is not None:
                 task.cancel()
             self.refresh_routes()  # stop routing first, then drain
-            for deployment in (serving.revisions if serving else {}).values():
-                await self.backend.remove(deployment.spec.group)
+            deployments = list((serving.revisions if serving else {}).values())
+            for key in [k for k in self._retiring if k[0] == name]:
+                deployment, drain = self._retiring.pop(key)
+                drain.cancel()
+                deployments.append(deployment)
+        # Stopping waits for in-flight requests: not under the endpoint's lock.
+        await asyncio.gather(
+            *(self.backend.remove(d.spec.group) for d in deployments if d.remote is None)
+        )
 
     async def _start(self, deployment: Deployment) -> None:
         if deployment.remote is None:
@@ -343,12 +425,17 @@ class ControlPlane:
         self.refresh_routes()
         if deployment.remote is not None:
             return
+        key = (name, label)
 
         async def drain() -> None:
             await asyncio.sleep(_SWITCH_GRACE_S)
+            # From here on the replicas are going: bringing the revision back starts new ones.
+            if self._retiring.get(key, (None, None))[1] is task:
+                del self._retiring[key]
             await self.backend.remove(deployment.spec.group)
 
         task = asyncio.create_task(drain())
+        self._retiring[key] = (deployment, task)
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
@@ -411,6 +498,13 @@ class ControlPlane:
         self, model: str, body: VersionCreate, *, created_by: str
     ) -> VersionPublic:
         """Add a version; an artifact ingested for it from a path is removed if that fails."""
+        url = (body.runtime_options or {}).get("url")
+        if body.runtime in REMOTE_RUNTIMES and isinstance(url, str):
+            check_upstream_url(
+                url,
+                own=(self.settings.host, self.settings.port),
+                allow_internal=self.settings.allow_internal_upstreams,
+            )
         digest = body.artifact_digest
         ingested = None
         if body.artifact_path is not None:

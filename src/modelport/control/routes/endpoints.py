@@ -11,6 +11,7 @@ from modelport.control import views
 from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import EndpointCreate, EndpointPublic
+from modelport.core.errors import Unavailable
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 
@@ -27,8 +28,17 @@ async def create_endpoint(body: EndpointCreate, plane: PlaneDep, actor: AdminDep
             return row.name, plane.prepare(row, row.revisions[0])
 
     name, deployment = await asyncio.to_thread(create)
-    await plane.serve(name, deployment)
+    try:
+        await plane.serve(name, deployment)
+    except Exception as exc:  # undo the commit: an endpoint that does not run is not created
+        await asyncio.to_thread(_delete, plane, name)
+        raise Unavailable(f"endpoint '{name}' could not be started ({exc}); not created") from exc
     return await asyncio.to_thread(_public, plane, name)
+
+
+def _delete(plane: ControlPlane, name: str) -> None:
+    with plane.db.session() as session:
+        service.delete_endpoint(session, name)
 
 
 def _public(plane: ControlPlane, name: str) -> EndpointPublic:
@@ -50,11 +60,6 @@ def get_endpoint(name: str, plane: PlaneDep, session: SessionDep, _: AdminDep) -
 async def delete_endpoint(
     name: str, plane: PlaneDep, controller: ControllerDep, _: AdminDep
 ) -> Response:
-    def delete() -> None:
-        with plane.db.session() as session:
-            service.delete_endpoint(session, name)
-
-    await asyncio.to_thread(delete)
-    controller.forget(name)
-    await plane.undeploy(name)
+    await asyncio.to_thread(_delete, plane, name)
+    await controller.delete(name)
     return Response(status_code=204)
