@@ -15,9 +15,10 @@ import uvicorn
 from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, RolloutController, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
+from modelport.control.app import ControlApp
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
-from modelport.core.asgi import Receive, Scope, Send, header, send_json
+from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
@@ -50,7 +51,7 @@ class ModelportServer:
         )
         self.plane: ControlPlane | None = None
         self.controller: RolloutController | None = None
-        self._control: object = None
+        self._control: ControlApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -60,26 +61,12 @@ class ModelportServer:
             elif path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif self._control is not None:
-                if self._too_large(scope):
-                    error = {
-                        "code": "payload_too_large",
-                        "message": f"request body exceeds {self.settings.max_body_bytes} bytes",
-                        "details": {},
-                    }
-                    await send_json(send, 413, {"error": error})
-                    return
-                await self._control(scope, receive, send)  # type: ignore[operator]
+                # The guard authenticates before reading the body, then bounds it.
+                await self._control(scope, receive, send)
             else:
                 await send_json(send, 503, {"error": "starting"})
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-
-    def _too_large(self, scope: Scope) -> bool:
-        # Artifacts stream to disk under their own limit; every other control call is small.
-        if scope["path"].startswith("/api/v1/artifacts"):
-            return False
-        declared = header(scope, b"content-length")
-        return declared is not None and int(declared) > self.settings.max_body_bytes
 
     async def startup(self) -> None:
         settings = self.settings

@@ -1,9 +1,16 @@
-"""The control-plane FastAPI app and its one error mapping."""
+"""The control-plane FastAPI app, its one error mapping, and the guard in front of it.
+
+The guard runs before FastAPI sees a request: it checks the admin token first, so no byte of
+an unauthenticated body is read, then bounds the body in size and time as it arrives
+(``BoundedReceive``). Small JSON bodies are read whole there, so a slow or oversized one is
+answered by the guard; artifact uploads stream through to their route under their own limits.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from modelport import __version__
 from modelport.control.controller import RolloutController
-from modelport.control.deps import AdminDep
+from modelport.control.deps import AdminDep, check_admin
 from modelport.control.plane import ControlPlane
 from modelport.control.routes import (
     apply,
@@ -24,11 +31,22 @@ from modelport.control.routes import (
     secrets,
     usage,
 )
-from modelport.core.errors import ModelportError
+from modelport.core.asgi import (
+    BoundedReceive,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    bearer_token,
+    header,
+)
+from modelport.core.errors import InvalidRequest, ModelportError, PayloadTooLarge
 
-__all__ = ["create_control_app"]
+__all__ = ["ControlApp", "create_control_app"]
 
 PREFIX = "/api/v1"
+_ARTIFACTS = f"{PREFIX}/artifacts"
+_CLOSE = (b"connection", b"close")
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -64,8 +82,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, code, str(exc.detail))
 
 
-def create_control_app(plane: ControlPlane, controller: RolloutController) -> FastAPI:
-    """The ``/api/v1`` app. Every route requires the admin token, the schema included."""
+def create_control_app(plane: ControlPlane, controller: RolloutController) -> ControlApp:
+    """The ``/api/v1`` app behind its guard. Every route requires the admin token, the schema
+    included."""
     app = FastAPI(
         title="Modelport control plane",
         version=__version__,
@@ -86,4 +105,107 @@ def create_control_app(plane: ControlPlane, controller: RolloutController) -> Fa
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
-    return app
+    return ControlApp(app, plane)
+
+
+class ControlApp:
+    """Authenticates, then bounds the request body, before the FastAPI app runs."""
+
+    def __init__(self, app: FastAPI, plane: ControlPlane) -> None:
+        self.app = app
+        self.plane = plane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = self.plane.settings
+        upload = scope["path"].startswith(_ARTIFACTS)
+        limit = settings.max_artifact_bytes if upload else settings.max_control_body_bytes
+        try:
+            if scope["path"].startswith(PREFIX):
+                check_admin(self.plane, bearer_token(scope))
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(_too_large(limit, upload))
+        except ModelportError as exc:
+            await _refuse(send, exc)  # before reading the body: the connection is closed
+            return
+        if upload:
+            # Streamed to disk by its route: the bound raises there, and the app's handler
+            # answers it; a long upload may take its time, but not pause for long.
+            bounded = BoundedReceive(
+                receive,
+                limit=limit,
+                timeout_s=settings.artifact_upload_timeout_s,
+                idle_s=settings.body_timeout_s,
+                advice="raise MODELPORT_MAX_ARTIFACT_BYTES",
+            )
+            await self.app(scope, bounded, _closing_after(bounded, send))
+            return
+        bounded = BoundedReceive(
+            receive,
+            limit=limit,
+            timeout_s=settings.body_timeout_s,
+            advice="raise MODELPORT_MAX_CONTROL_BODY_BYTES",
+        )
+        chunks = []
+        try:
+            while not bounded.done:
+                chunks.append((await bounded()).get("body", b""))
+        except ModelportError as exc:
+            await _refuse(send, exc)
+            return
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = header(scope, b"content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidRequest("Content-Length must be a number of bytes", field="content-length")
+    return int(value)
+
+
+def _too_large(limit: int, upload: bool) -> str:
+    setting = "MODELPORT_MAX_ARTIFACT_BYTES" if upload else "MODELPORT_MAX_CONTROL_BODY_BYTES"
+    return f"request body exceeds the limit of {limit} bytes: raise {setting}"
+
+
+async def _refuse(send: Send, exc: ModelportError) -> None:
+    # Part of the body may be unread: closing the connection stops the client from sending
+    # the rest, and a slow client from holding the connection.
+    body = orjson.dumps({"error": exc.to_dict()})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        _CLOSE,
+    ]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _closing_after(bounded: BoundedReceive, send: Send) -> Send:
+    """``send`` that closes the connection when the body was refused part-way."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start" and bounded.error is not None:
+            message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
+        await send(message)
+
+    return closing
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that gives the body already read, then passes through (disconnects)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from modelport.control.controller import RolloutController
 from modelport.control.plane import ControlPlane
+from modelport.core.asgi import bearer_token
 from modelport.core.errors import Unauthorized
 
-__all__ = ["AdminDep", "ControllerDep", "PlaneDep", "SessionDep"]
+__all__ = ["AdminDep", "ControllerDep", "PlaneDep", "SessionDep", "check_admin"]
 
 
 def _plane(request: Request) -> ControlPlane:
@@ -31,16 +32,22 @@ def _session(plane: Annotated[ControlPlane, Depends(_plane)]) -> Iterator[Sessio
         yield session
 
 
-def _admin(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) -> str:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+def check_admin(plane: ControlPlane, token: bytes | None) -> None:
+    """Raise ``Unauthorized`` unless ``token`` (from ``bearer_token``) is the admin token."""
+    if token is None:
         raise Unauthorized(
             "missing admin token: send 'Authorization: Bearer <token>' with the token from "
             "$MODELPORT_HOME/admin-token"
         )
-    if not plane.is_admin(token.strip()):
+    # latin-1 maps every byte to one character, as Starlette decodes headers.
+    if not plane.is_admin(token.decode("latin-1")):
         raise Unauthorized("invalid admin token")
+
+
+def _admin(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) -> str:
+    # The ASGI guard in app.py already checked this before reading the body; checking again
+    # keeps every route safe when the app is mounted without it (as in unit tests).
+    check_admin(plane, bearer_token(request.scope))
     return "admin"
 
 
