@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ from typer.testing import CliRunner
 from modelport.cli import app
 from modelport.client import Client
 from modelport.demo import build_demo
-from tests.integration.conftest import RunningServer, free_port
+from tests.integration.conftest import (
+    BREAST_CANCER_ONLY,
+    RunningServer,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +157,77 @@ def test_apply_diff_and_steer_a_rollout(cli, admin: Client, tmp_path: Path) -> N
     assert missing.exit_code == 2 and "does not exist" in missing.output
     admin.delete_endpoint("cli-roll")
     admin.delete_model("cli-roll")
+
+
+CRASHES = """
+class Scorer:
+    def __init__(self):
+        raise RuntimeError("this version cannot load its weights")
+"""
+GOOD = """
+class Scorer:
+    def predict(self, inputs):
+        return {"score": inputs["features"].sum(axis=1)}
+"""
+SIGNATURE = {
+    "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 3]}],
+    "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
+}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own, with one demo endpoint: fast to start."""
+    env = {**BREAST_CANCER_ONLY, "MODELPORT_ROLLOUT_TICK_S": "0.1"}
+    running = start_server(tmp_path_factory.mktemp("cli-wait") / "home", "--demo", env=env)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def test_apply_wait_returns_once_the_endpoint_serves(small: RunningServer, tmp_path: Path) -> None:
+    with small.client() as admin:
+        digest = admin.get_model("breast-cancer")["versions"][0]["artifact_digest"]
+        admin.create_model("waited", "tabular")
+        admin.create_version("waited", "onnx", artifact_digest=digest)
+        key = str(admin.create_key("default", "wait")["key"])
+    intent = tmp_path / "modelport.yaml"
+    intent.write_text("endpoint: waited\ntask: tabular\nmodel: waited:1\n")
+    args = ["--url", small.url, "--token", small.admin_token]
+    done = runner.invoke(app, ["apply", "-f", str(intent), "--wait", "--timeout", "120", *args])
+    assert done.exit_code == 0, done.output
+    assert "endpoint 'waited' serves r1" in done.output
+    with Client(small.url, key) as data:  # at once: no 503 while a replica starts
+        assert data.infer("waited", {"input": [[1.0] * 30]})["label"].shape == (1,)
+
+
+def test_apply_wait_exits_non_zero_naming_why_a_rollout_was_rolled_back(
+    small: RunningServer, tmp_path: Path
+) -> None:
+    with small.client() as admin:
+        admin.create_model("fragile", "custom")
+        for number, code in enumerate((GOOD, CRASHES), start=1):
+            directory = tmp_path / f"v{number}"
+            directory.mkdir()
+            (directory / "model.py").write_text(code)
+            admin.create_version(
+                "fragile",
+                "python",
+                artifact_path=str(directory),
+                runtime_options={"class": "model:Scorer"},
+                signature=SIGNATURE,
+            )
+    intent = tmp_path / "modelport.yaml"
+    intent.write_text("endpoint: fragile\ntask: custom\nmodel: fragile:1\n")
+    args = ["--url", small.url, "--token", small.admin_token]
+    first = runner.invoke(app, ["apply", "-f", str(intent), "--wait", *args])
+    assert first.exit_code == 0, first.output
+    intent.write_text(intent.read_text().replace("fragile:1", "fragile:2"))
+    rolled = runner.invoke(app, ["apply", "-f", str(intent), "--wait", "--timeout", "120", *args])
+    assert rolled.exit_code == 3, rolled.output
+    assert "rolled back" in rolled.output and "cannot load its weights" in rolled.output
+    short = runner.invoke(app, ["apply", "-f", str(intent), "--wait", "--timeout", "0", *args])
+    assert short.exit_code == 4 and "timed out" in short.output, short.output
+    with small.client() as admin:
+        admin.rollout_action("fragile", "abort")

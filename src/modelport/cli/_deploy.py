@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli._common import AsJson, Token, Url, _client, _print, out
+from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
+from modelport.client import ModelportClientError
 
 __all__ = ["apply", "diff", "rollout_app"]
 
@@ -42,8 +43,15 @@ def _show_changes(result: dict[str, Any], as_json: bool) -> None:
 def apply(
     file: IntentFile,
     wait: Annotated[
-        bool, typer.Option(help="Wait for the rollout to be promoted or rolled back.")
+        bool,
+        typer.Option(
+            help="Wait until the endpoint serves what the file says (a new revision promoted); "
+            "exit 3 if it is rolled back or fails, 4 on timeout."
+        ),
     ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="With --wait: seconds to wait before giving up.", min=0)
+    ] = 600.0,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
@@ -52,11 +60,23 @@ def apply(
     with _client(url, token) as client:
         result = client.apply(file)
         _show_changes(result, as_json)
-        if wait and result["action"] == "rollout":
-            rollout = client.wait_rollout(result["endpoint"], _FINAL, timeout=24 * 3600)
-            out.print(f"rollout {rollout['state']}: {rollout['reason']}", highlight=False)
-            if rollout["state"] != "promoted":
-                raise typer.Exit(3)
+        if not wait:
+            return
+        try:
+            endpoint = client.wait_applied(result, timeout=timeout)
+        except TimeoutError as exc:
+            err.print(f"[red]timed out[/red] {exc}", highlight=False)
+            raise typer.Exit(4) from None
+        except ModelportClientError as exc:
+            if exc.code not in ("rollout_rolled_back", "rollout_aborted", "endpoint_failed"):
+                raise
+            err.print(f"[red]{exc.message}[/red]", highlight=False)
+            raise typer.Exit(3) from None
+        if not as_json:
+            out.print(
+                f"endpoint '{endpoint['name']}' serves {endpoint['stable_revision']}",
+                highlight=False,
+            )
 
 
 def diff(file: IntentFile, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:

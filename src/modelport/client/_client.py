@@ -258,6 +258,44 @@ class Client:
                 raise TimeoutError(f"rollout of {endpoint!r} still {rollout['state']}: {rollout}")
             time.sleep(0.2)
 
+    def wait_applied(self, result: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+        """After ``apply``: wait until the endpoint serves what was applied (its rollout
+        promoted, a ready replica of the serving revision routed) and return the endpoint.
+
+        Raises ``ModelportClientError`` naming the reason when the rollout is rolled back or
+        aborted, or the endpoint keeps failing; ``TimeoutError`` after ``timeout`` seconds."""
+        name = result["endpoint"]
+        deadline = time.monotonic() + timeout
+        if result["action"] == "rollout":
+            while True:
+                rollout = self.rollout(name)
+                state = rollout["state"]
+                if state == "promoted":
+                    break
+                if state in ("rolled_back", "aborted"):
+                    raise ModelportClientError(
+                        409,
+                        f"rollout_{state}",
+                        f"rollout of {name!r} ({rollout['from_revision']} -> "
+                        f"{rollout['to_revision']}) {state.replace('_', ' ')}: "
+                        f"{rollout['reason']}",
+                    )
+                if time.monotonic() > deadline:
+                    waiting = (
+                        " (waiting for 'modelport rollout promote')" if state == "paused" else ""
+                    )
+                    raise TimeoutError(
+                        f"rollout of {name!r} still {state}{waiting} after {timeout:g} s"
+                    )
+                time.sleep(0.2)
+        try:
+            return self.wait_ready(name, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            endpoint = self.get_endpoint(name)
+            raise TimeoutError(
+                f"endpoint {name!r} still {endpoint['status']} after {timeout:g} s"
+            ) from None
+
     def create_key(self, project: str, name: str) -> dict[str, Any]:
         return self._object("POST", "/api/v1/keys", json={"project": project, "name": name})
 
