@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
+from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaLaunch, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.core.signature import Signature
 from modelport.gateway.upstream import UpstreamError, UpstreamPool
@@ -146,19 +146,27 @@ class Processes:
         self._running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
+        stdin: bytes | None = None,
     ) -> subprocess.Popen[bytes]:
         with self.log(name).open("ab") as log:
             process = subprocess.Popen(
                 argv,
                 env=env,
                 pass_fds=pass_fds,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self._running.append((name, process))
+        if stdin is not None and process.stdin is not None:
+            with process.stdin:  # a worker reads its launch from stdin, as the backend writes it
+                process.stdin.write(stdin)
         return process
 
     def log(self, name: str) -> Path:
@@ -245,15 +253,13 @@ def _start_worker(
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         sock.set_inheritable(True)
-        env = {
-            **_base_env(),
-            "MODELPORT_WORKER_SPEC": spec.model_dump_json(),
-            "MODELPORT_WORKER_TOKEN": token,
-            "MODELPORT_WORKER_FD": str(sock.fileno()),
-            "MODELPORT_LOG_LEVEL": "warning",
-        }
+        launch = ReplicaLaunch(spec=spec, token=token, fd=sock.fileno(), log_level="warning")
         worker = processes.start(
-            "worker", [sys.executable, "-m", "modelport.worker"], env, (sock.fileno(),)
+            "worker",
+            [sys.executable, "-m", "modelport.worker"],
+            _base_env(),
+            (sock.fileno(),),
+            stdin=launch.model_dump_json().encode(),
         )
         port = int(sock.getsockname()[1])
     # Our copy of the listening socket is closed; the worker holds its own.

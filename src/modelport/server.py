@@ -79,6 +79,7 @@ class ModelportServer:
             health_interval_s=settings.health_interval_s,
             health_timeout_s=settings.health_timeout_s,
             start_timeout_s=settings.worker_start_timeout_s,
+            busy_grace_s=settings.replica_busy_grace_s,
             log_level=settings.log_level,
         )
         self.plane = ControlPlane(

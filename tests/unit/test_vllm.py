@@ -41,8 +41,6 @@ def test_vllm_serve_command(tmp_path: Path) -> None:
         "41000",
         "--served-model-name",
         "support-chat",
-        "--api-key",
-        "s3cret",
         "--disable-log-requests",
         "--max-model-len",
         "8192",
@@ -51,8 +49,20 @@ def test_vllm_serve_command(tmp_path: Path) -> None:
         "--seed",
         "1",
     ]
+    assert "s3cret" not in " ".join(command)  # argv is readable by every local user
     assert vllm.readiness_path == "/health"
     assert "vllm" in EXTERNAL_SERVERS
+
+
+def test_vllm_gets_its_api_key_by_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vllm = runtime_class("vllm")
+    monkeypatch.setenv("HF_HOME", "/models/hf")
+    monkeypatch.setenv("VLLM_API_KEY", "the-servers-own")
+    monkeypatch.setenv("MODELPORT_DATABASE_URL", "postgresql://u:password@db/modelport")
+    env = vllm.replica_environment(_spec(tmp_path), "s3cret")
+    assert env == {"VLLM_API_KEY": "s3cret", "HF_HOME": "/models/hf"}
 
 
 def test_vllm_artifact_and_options_are_checked(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The local backend: each replica is a separate worker process on this machine.
 
 The supervisor owns each replica's listening socket and hands it to the worker by file
-descriptor, so a restarted worker keeps its address. It probes readiness, gates traffic on
-it, restarts crashed or hung workers with exponential backoff, and drains on stop.
+descriptor, so a restarted worker keeps its address. Every replica has a supervision loop of
+its own: it starts the worker (and backs off when it cannot), probes readiness, gates traffic
+on it, restarts a crashed or hung worker, and drains it on stop. One replica that cannot even
+be spawned, or that hangs its probes, therefore never holds up another's.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import sys
 import time
 from asyncio.subprocess import Process
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.backends.base import Backend, ReplicaStatus
+from modelport.backends.environment import minimal_environment
 from modelport.core.enums import ReplicaState
-from modelport.core.replica import ReplicaSpec
+from modelport.core.replica import ReplicaLaunch, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.runtimes import ModelRuntime, runtime_class
 from modelport.runtimes.registry import EXTERNAL_SERVERS
@@ -33,6 +37,16 @@ log = logging.getLogger("modelport.backends.local")
 
 _UNHEALTHY_AFTER = 3  # failed probes in a row before a ready replica stops getting traffic
 _MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    interval_s: float  # between probes
+    probe_timeout_s: float
+    start_timeout_s: float  # from spawn to ready
+    drain_timeout_s: float  # from SIGTERM to SIGKILL
+    busy_grace_s: float  # how long a replica may miss probes while it computes
+    log_level: str
 
 
 async def _probe(upstream: Upstream, path: str, limit_s: float) -> bool:
@@ -50,6 +64,16 @@ async def _probe(upstream: Upstream, path: str, limit_s: float) -> bool:
         return False
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a process (all its threads) has used, or None where /proc cannot tell."""
+    try:
+        # proc(5): utime and stime are fields 14 and 15; the name (field 2) may hold spaces.
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _tail(path: Path, lines: int = 5) -> str | None:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -60,94 +84,206 @@ def _tail(path: Path, lines: int = 5) -> str | None:
 
 class _Replica:
     def __init__(
-        self, spec: ReplicaSpec, index: int, token: bytes, log_path: Path, log_level: str
+        self,
+        spec: ReplicaSpec,
+        index: int,
+        token: bytes,
+        log_path: Path,
+        policy: _Policy,
+        publish: Callable[[], None],
     ) -> None:
         self.spec = spec
         self.index = index
         self._token = token
         self._log_path = log_path
-        self._log_level = log_level
+        self._policy = policy
+        self._publish = publish  # tells the backend that this replica's readiness may differ
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1024)
         self.sock.set_inheritable(True)
         self.upstream = Upstream("127.0.0.1", self.sock.getsockname()[1])
+        self._external = spec.runtime in EXTERNAL_SERVERS
         self.readiness_path = (
             runtime_class(spec.runtime).readiness_path
-            if spec.runtime in EXTERNAL_SERVERS
+            if self._external
             else ModelRuntime.readiness_path
         )
         self.process: Process | None = None
+        self._loop: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.state = ReplicaState.STARTING
         self.restarts = 0
         self.failures = 0
         self.started_at = 0.0
         self.next_start_at = 0.0
         self.last_error: str | None = None
+        self._kill_reason: str | None = None
+        self._cpu: float | None = None  # CPU seconds at the last probe
+        self._busy_since: float | None = None
 
-    async def launch(self, on_exit: Callable[[_Replica], None]) -> None:
-        env = dict(os.environ)
-        env.update(
-            MODELPORT_WORKER_SPEC=self.spec.model_dump_json(),
-            MODELPORT_WORKER_TOKEN=self._token.decode(),
-            MODELPORT_WORKER_FD=str(self.sock.fileno()),
-            MODELPORT_LOG_LEVEL=self._log_level,
-        )
+    @property
+    def name(self) -> str:
+        return f"{self.spec.group}/{self.index}"
+
+    def start(self) -> None:
+        """Begin this replica's own supervision loop."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._supervise(), name=f"replica {self.name}")
+
+    async def _supervise(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._step(time.monotonic())
+                self._publish()
+            except Exception:  # the loop must outlive any error of its replica
+                log.exception("supervising replica %s failed", self.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._policy.interval_s)
+
+    async def _step(self, now: float) -> None:
+        if self.process is None:
+            if now >= self.next_start_at:
+                try:
+                    await self._launch()
+                except Exception as exc:  # say why, back off, and try again
+                    self._failed(f"could not start: {type(exc).__name__}: {exc}", now)
+        elif self.process.returncode is None:
+            healthy = await _probe(self.upstream, self.readiness_path, self._policy.probe_timeout_s)
+            self._judge(healthy, time.monotonic())
+
+    async def _launch(self) -> None:
+        token = self._token.decode()
         command = [sys.executable, "-m", "modelport.worker"]
+        extra: dict[str, str] = {}
+        launch: bytes | None = None
         external = None
-        if self.spec.runtime in EXTERNAL_SERVERS:
-            external = runtime_class(self.spec.runtime).replica_command(
-                self.spec, self.upstream.host, self.upstream.port, self._token.decode()
+        if self._external:
+            runtime = runtime_class(self.spec.runtime)
+            external = runtime.replica_command(
+                self.spec, self.upstream.host, self.upstream.port, token
             )
+            extra = runtime.replica_environment(self.spec, token)
         if external is not None:
             # An external server binds its own port: free ours for it (same number).
             self.sock.close()
             command = external
-        with self._log_path.open("ab") as log_file:
-            self.process = await asyncio.create_subprocess_exec(
-                *command,
-                env=env,
-                pass_fds=(self.sock.fileno(),) if external is None else (),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal is the server's to handle
+        else:
+            launch = (
+                ReplicaLaunch(
+                    spec=self.spec,
+                    token=token,
+                    fd=self.sock.fileno(),
+                    log_level=self._policy.log_level,
+                )
+                .model_dump_json()
+                .encode()
             )
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("ab") as log_file:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    env=minimal_environment(os.environ, extra=extra),
+                    pass_fds=(self.sock.fileno(),) if launch is not None else (),
+                    stdin=subprocess.PIPE if launch is not None else subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C in the terminal is the server's to handle
+                )
+            except OSError as exc:  # name the program: asyncio's error does not
+                raise OSError(exc.errno, f"cannot run {command[0]!r}: {exc.strerror}") from exc
+        self.process = process
         self.state = ReplicaState.STARTING
         self.started_at = time.monotonic()
-        self._watcher = asyncio.create_task(self._watch(self.process, on_exit))
-        log.info("started replica %s/%d pid %d", self.spec.group, self.index, self.process.pid)
+        self._kill_reason = None
+        self._cpu = self._busy_since = None
+        self._watcher = asyncio.create_task(self._watch(process, launch))
+        log.info("started replica %s pid %d", self.name, process.pid)
 
-    async def _watch(self, process: Process, on_exit: Callable[[_Replica], None]) -> None:
+    async def _watch(self, process: Process, launch: bytes | None) -> None:
+        if launch is not None and process.stdin is not None:
+            try:  # the pipe holds 64 KB: write while the worker reads
+                process.stdin.write(launch)
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it exited before reading: the wait below reports why
+            finally:
+                process.stdin.close()
         # Waiting on the process (not polling) takes a crashed replica out of routing at once.
         await process.wait()
         if self.process is process:
-            self.crashed(time.monotonic())
-            on_exit(self)
+            code = process.returncode
+            reason = self._kill_reason or f"exited with code {code}"
+            self.process = None
+            self._failed(f"{reason}: {_tail(self._log_path) or 'no output'}", time.monotonic())
+            self._publish()
+            self._wake.set()
 
-    def crashed(self, now: float) -> None:
-        code = self.process.returncode if self.process else None
-        self.last_error = f"exited with code {code}: {_tail(self._log_path) or 'no output'}"
-        self.process = None
+    def _failed(self, error: str, now: float) -> None:
+        self.last_error = error
         self.restarts += 1
         self.state = ReplicaState.RESTARTING
         self.next_start_at = now + min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self.restarts - 1, 6))
-        log.warning("replica %s/%d %s", self.spec.group, self.index, self.last_error)
+        log.warning("replica %s %s", self.name, error)
 
-    def kill(self) -> None:
+    def _judge(self, healthy: bool, now: float) -> None:
+        if self.process is None:  # stopped or exited while the probe ran
+            return
+        cpu = _cpu_seconds(self.process.pid)
+        working = cpu is not None and self._cpu is not None and cpu > self._cpu
+        self._cpu = cpu
+        if healthy:
+            self.state = ReplicaState.READY
+            self.failures = 0
+            self._busy_since = None
+            return
+        if self.state == ReplicaState.STARTING:
+            if now - self.started_at > self._policy.start_timeout_s:
+                self._kill(f"not ready within {self._policy.start_timeout_s:g} s")
+            return
+        if working:
+            # Alive and computing (native code holding the GIL through a long request, say):
+            # its requests wait in its queue, and a restart would lose them and the model's
+            # load time. Bounded all the same: a replica spinning forever is hung.
+            self._busy_since = self._busy_since or now
+            if now - self._busy_since > self._policy.busy_grace_s:
+                self._kill(
+                    f"busy without answering its health probe for over "
+                    f"{self._policy.busy_grace_s:g} s"
+                )
+            return
+        self._busy_since = None
+        self.failures += 1
+        if self.failures >= _UNHEALTHY_AFTER:
+            self.state = ReplicaState.UNHEALTHY
+        if self.failures >= 2 * _UNHEALTHY_AFTER:
+            self._kill(f"idle and not answering {self.failures} health probes in a row")
+
+    def _kill(self, reason: str) -> None:
+        """SIGKILL a hung worker; its watcher records the exit and schedules the restart."""
         if self.process and self.process.returncode is None:
+            log.warning("killing replica %s: %s", self.name, reason)
+            self._kill_reason = f"killed ({reason})"
             self.process.kill()
 
     async def stop(self, grace_s: float) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
         process, self.process = self.process, None
         self.state = ReplicaState.STOPPED
         if process and process.returncode is None:
-            process.send_signal(signal.SIGTERM)  # uvicorn finishes in-flight requests
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)  # uvicorn finishes in-flight requests
             try:
                 await asyncio.wait_for(process.wait(), grace_s)
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
                 await process.wait()
         self.sock.close()
 
@@ -173,38 +309,45 @@ class LocalBackend(Backend):
         health_timeout_s: float = 5.0,
         start_timeout_s: float = 120.0,
         drain_timeout_s: float = 15.0,
+        busy_grace_s: float = 300.0,
         log_level: str = "info",
     ) -> None:
         self._logs_dir = logs_dir
-        self._interval = health_interval_s
-        self._probe_timeout = health_timeout_s
-        self._start_timeout = start_timeout_s
-        self._drain_timeout = drain_timeout_s
-        self._log_level = log_level
+        self._policy = _Policy(
+            interval_s=health_interval_s,
+            probe_timeout_s=health_timeout_s,
+            start_timeout_s=start_timeout_s,
+            drain_timeout_s=drain_timeout_s,
+            busy_grace_s=busy_grace_s,
+            log_level=log_level,
+        )
         self._replicas: dict[str, list[_Replica]] = {}
         self._ready: dict[str, tuple[Upstream, ...]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._started = False
 
     async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
         group = spec.group
         old = self._replicas.get(group, [])
         if old and old[0].spec == spec and len(old) == replicas:
             return
-        self._logs_dir.mkdir(parents=True, exist_ok=True)
-        self._replicas[group] = [
-            _Replica(spec, i, token, self._logs_dir / f"{group}-{i}.log", self._log_level)
+
+        def publish() -> None:
+            self._publish(group)
+
+        self._replicas[group] = new = [
+            _Replica(spec, i, token, self._logs_dir / f"{group}-{i}.log", self._policy, publish)
             for i in range(replicas)
         ]
         self._publish(group)
-        for replica in old:
-            await replica.stop(self._drain_timeout)
-        self._wake.set()
+        await self._stop(old)
+        if self._started:
+            for replica in new:
+                replica.start()
 
     async def remove(self, group: str) -> None:
         replicas = self._replicas.pop(group, [])
         self._publish(group)
-        await asyncio.gather(*(r.stop(self._drain_timeout) for r in replicas))
+        await self._stop(replicas)
 
     def ready(self, group: str) -> tuple[Upstream, ...]:
         return self._ready.get(group, ())
@@ -213,15 +356,24 @@ class LocalBackend(Backend):
         return [replica.status() for replica in self._replicas.get(group, [])]
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._supervise(), name="modelport-supervisor")
+        self._started = True
+        for replicas in self._replicas.values():
+            for replica in replicas:
+                replica.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._started = False
         groups = list(self._replicas)
         await asyncio.gather(*(self.remove(group) for group in groups))
+
+    async def _stop(self, replicas: list[_Replica]) -> None:
+        # Stopping one replica fails on its own; the others still stop.
+        results = await asyncio.gather(
+            *(r.stop(self._policy.drain_timeout_s) for r in replicas), return_exceptions=True
+        )
+        for replica, result in zip(replicas, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("stopping replica %s failed: %r", replica.name, result)
 
     def _publish(self, group: str) -> None:
         ready = tuple(
@@ -230,52 +382,3 @@ class LocalBackend(Backend):
         if ready != self._ready.get(group, ()):
             self._ready[group] = ready
             self.on_change()
-
-    async def _supervise(self) -> None:
-        while True:
-            try:
-                await self._check_all()
-            except Exception:  # the supervisor must outlive any one bad replica
-                log.exception("supervisor pass failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-
-    async def _check_all(self) -> None:
-        now = time.monotonic()
-        probes: list[tuple[_Replica, asyncio.Task[bool]]] = []
-        for replicas in list(self._replicas.values()):
-            for replica in replicas:
-                if replica.process is None:
-                    if now >= replica.next_start_at:
-                        await replica.launch(self._exited)
-                elif replica.process.returncode is None:
-                    probe = _probe(replica.upstream, replica.readiness_path, self._probe_timeout)
-                    task = asyncio.create_task(probe)
-                    probes.append((replica, task))
-        for replica, task in probes:
-            self._judge(replica, await task, now)
-        for group in list(self._replicas):
-            self._publish(group)
-
-    def _exited(self, replica: _Replica) -> None:
-        self._publish(replica.spec.group)
-        self._wake.set()
-
-    def _judge(self, replica: _Replica, healthy: bool, now: float) -> None:
-        if replica.process is None:  # stopped while the probe ran
-            return
-        if healthy:
-            replica.state = ReplicaState.READY
-            replica.failures = 0
-            return
-        if replica.state == ReplicaState.STARTING:
-            if now - replica.started_at > self._start_timeout:
-                log.warning("replica %s/%d not ready in time", replica.spec.group, replica.index)
-                replica.kill()  # the watcher records the exit and schedules the restart
-            return
-        replica.failures += 1
-        if replica.failures >= _UNHEALTHY_AFTER:
-            replica.state = ReplicaState.UNHEALTHY
-        if replica.failures >= 2 * _UNHEALTHY_AFTER:  # hung: the watcher restarts it
-            replica.kill()

@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest inference request body."
     )
+    max_request_rows: int = Field(
+        default=10_000, ge=1, description="Most rows (or images) in one V2 inference request."
+    )
+    max_tensor_elements: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Most elements in one V2 input tensor."
+    )
+    max_image_pixels: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Most pixels (width x height) in one image given to a vision model.",
+    )
     max_artifact_bytes: int = Field(
         default=4 * 1024 * 1024 * 1024, ge=1024, description="Largest artifact upload."
     )
@@ -31,27 +42,38 @@ class Settings(BaseSettings):
     health_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a busy replica may take to answer a probe."
     )
-    upstream_timeout_s: float = Field(default=60.0, gt=0)
+    upstream_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request's deadline: queueing, retries and fallbacks included. Clients "
+        "may ask for less with the X-Modelport-Timeout header.",
+    )
+    stream_chunk_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between two chunks of a stream."
+    )
+    upstream_max_connections: int = Field(
+        default=256, ge=1, description="Requests in flight to one replica or external server."
+    )
+    upstream_idle_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Idle pooled connections are closed after this; keep it below the "
+        "upstreams' keep-alive timeout (uvicorn: 5 s).",
+    )
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest answer read from an upstream."
+    )
+    allow_internal_upstreams: bool = Field(
+        default=False,
+        description="Let external endpoints' URLs point at link-local or cloud-metadata "
+        "addresses, or at Modelport's own address.",
+    )
     rollout_tick_s: float = Field(
         default=0.5, gt=0, le=60, description="How often rollouts in progress are judged."
     )
     log_level: str = Field(default="info")
     demo_models: str = Field(
         default="", description="Comma-separated demos for 'serve --demo'; empty: all of them."
-    )
-    max_prompt_tokens: int = Field(
-        default=0,
-        ge=0,
-        description="Most tokens in one chat or completion prompt (400 beyond it); 0: as many "
-        "as the model's context holds.",
-    )
-    max_embedding_inputs: int = Field(
-        default=2048, ge=1, description="Most texts in one embeddings request (400 beyond it)."
-    )
-    max_embedding_chars: int = Field(
-        default=1_000_000,
-        ge=1,
-        description="Most characters, all texts together, in one embeddings request.",
     )
     max_control_body_bytes: int = Field(
         default=1024 * 1024,
@@ -75,6 +97,31 @@ class Settings(BaseSettings):
         description="Directories, separated by ':', that a version's artifact_path may name "
         "files in. Unset: the directory the server starts in. Empty: none (upload instead). "
         "The server's home is never readable, except its demo directory.",
+    )
+    max_audio_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest recording one transcription request may hold (413 beyond it).",
+    )
+    max_prompt_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Most tokens in one chat or completion prompt (400 beyond it); 0: as many "
+        "as the model's context holds.",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048, ge=1, description="Most texts in one embeddings request (400 beyond it)."
+    )
+    max_embedding_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most characters, all texts together, in one embeddings request.",
+    )
+    replica_busy_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a replica that computes (its CPU time grows) may miss health "
+        "probes before it is restarted as hung. An idle one is restarted after 6 misses.",
     )
 
     @field_validator("home")

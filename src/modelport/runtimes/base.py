@@ -33,6 +33,8 @@ class RuntimeSettings(BaseModel):
     artifact_dir: Path
     signature: Signature = Field(default_factory=Signature)
     options: dict[str, Any] = Field(default_factory=dict)
+    max_image_pixels: int = Field(default=16 * 1024 * 1024, ge=1)  # decompression-bomb cap
+    max_audio_seconds: float = Field(default=300.0, gt=0)  # longest recording to transcribe
 
 
 class ModelRuntime(ABC):
@@ -65,6 +67,12 @@ class ModelRuntime(ABC):
         """A command that *is* the replica (an external server such as vLLM), or None for a
         Modelport worker process."""
         return None
+
+    @classmethod
+    def replica_environment(cls, spec: ReplicaSpec, token: str) -> dict[str, str]:
+        """Environment variables an external server needs besides the minimal ones every
+        replica gets. Its secrets go here: a command line is readable by every local user."""
+        return {}
 
     @abstractmethod
     async def load(self) -> None:

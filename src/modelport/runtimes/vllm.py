@@ -6,10 +6,12 @@ like any other replica. It cannot run on a CPU-only machine; the command line is
 
 Options map to ``vllm serve`` flags: ``max_model_len``, ``gpu_memory_utilization``,
 ``tensor_parallel_size``, ``dtype``, ``quantization``, and ``extra_args`` (a list, verbatim).
+The API key that the gateway sends reaches vLLM through ``VLLM_API_KEY``, never argv.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,11 @@ _FLAGS = (
     "dtype",
     "quantization",
 )
+
+
+# What vLLM and the libraries under it read from the environment (its own settings, the
+# Hugging Face cache, GPU and collective-communication settings).
+_ENVIRONMENT_PREFIXES = ("VLLM_", "HF_", "CUDA_", "NCCL_", "TORCH_", "TRITON_")
 
 
 class VllmRuntime(ModelRuntime):
@@ -55,8 +62,6 @@ class VllmRuntime(ModelRuntime):
             str(port),
             "--served-model-name",
             spec.endpoint,
-            "--api-key",
-            token,  # the gateway sends it as a bearer token; clients never see it
             "--disable-log-requests",
         ]
         for name in _FLAGS:
@@ -66,6 +71,17 @@ class VllmRuntime(ModelRuntime):
         if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
             raise InvalidRequest("runtime option extra_args must be a list of strings")
         return command + extra
+
+    @classmethod
+    def replica_environment(cls, spec: ReplicaSpec, token: str) -> dict[str, str]:
+        # The gateway sends the token as a bearer key; clients never see it. vLLM reads it
+        # from its environment, which (unlike its command line) other local users cannot read.
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith(_ENVIRONMENT_PREFIXES) and name != "VLLM_API_KEY"
+        }
+        return {**env, "VLLM_API_KEY": token}
 
     async def load(self) -> None:
         raise RuntimeError("vllm replicas run 'vllm serve', not a Modelport worker")

@@ -1,6 +1,8 @@
 """``python -m modelport.worker``: run one replica on a listening socket handed over by fd.
 
-The supervisor owns the listening socket and passes it in (``MODELPORT_WORKER_FD``), so the
+The supervisor writes a ``ReplicaLaunch`` (the spec, the endpoint's secret, the socket's fd)
+as JSON to the worker's standard input: options of any size fit, and nothing of it shows in
+``/proc/<pid>/cmdline`` or ``environ``. It owns the listening socket and passes it in, so the
 address stays the same across restarts and no port is ever raced for.
 """
 
@@ -10,29 +12,32 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 
 import uvicorn
 
-from modelport.core.replica import ReplicaSpec
+from modelport.core.replica import ReplicaLaunch
 from modelport.worker.app import WorkerApp
 
 
 def main() -> None:
+    launch = ReplicaLaunch.model_validate_json(sys.stdin.buffer.read())
+    # Model code has no business with the supervisor's pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     logging.basicConfig(
-        level=os.environ.get("MODELPORT_LOG_LEVEL", "info").upper(),
+        level=launch.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    spec = ReplicaSpec.model_validate_json(os.environ["MODELPORT_WORKER_SPEC"])
-    # Read once, then drop it from the environment so that model code cannot see it.
-    token = os.environ.pop("MODELPORT_WORKER_TOKEN")
-    sock = socket.socket(fileno=int(os.environ["MODELPORT_WORKER_FD"]))
+    sock = socket.socket(fileno=launch.fd)
     config = uvicorn.Config(
-        WorkerApp(spec, token),
+        WorkerApp(launch.spec, launch.token),
         loop="uvloop",
         http="httptools",
         lifespan="on",
         access_log=False,
-        log_level=os.environ.get("MODELPORT_LOG_LEVEL", "info"),
+        log_level=launch.log_level,
         timeout_graceful_shutdown=10,
     )
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

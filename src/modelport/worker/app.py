@@ -59,6 +59,8 @@ class WorkerApp:
                     artifact_dir=self.spec.artifact_dir,
                     signature=self.spec.signature,
                     options=self.spec.options,
+                    max_image_pixels=self.spec.max_image_pixels,
+                    max_audio_seconds=self.spec.max_audio_seconds,
                 )
             )
             await runtime.load()
