@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, RolloutController, create_control_app, registry
@@ -450,3 +451,45 @@ async def test_slow_undo_does_not_delay_another_endpoints_automatic_rollback(
 
 async def _true(value: Any) -> bool:
     return bool(value)
+
+
+# -- no blocking I/O on the loop ---------------------------------------------------------------
+
+
+async def test_a_slow_database_never_stalls_the_loop(stack: Stack) -> None:
+    """Every statement takes 200 ms; the API calls that write (apply, keys, steering, uploads)
+    take longer, but the loop the gateway shares keeps ticking."""
+    await serving_endpoint(stack, "ep")
+
+    def slow(*_: Any) -> None:
+        time.sleep(0.2)
+
+    event.listen(stack.plane.db.engine, "before_cursor_execute", slow)
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    watch = asyncio.create_task(ticker())
+    try:
+        key = await stack.api.post("/api/v1/keys", json={"project": "p", "name": "slow-db"})
+        assert key.status_code == 201, key.text
+        revoked = await stack.api.delete(f"/api/v1/keys/{key.json()['id']}")
+        assert revoked.status_code == 200, revoked.text
+        assert (await stack.apply(intent("ep", 2, HOLD))).status_code == 200
+        assert (await stack.steer("ep", "abort")).status_code == 200
+        upload = await stack.api.post(
+            "/api/v1/artifacts", params={"filename": "blob.bin"}, content=b"x" * (3 << 20)
+        )
+        assert upload.status_code == 201, upload.text
+    finally:
+        event.remove(stack.plane.db.engine, "before_cursor_execute", slow)
+        stop.set()
+        await watch
+    assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"

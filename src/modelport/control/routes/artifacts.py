@@ -12,6 +12,8 @@ from modelport.core.errors import InvalidRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 
+_FLUSH_BYTES = 1024 * 1024
+
 
 @router.post("", status_code=201)
 async def upload_artifact(
@@ -21,15 +23,22 @@ async def upload_artifact(
     limit = plane.settings.max_artifact_bytes
     upload = plane.artifacts.upload_file()
     size = 0
+    pending = bytearray()
     try:
         with upload.open("wb") as handle:
+            # File writes block: they go to a thread, a MiB at a time, never on the loop
+            # that the gateway shares.
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(
                         f"artifact exceeds {limit} bytes: raise MODELPORT_MAX_ARTIFACT_BYTES"
                     )
-                handle.write(chunk)
+                pending += chunk
+                if len(pending) >= _FLUSH_BYTES:
+                    await asyncio.to_thread(handle.write, bytes(pending))
+                    pending.clear()
+            await asyncio.to_thread(handle.write, bytes(pending))
         if size == 0:
             raise InvalidRequest("artifact upload is empty")
     except BaseException:

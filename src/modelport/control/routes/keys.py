@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from modelport.control import keys as service
@@ -13,9 +15,13 @@ router = APIRouter(prefix="/keys", tags=["keys"])
 
 @router.post("", status_code=201)
 async def create_key(body: KeyCreate, plane: PlaneDep, _: AdminDep) -> KeyCreated:
-    with plane.db.session() as session:
-        row, key = service.create_key(session, project=body.project, name=body.name)
-        created = KeyCreated(key=key, **service.key_public(row).model_dump())
+    # The database is blocking I/O: in a thread, never on the loop the gateway shares.
+    def create() -> KeyCreated:
+        with plane.db.session() as session:
+            row, key = service.create_key(session, project=body.project, name=body.name)
+            return KeyCreated(key=key, **service.key_public(row).model_dump())
+
+    created = await asyncio.to_thread(create)
     await plane.refresh_keys()
     return created
 
@@ -27,7 +33,10 @@ def list_keys(session: SessionDep, _: AdminDep) -> list[KeyPublic]:
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, plane: PlaneDep, _: AdminDep) -> KeyPublic:
-    with plane.db.session() as session:
-        revoked = service.key_public(service.revoke_key(session, key_id))
+    def revoke() -> KeyPublic:
+        with plane.db.session() as session:
+            return service.key_public(service.revoke_key(session, key_id))
+
+    revoked = await asyncio.to_thread(revoke)
     await plane.refresh_keys()
     return revoked
