@@ -33,7 +33,7 @@ from modelport.control.analysis import Gates, judge
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.core.enums import RolloutState
-from modelport.core.errors import Conflict, Unavailable
+from modelport.core.errors import Conflict, NotFound, Unavailable
 from modelport.core.intent import Intent
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
@@ -436,7 +436,8 @@ class RolloutController:
         (the next tick or rollback retries) so the stored rollout is never left active."""
         assert run.unsettled is not None
         state, event, why, data = run.unsettled
-        with contextlib.suppress(Conflict):  # already final in the database: nothing to record
+        # Already final in the database, or deleted with its endpoint: nothing to record.
+        with contextlib.suppress(Conflict, NotFound):
             await self._transition(run, state, event, why, data)
         run.unsettled = None
         if self._runs.get(run.endpoint) is run:

@@ -381,7 +381,10 @@ class ControlPlane:
     def revision_health(self, name: str, label: str) -> tuple[bool, str | None]:
         """Whether every replica of a revision is ready, and why it cannot start if it
         keeps failing."""
-        deployment = self._serving[name].revisions.get(label)
+        serving = self._serving.get(name)
+        if serving is None:  # e.g. not deployed at start-up: a rollout of it cannot go on
+            return False, f"endpoint '{name}' is not deployed"
+        deployment = serving.revisions.get(label)
         if deployment is None:
             return False, f"revision {label} is not running"
         if deployment.remote is not None:
