@@ -28,7 +28,7 @@ from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
 from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.enums import ReplicaState
-from modelport.core.errors import ModelportError
+from modelport.core.errors import ModelportError, Unavailable
 from modelport.core.intent import Routing
 from modelport.core.replica import ReplicaSpec
 from modelport.core.routing import (
@@ -281,7 +281,12 @@ class ControlPlane:
         """Start a revision beside the stable one; it gets no traffic until told. If its
         replicas cannot be started, nothing of it is left running and the error raised."""
         async with self.lock(name):
-            serving = self._serving[name]
+            serving = self._serving.get(name)
+            if serving is None:
+                raise Unavailable(
+                    f"endpoint '{name}' is not deployed (see the server log for why): delete "
+                    "and apply it again"
+                )
             deployment = self._revive(name, deployment)
             serving.revisions[deployment.label] = deployment
             serving.candidate = deployment.label
@@ -316,8 +321,11 @@ class ControlPlane:
         shadow_sample: float | None = None,
         routing: Routing | None = None,
     ) -> None:
-        """Change how much traffic the candidate answers (or mirrors); published at once."""
-        serving = self._serving[name]
+        """Change how much traffic the candidate answers (or mirrors); published at once. An
+        endpoint not deployed reads its routing from its stored intent when it is."""
+        serving = self._serving.get(name)
+        if serving is None:
+            return
         if weight is not None:
             serving.weight = weight
         if shadow_sample is not None:
