@@ -493,3 +493,36 @@ async def test_a_slow_database_never_stalls_the_loop(stack: Stack) -> None:
         stop.set()
         await watch
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
+
+
+async def test_create_endpoint_that_cannot_start_creates_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy = FailOnce(stack.plane.backend.deploy)
+    monkeypatch.setattr(stack.plane.backend, "deploy", deploy)
+    deploy.arm()
+    body = {"name": "direct", "model": "scorer:1", "replicas": 1}
+    failed = await stack.api.post("/api/v1/endpoints", json=body)
+    assert failed.status_code == 503 and "not created" in failed.text, failed.text
+    assert (await stack.api.get("/api/v1/endpoints/direct")).status_code == 404
+    created = await stack.api.post("/api/v1/endpoints", json=body)
+    assert created.status_code == 201, created.text
+
+
+async def test_deleting_an_endpoint_while_its_undo_waits(stack: Stack) -> None:
+    await serving_endpoint(stack, "ep")
+    assert (await stack.apply(intent("ep", 2))).status_code == 200
+    await stack.wait_state("ep", "promoted")
+    await asyncio.sleep(2)  # r1 drained
+    stack.slow_flag.touch()
+    try:
+        undo = asyncio.create_task(stack.steer("ep", "rollback"))
+        await stack.wait(lambda: _true(stack.controller._undoing), 10, "the undo to start")
+        assert (await stack.api.delete("/api/v1/endpoints/ep")).status_code == 204
+        gone = await undo
+        assert gone.status_code in (404, 409), gone.text
+    finally:
+        stack.slow_flag.unlink()
+    assert "ep" not in stack.plane.serving_names() and not stack.controller._undoing
+    await serving_endpoint(stack, "ep")  # the name is free again, and serves
+    assert await infer_direct(stack, "ep") == 200
