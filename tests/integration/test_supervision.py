@@ -6,15 +6,24 @@ or break endpoints on purpose.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import numpy as np
+import pocketsphinx
 import pytest
+import soundfile
 from sklearn.datasets import load_breast_cancer
 from sklearn.tree import DecisionTreeClassifier
 
@@ -158,3 +167,89 @@ def test_replica_environment_holds_none_of_the_servers_secrets(
     everything = b"\0".join(environ) + Path(f"/proc/{pid}/cmdline").read_bytes()
     for secret in [*_SERVER_SECRETS.values(), server.admin_token]:
         assert secret.encode() not in everything
+
+
+# -- long work ----------------------------------------------------------------------------------
+
+_ASR_LIMIT_S = 100
+_POCKETSPHINX = str(Path(pocketsphinx.__file__).parent)
+
+
+@pytest.fixture
+def asr_server(tmp_path: Path) -> Iterator[RunningServer]:
+    env = {
+        "MODELPORT_DEMO_MODELS": "asr-small",
+        # Probes give up after 1 s: a replica whose event loop stalls is caught within seconds.
+        "MODELPORT_HEALTH_TIMEOUT_S": "1",
+        "MODELPORT_MAX_AUDIO_SECONDS": str(_ASR_LIMIT_S),
+        "MODELPORT_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+        "MODELPORT_UPSTREAM_TIMEOUT_S": "300",
+        # The demo's model ships inside the pocketsphinx wheel.
+        "MODELPORT_ARTIFACT_ROOTS": os.pathsep.join([tempfile.gettempdir(), _POCKETSPHINX]),
+    }
+    running = start_server(tmp_path / "home", "--demo", env=env)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def _speech(directory: Path, seconds: float) -> bytes:
+    """espeak-ng reading a sentence over and over, with short pauses, as a WAV file."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: make test installs it (apt-get install espeak-ng)")
+    sentence = directory / "sentence.wav"
+    text = "the replica keeps answering its health probe while it transcribes a long recording"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(sentence), text], check=True)
+    samples, rate = soundfile.read(sentence, dtype="float32")
+    pause = np.zeros(rate // 2, dtype=np.float32)
+    repeats = int(seconds * rate / (len(samples) + len(pause))) + 1
+    audio = np.concatenate([np.concatenate([samples, pause])] * repeats)[: int(seconds * rate)]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _transcribe(client: httpx.Client, audio: bytes) -> httpx.Response:
+    files = {"file": ("audio.wav", audio, "audio/wav")}
+    return client.post("/v1/audio/transcriptions", data={"model": "asr-small"}, files=files)
+
+
+def test_long_transcription_keeps_the_replica_answering_and_alive(
+    asr_server: RunningServer, tmp_path: Path
+) -> None:
+    with asr_server.client() as admin:
+        replica = admin.wait_ready("asr-small", timeout=180)["replica_status"][0]
+        key = admin.create_key("default", "asr")["key"]
+    long_clip = _speech(tmp_path, 90)
+    short_clip = _speech(tmp_path, 4)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=asr_server.url, headers=headers, timeout=300) as client:
+        with ThreadPoolExecutor(1) as pool:
+            long_request = pool.submit(_transcribe, client, long_clip)
+            probes = []
+            while not long_request.done():
+                # The replica's own health probe, straight to its port, as the supervisor asks.
+                started = time.monotonic()
+                probe = httpx.get(f"http://{replica['address']}/v2/health/ready", timeout=5)
+                probes.append((probe.status_code, time.monotonic() - started))
+                if len(probes) == 5:  # a short clip meanwhile is answered, not queued
+                    assert _transcribe(client, short_clip).status_code == 200
+                time.sleep(0.25)
+            long_answer = long_request.result()
+        assert long_answer.status_code == 200, long_answer.text
+        assert len(long_answer.json()["text"].split()) > 20
+        assert len(probes) > 10, "the long clip decoded too fast to show anything"
+        assert all(status == 200 for status, _ in probes), probes
+        assert max(seconds for _, seconds in probes) < 1.0, probes
+        assert _transcribe(client, short_clip).status_code == 200  # right after, too
+
+        too_long = _speech(tmp_path, _ASR_LIMIT_S + 5)
+        refused = _transcribe(client, too_long)
+        assert refused.status_code == 413
+        error = refused.json()["error"]
+        assert error["param"] == "file"
+        assert f"at most {_ASR_LIMIT_S} s" in error["message"]
+    with asr_server.client() as admin:
+        after = admin.get_endpoint("asr-small")["replica_status"][0]
+    assert (after["pid"], after["restarts"]) == (replica["pid"], replica["restarts"])

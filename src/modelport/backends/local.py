@@ -74,6 +74,13 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a replica's process group: a worker runs in a session of its
+    own, and the processes it started (decoders, an external server's engine) die with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _tail(path: Path, lines: int = 5) -> str | None:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -214,6 +221,7 @@ class _Replica:
                 process.stdin.close()
         # Waiting on the process (not polling) takes a crashed replica out of routing at once.
         await process.wait()
+        _kill_group(process.pid)
         if self.process is process:
             code = process.returncode
             reason = self._kill_reason or f"exited with code {code}"
@@ -267,7 +275,7 @@ class _Replica:
         if self.process and self.process.returncode is None:
             log.warning("killing replica %s: %s", self.name, reason)
             self._kill_reason = f"killed ({reason})"
-            self.process.kill()
+            _kill_group(self.process.pid)
 
     async def stop(self, grace_s: float) -> None:
         if self._loop is not None:
@@ -279,12 +287,11 @@ class _Replica:
         if process and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)  # uvicorn finishes in-flight requests
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), grace_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        if process:
+            _kill_group(process.pid)
+            await process.wait()
         self.sock.close()
 
     def status(self) -> ReplicaStatus:
