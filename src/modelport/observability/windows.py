@@ -55,6 +55,11 @@ def _stats(samples: list[_Sample]) -> WindowStats:
 
 
 class RevisionWindows:
+    """Every revision's window, owned by the event loop: the gateway appends and the rollout
+    controller reads on it, without locks. Code in another thread (a sync API route) must not
+    call these methods directly, since iterating a window while the loop appends raises
+    'deque mutated during iteration': it reads through ``ControlPlane.on_loop``."""
+
     def __init__(
         self,
         horizon_s: float = 900.0,
