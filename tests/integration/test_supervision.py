@@ -27,7 +27,7 @@ import soundfile
 from sklearn.datasets import load_breast_cancer
 from sklearn.tree import DecisionTreeClassifier
 
-from modelport.client import Client
+from modelport.client import Client, ModelportClientError
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
@@ -253,3 +253,82 @@ def test_long_transcription_keeps_the_replica_answering_and_alive(
     with asr_server.client() as admin:
         after = admin.get_endpoint("asr-small")["replica_status"][0]
     assert (after["pid"], after["restarts"]) == (replica["pid"], replica["restarts"])
+
+
+_SPINNER = """
+import time
+
+import numpy as np
+
+
+class Spinner:
+    '''Works for x[0] seconds: sleeping (x[1] == 0), or in one native call that holds the
+    GIL all along (x[1] == 1), as a C library that never releases it does.'''
+
+    def load(self):
+        started = time.perf_counter()
+        sum(range(2_000_000))
+        self.per_second = 2_000_000 / (time.perf_counter() - started)
+
+    def predict(self, inputs):
+        seconds, hold = (float(v) for v in inputs["x"])
+        if hold:
+            sum(range(int(seconds * self.per_second)))
+        else:
+            time.sleep(seconds)
+        return {"done": np.array([seconds], "f4")}
+"""
+
+
+@pytest.fixture
+def busy_server(tmp_path: Path) -> Iterator[RunningServer]:
+    env = {
+        **BREAST_CANCER_ONLY,
+        "MODELPORT_HEALTH_TIMEOUT_S": "1",
+        "MODELPORT_REPLICA_BUSY_GRACE_S": "20",
+        "MODELPORT_UPSTREAM_TIMEOUT_S": "120",
+    }
+    running = start_server(tmp_path / "home", "--demo", env=env)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def test_busy_replica_is_not_killed_until_its_grace_runs_out(
+    busy_server: RunningServer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spinner"
+    directory.mkdir()
+    (directory / "model.py").write_text(_SPINNER)
+    signature = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2]}],
+        "outputs": [{"name": "done", "datatype": "FP32", "shape": [1]}],
+    }
+    with busy_server.client() as admin:
+        admin.register(
+            "spinner",
+            directory,
+            task="custom",
+            runtime="python",
+            runtime_options={"class": "model:Spinner"},
+            signature=signature,
+        )
+        admin.create_endpoint("spinner", "spinner:1")
+        before = admin.wait_ready("spinner")["replica_status"][0]
+        key = admin.create_key("default", "spin")["key"]
+        with busy_server.client(key) as client:
+            # Synchronous model code runs off the event loop: probes answer while it works.
+            assert client.infer("spinner", {"x": np.array([10, 0], "f4")})["done"][0] == 10
+            # Holding the GIL, it cannot answer them; its CPU time grows, so it is left alone.
+            assert client.infer("spinner", {"x": np.array([12, 1], "f4")})["done"][0] == 12
+            same = admin.get_endpoint("spinner")["replica_status"][0]
+            assert (same["pid"], same["restarts"]) == (before["pid"], before["restarts"])
+
+            # Past its grace, a replica that computes without answering is hung all the same.
+            with pytest.raises(ModelportClientError):
+                client.infer("spinner", {"x": np.array([90, 1], "f4")})
+        after = admin.get_endpoint("spinner")["replica_status"][0]
+        assert after["restarts"] == before["restarts"] + 1
+        assert "busy without answering its health probe for over 20 s" in after["last_error"]
+        _serves(busy_server, admin, "breast-cancer")

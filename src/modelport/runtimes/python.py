@@ -9,9 +9,11 @@ user's code inside the control plane.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +63,23 @@ class PythonRuntime(ModelRuntime):
         sys.path.insert(0, str(self.settings.artifact_dir))  # its own helper modules
         spec.loader.exec_module(module)
         self._model = getattr(module, name)()
+        # Synchronous user code runs on one thread of its own, one call at a time as the
+        # model was written for, and never on the event loop: health probes keep answering.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         if hasattr(self._model, "load"):
-            result = self._model.load()
-            if inspect.isawaitable(result):
-                await result
+            await self._call(self._model.load)
+
+    async def _call(self, method: Any, *args: Any) -> Any:
+        if inspect.iscoroutinefunction(method):
+            return await method(*args)
+        result = await asyncio.get_running_loop().run_in_executor(self._thread, method, *args)
+        return await result if inspect.isawaitable(result) else result
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._model.predict(inputs)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await self._call(self._model.predict, inputs)
         if not isinstance(result, dict):
             raise TypeError(f"{type(self._model).__name__}.predict must return a dict of arrays")
         return {name: np.asarray(value) for name, value in result.items()}
+
+    async def unload(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
