@@ -76,9 +76,13 @@ DEMOS: tuple[DemoModel, ...] = (
         task="vision",
         runtime="onnx",
         description="Handwritten digit classifier on scikit-learn's 8x8 digits, exported to "
-        "ONNX; takes pixels (input) or PNG images (image).",
+        "ONNX; takes pixels (input) or PNG images (image), bright ink on dark as in its "
+        "training data, or dark ink on light (detected from the border).",
         locate=_digits,
-        options={"image": {"input": "image", "feeds": "input", "size": [8, 8], "scale": 16.0}},
+        options={
+            "image": {"input": "image", "feeds": "input", "size": [8, 8], "scale": 16.0},
+            "invert": "auto",
+        },
     ),
     DemoModel(
         name="chat-small",

@@ -7,7 +7,6 @@ order, each input naming its size in ``parameters.binary_data_size``.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,23 @@ import orjson
 from modelport.core.errors import InvalidRequest
 from modelport.core.jsonbody import json_object
 from modelport.core.signature import DATATYPES, Signature
+from modelport.runtimes.v2_validation import (
+    InputHeader,
+    RequestLimits,
+    bytes_tensor,
+    check_header,
+    numeric_tensor,
+)
 
-__all__ = ["InferRequest", "RequestedOutput", "decode_request", "encode_response"]
+__all__ = [
+    "InferRequest",
+    "RequestLimits",
+    "RequestedOutput",
+    "check_inputs",
+    "check_outputs",
+    "decode_request",
+    "encode_response",
+]
 
 _NUMPY_TO_V2 = {np.dtype(v).str: k for k, v in DATATYPES.items() if k != "BYTES"}
 
@@ -48,14 +62,26 @@ def _fail(message: str, **details: Any) -> InvalidRequest:
     return InvalidRequest(message, **details)
 
 
-def _decode_bytes_tensor(raw: bytes) -> list[bytes]:
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise _fail("BYTES tensor data is truncated")
-        (size,) = struct.unpack_from("<I", raw, offset)
+def _decode_bytes_tensor(raw: bytes, count: int, field: str) -> list[bytes]:
+    """Length-prefixed items; stops past ``count`` so that a body of empty items stays cheap."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(raw) and len(items) <= count:
+        (size,) = struct.unpack_from("<I", raw, offset) if offset + 4 <= len(raw) else (-1,)
+        if size < 0 or offset + 4 + size > len(raw):
+            raise _fail(
+                f"{field} BYTES binary data is truncated: item {len(items)} runs past "
+                "parameters.binary_data_size",
+                param=f"{field}.parameters.binary_data_size",
+            )
         items.append(raw[offset + 4 : offset + 4 + size])
         offset += 4 + size
+    if len(items) != count:
+        raise _fail(
+            f"{field} has {'more than ' if offset < len(raw) else ''}{len(items)} BYTES items "
+            f"in its binary data, but its shape needs {count}",
+            param=f"{field}.shape",
+        )
     return items
 
 
@@ -67,89 +93,70 @@ def _encode_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    if data and isinstance(data[0], list):
-        flat: list[Any] = []
-        for item in data:
-            flat.extend(_flatten(item))
-        return flat
-    return data
-
-
-def _tensor(raw: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
-    name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
-    if not isinstance(name, str):
-        raise _fail("every input needs a 'name' string")
-    if datatype not in DATATYPES:
+def _binary_tensor(item: InputHeader, chunk: bytes) -> np.ndarray:
+    if item.datatype == "BYTES":
+        array = np.empty(item.count, dtype=object)
+        array[:] = _decode_bytes_tensor(chunk, item.count, item.field)
+        return array.reshape(item.shape)
+    dtype = np.dtype(DATATYPES[item.datatype])
+    if len(chunk) != item.count * dtype.itemsize:
         raise _fail(
-            f"input '{name}' has unknown datatype {datatype!r}: use one of {', '.join(DATATYPES)}"
+            f"{item.field}.parameters.binary_data_size is {len(chunk)}, but shape {item.shape} "
+            f"of {item.datatype} needs {item.count * dtype.itemsize} bytes",
+            param=f"{item.field}.parameters.binary_data_size",
         )
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _fail(f"input '{name}' needs 'shape' as a list of non-negative integers")
-    count = math.prod(shape)
-    size = (raw.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        chunk = bytes(binary[offset : offset + size])
-        if len(chunk) != size:
-            raise _fail(f"input '{name}' declares {size} binary bytes but the body is shorter")
-        offset += size
-        if datatype == "BYTES":
-            array = np.array(_decode_bytes_tensor(chunk), dtype=object)
-        else:
-            dtype = np.dtype(DATATYPES[datatype])
-            if size != count * dtype.itemsize:
-                raise _fail(
-                    f"input '{name}' has {size} binary bytes, but shape {shape} of {datatype} "
-                    f"needs {count * dtype.itemsize}"
-                )
-            array = np.frombuffer(chunk, dtype=dtype)
-    elif "data" in raw:
-        flat = _flatten(raw["data"])
-        if datatype == "BYTES":
-            array = np.array([v.encode() if isinstance(v, str) else v for v in flat], dtype=object)
-        else:
-            try:
-                array = np.asarray(flat, dtype=DATATYPES[datatype])
-            except (TypeError, ValueError) as exc:
-                raise _fail(f"input '{name}' data does not fit datatype {datatype}: {exc}") from exc
-    else:
-        raise _fail(f"input '{name}' has neither 'data' nor binary data")
-    if array.size != count:
-        raise _fail(f"input '{name}' has {array.size} values, but shape {shape} needs {count}")
-    return array.reshape(shape), offset
+    return np.frombuffer(chunk, dtype=dtype).reshape(item.shape)
 
 
-def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
-    """Parse a V2 inference request; raise ``InvalidRequest`` saying what is wrong."""
+def decode_request(
+    body: bytes, header_length: int | None = None, limits: RequestLimits | None = None
+) -> InferRequest:
+    """Parse a V2 inference request; raise ``InvalidRequest`` naming the field that is wrong.
+
+    ``header_length`` is the parsed ``Inference-Header-Content-Length`` (binary extension):
+    the JSON header's size, the raw tensor bytes following it.
+    """
+    if header_length is not None and header_length > len(body):
+        raise _fail(
+            f"header Inference-Header-Content-Length is {header_length}, but the body has only "
+            f"{len(body)} bytes",
+            param="Inference-Header-Content-Length",
+        )
     header = body[:header_length] if header_length is not None else body
     payload = json_object(header, "a JSON object with an 'inputs' list")
-    raw_inputs = payload.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise _fail("request needs a non-empty 'inputs' list")
-    binary = memoryview(body)[header_length or len(body) :]
+    checked = check_header(payload, limits or RequestLimits())
+    binary = memoryview(body)[len(header) :]
+    # numpy folds JSON booleans mixed with numbers into numbers; look for them only when the
+    # header holds a boolean at all (a byte search, not a walk over the data).
+    maybe_bools = b"true" in header or b"false" in header
     inputs: dict[str, np.ndarray] = {}
     offset = 0
-    for raw in raw_inputs:
-        if not isinstance(raw, dict):
-            raise _fail("each item of 'inputs' must be an object")
-        array, offset = _tensor(raw, binary, offset)
-        inputs[raw["name"]] = array
-    parameters = payload.get("parameters") or {}
-    outputs = [
-        RequestedOutput(
-            name=str(out.get("name")), binary=bool((out.get("parameters") or {}).get("binary_data"))
+    for item in checked.inputs:
+        if item.binary_size is not None:
+            chunk = bytes(binary[offset : offset + item.binary_size])
+            if len(chunk) != item.binary_size:
+                raise _fail(
+                    f"{item.field}.parameters.binary_data_size is {item.binary_size}, but only "
+                    f"{len(chunk)} bytes of the body are left for it",
+                    param=f"{item.field}.parameters.binary_data_size",
+                )
+            offset += item.binary_size
+            inputs[item.name] = _binary_tensor(item, chunk)
+        elif item.datatype == "BYTES":
+            inputs[item.name] = bytes_tensor(item)
+        else:
+            inputs[item.name] = numeric_tensor(item, maybe_bools)
+    if offset != len(binary):
+        raise _fail(
+            f"the body has {len(binary) - offset} bytes after the binary data of the last input: "
+            "check Inference-Header-Content-Length and every parameters.binary_data_size",
+            param="Inference-Header-Content-Length",
         )
-        for out in payload.get("outputs") or []
-        if isinstance(out, dict)
-    ]
-    request_id = payload.get("id")
     return InferRequest(
-        id=str(request_id) if request_id is not None else None,
+        id=checked.id,
         inputs=inputs,
-        outputs=outputs,
-        binary_output=bool(parameters.get("binary_data_output")),
+        outputs=[RequestedOutput(output.name, output.binary) for output in checked.outputs],
+        binary_output=checked.binary_output,
     )
 
 
@@ -185,6 +192,20 @@ def check_inputs(request: InferRequest, signature: Signature) -> None:
             f"give exactly one of the inputs {', '.join(map(repr, alternatives))}",
             alternatives=alternatives,
         )
+
+
+def check_outputs(request: InferRequest, signature: Signature) -> None:
+    """Refuse requested outputs the model does not return, before the model runs."""
+    known = [spec.name for spec in signature.outputs]
+    if not known:  # a custom model given no output signature: checked after it answers
+        return
+    for index, requested in enumerate(request.outputs):
+        if requested.name not in known:
+            raise _fail(
+                f"outputs[{index}].name: unknown output '{requested.name}': this model returns "
+                f"{', '.join(map(repr, known))}",
+                param=f"outputs[{index}].name",
+            )
 
 
 def _v2_datatype(array: np.ndarray) -> str:

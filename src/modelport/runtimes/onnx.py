@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelport.core.errors import InvalidRequest
+from modelport.core.errors import InvalidRequest, PayloadTooLarge
 from modelport.core.signature import Signature, TensorSpec
 from modelport.runtimes.base import ModelRuntime, find_model_file
 
@@ -37,6 +38,26 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, datatype=_ONNX_TYPES.get(arg.type, "BYTES"), shape=shape)
 
 
+_INVERT = {"auto": "auto", "true": "true", "false": "false", True: "true", False: "false"}
+
+
+def _invert_option(options: dict[str, Any]) -> str:
+    value = options.get("invert", "false")
+    mode = _INVERT.get(value) if isinstance(value, str | bool) else None
+    if mode is None:
+        raise InvalidRequest(
+            f"runtime option invert must be 'auto', 'true' or 'false', got {value!r}",
+            field="runtime_options.invert",
+        )
+    return mode
+
+
+def _light_background(grey: np.ndarray) -> bool:
+    """Whether an image is dark ink on light paper: its border is mostly light."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return float(border.mean()) > 127.5
+
+
 @dataclass(frozen=True, slots=True)
 class _ImageInput:
     input: str
@@ -44,9 +65,13 @@ class _ImageInput:
     width: int
     height: int
     scale: float
+    invert: str  # "false", "true" or "auto" (see OnnxRuntime)
+    max_pixels: int
 
     @classmethod
-    def parse(cls, raw: Any, inputs: list[TensorSpec]) -> _ImageInput:
+    def parse(
+        cls, raw: Any, options: dict[str, Any], inputs: list[TensorSpec], max_pixels: int
+    ) -> _ImageInput:
         try:
             width, height = (int(v) for v in raw.get("size", (8, 8)))
             config = cls(
@@ -55,6 +80,8 @@ class _ImageInput:
                 width=width,
                 height=height,
                 scale=float(raw.get("scale", 1.0)),
+                invert=_invert_option(options),
+                max_pixels=max_pixels,
             )
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             raise InvalidRequest(f"invalid runtime option 'image': {exc}") from exc
@@ -65,25 +92,50 @@ class _ImageInput:
         return config
 
     def decode(self, images: np.ndarray) -> np.ndarray:
-        """Encoded images -> FP32 [N, width*height], dark ink on light paper -> 0..scale."""
+        """Encoded images -> FP32 [N, width*height], each pixel's brightness -> 0..scale."""
+        return np.stack(
+            [self._pixels(index, item) for index, item in enumerate(images.ravel())]
+        ).astype(np.float32)
+
+    def _too_large(self, index: int, pixels: int | None) -> PayloadTooLarge:
+        size = f"has {pixels} pixels, " if pixels is not None else "is "
+        return PayloadTooLarge(
+            f"image {index} {size}over the limit of {self.max_pixels} pixels per image: send a "
+            "smaller image, or raise the server setting MODELPORT_MAX_IMAGE_PIXELS",
+            param=f"{self.input}[{index}]",
+            limit=self.max_pixels,
+        )
+
+    def _pixels(self, index: int, item: Any) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        rows = []
-        for index, item in enumerate(images.ravel()):
-            raw = item if isinstance(item, bytes) else str(item).encode()
-            try:
-                data = base64.b64decode(raw, validate=True)
-                with Image.open(io.BytesIO(data)) as image:
-                    grey = image.convert("L").resize(
-                        (self.width, self.height), Image.Resampling.BILINEAR
-                    )
-                    pixels = np.asarray(grey, dtype=np.float32)
-            except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
-                raise InvalidRequest(
-                    f"image {index} is not a base64-encoded PNG or JPEG image: {exc}"
-                ) from exc
-            rows.append((255.0 - pixels.ravel()) * (self.scale / 255.0))
-        return np.stack(rows).astype(np.float32)
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        try:
+            data = base64.b64decode(raw, validate=True)
+            # Pillow warns past 89M pixels and refuses past twice that; this runtime has its
+            # own, lower cap, checked from the header before a single pixel is decoded.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+            with image:
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    raise self._too_large(index, width * height)
+                grey = np.asarray(image.convert("L"), dtype=np.uint8)
+        except Image.DecompressionBombError as exc:
+            raise self._too_large(index, None) from exc
+        except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidRequest(
+                f"image {index} is not a base64-encoded PNG or JPEG image: {exc}",
+                param=f"{self.input}[{index}]",
+            ) from exc
+        if grey.size == 0:
+            raise InvalidRequest(f"image {index} has no pixels", param=f"{self.input}[{index}]")
+        invert = self.invert == "true" or (self.invert == "auto" and _light_background(grey))
+        small = Image.fromarray(255 - grey if invert else grey).resize(
+            (self.width, self.height), Image.Resampling.BILINEAR
+        )
+        return np.asarray(small, dtype=np.float32).ravel() * (self.scale / 255.0)
 
 
 def _session(path: Path, options: dict[str, Any]) -> ort.InferenceSession:
@@ -105,7 +157,11 @@ class OnnxRuntime(ModelRuntime):
     Option ``image`` (for vision models) adds an input of encoded images that the runtime
     decodes for the model: ``{"input": "image", "feeds": "input", "size": [8, 8],
     "scale": 16.0}`` takes base64 PNG/JPEG images in a BYTES input named ``image``, turns them
-    grey, scales them to 8x8, maps dark ink on light paper to 0..16 and feeds ``input``.
+    grey, scales them to 8x8, maps each pixel's brightness 0..255 to 0..16 and feeds ``input``.
+
+    Option ``invert`` says how an image's polarity meets the model's: ``false`` (default)
+    keeps it (bright is high, as in scikit-learn's digits), ``true`` inverts every image, and
+    ``auto`` inverts images whose border is light (dark ink on light paper).
     """
 
     _session: ort.InferenceSession
@@ -115,7 +171,7 @@ class OnnxRuntime(ModelRuntime):
         session = _session(find_model_file(artifact_dir, (".onnx",), options), options)
         inputs = [_spec(arg) for arg in session.get_inputs()]
         if image := options.get("image"):
-            config = _ImageInput.parse(image, inputs)
+            config = _ImageInput.parse(image, options, inputs, 1)
             inputs = [spec.model_copy(update={"optional": True}) for spec in inputs]
             inputs.append(
                 TensorSpec(name=config.input, datatype="BYTES", shape=[-1], optional=True)
@@ -129,7 +185,13 @@ class OnnxRuntime(ModelRuntime):
         )
         self._outputs = [arg.name for arg in self._session.get_outputs()]
         image = options.get("image")
-        self._image = _ImageInput.parse(image, self.settings.signature.inputs) if image else None
+        self._image = (
+            _ImageInput.parse(
+                image, options, self.settings.signature.inputs, self.settings.max_image_pixels
+            )
+            if image
+            else None
+        )
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._image is not None and self._image.input in inputs:

@@ -8,7 +8,14 @@ from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, Units
 from modelport.runtimes import ModelRuntime
 from modelport.runtimes.batching import AdaptiveBatcher, BatchingConfig
-from modelport.runtimes.codecs import check_inputs, decode_request, encode_response
+from modelport.runtimes.codecs import (
+    RequestLimits,
+    check_inputs,
+    check_outputs,
+    decode_request,
+    encode_response,
+)
+from modelport.runtimes.v2_validation import parse_header_length
 
 __all__ = ["V2Handler"]
 
@@ -21,6 +28,9 @@ class V2Handler:
         self._batcher: AdaptiveBatcher | None = None
         self._prefix = f"/v2/models/{spec.endpoint}"
         self._version = spec.revision  # the V2 "version" of an endpoint is its revision
+        self._limits = RequestLimits(
+            max_rows=spec.max_request_rows, max_tensor_elements=spec.max_tensor_elements
+        )
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, runtime: ModelRuntime | None
@@ -56,10 +66,13 @@ class V2Handler:
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, runtime: ModelRuntime
     ) -> None:
-        length = header(scope, b"inference-header-content-length")
+        # Every field is checked before the model sees the request: a client's mistake is a
+        # 400 naming the field, never a runtime's 500.
+        length = parse_header_length(header(scope, b"inference-header-content-length"))
         body = await read_body(receive, self.spec.max_body_bytes)
-        request = decode_request(body, int(length) if length else None)
+        request = decode_request(body, length, self._limits)
         check_inputs(request, self.spec.signature)
+        check_outputs(request, self.spec.signature)
         if self.spec.batching is not None:
             if self._batcher is None:
                 config = BatchingConfig(**self.spec.batching)
