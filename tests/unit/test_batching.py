@@ -5,6 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from modelport.core.errors import InvalidRequest
 from modelport.runtimes.batching import AdaptiveBatcher, BatchingConfig
 
 
@@ -57,8 +58,8 @@ async def test_a_lone_request_waits_at_most_max_wait() -> None:
     await batcher.close()
 
 
-async def test_a_failing_batch_fails_each_caller() -> None:
-    model = _Model(fail_on=2)
+async def test_a_failing_model_fails_each_caller() -> None:
+    model = _Model(fail_on=1)
     batcher = AdaptiveBatcher(model.predict, BatchingConfig(max_batch_size=8, max_wait_ms=20))
     results = await asyncio.gather(
         *(batcher.predict({"x": np.ones((1, 2))}) for _ in range(3)), return_exceptions=True
@@ -67,6 +68,51 @@ async def test_a_failing_batch_fails_each_caller() -> None:
     # the batcher survives: the next request works
     model.fail_on = None
     assert (await batcher.predict({"x": np.ones((1, 2))}))["y"].shape == (1, 2)
+    await batcher.close()
+
+
+async def test_one_bad_request_does_not_fail_its_batch() -> None:
+    """A request the model refuses (an image that does not decode) fails alone."""
+
+    async def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if (inputs["x"] < 0).any():
+            raise InvalidRequest("negative input")
+        return {"y": inputs["x"] * 2}
+
+    batcher = AdaptiveBatcher(predict, BatchingConfig(max_batch_size=8, max_wait_ms=20))
+    values = [1.0, -1.0, 2.0, 3.0]
+    results = await asyncio.gather(
+        *(batcher.predict({"x": np.full((1, 2), v)}) for v in values), return_exceptions=True
+    )
+    assert isinstance(results[1], InvalidRequest)
+    for value, result in zip(values, results, strict=True):
+        if value > 0:
+            assert isinstance(result, dict) and result["y"].tolist() == [[value * 2] * 2]
+    await batcher.close()
+
+
+async def test_requests_that_cannot_be_split_by_rows_run_alone() -> None:
+    """Scalars and inputs of different lengths used to raise IndexError or mis-split."""
+    calls: list[dict[str, tuple[int, ...]]] = []
+
+    async def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append({name: a.shape for name, a in inputs.items()})
+        await asyncio.sleep(0.001)
+        return {"sum": np.asarray(sum(float(a.sum()) for a in inputs.values()))}
+
+    batcher = AdaptiveBatcher(predict, BatchingConfig(max_batch_size=8, max_wait_ms=20))
+    requests = [
+        {"x": np.asarray(2.0)},
+        {"x": np.ones((2, 2)), "m": np.ones(3)},
+        {"x": np.ones((1, 2)), "m": np.ones(1)},
+        {"x": np.ones((1, 2)), "m": np.ones(1)},
+    ]
+    results = await asyncio.gather(*(batcher.predict(r) for r in requests))
+    # The model's scalar output is not one row per input row: no merged call is split.
+    assert [float(r["sum"]) for r in results] == [2.0, 7.0, 3.0, 3.0]
+    assert {
+        "x": (),
+    } in calls and {"x": (2, 2), "m": (3,)} in calls
     await batcher.close()
 
 

@@ -29,7 +29,16 @@ class BatchingConfig:
 class _Pending:
     inputs: dict[str, np.ndarray]
     rows: int
+    key: tuple[object, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
+
+
+def _rows(inputs: dict[str, np.ndarray]) -> int | None:
+    """The rows every input shares along its first axis; ``None`` if they share none (a
+    scalar input, or inputs of different lengths): such a request is never merged."""
+    lengths = {a.shape[0] if a.ndim else None for a in inputs.values()}
+    rows = lengths.pop() if len(lengths) == 1 else None
+    return rows if inputs else None
 
 
 def _signature(inputs: dict[str, np.ndarray]) -> tuple[object, ...]:
@@ -49,9 +58,14 @@ class AdaptiveBatcher:
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="modelport-batcher")
-        rows = int(next(iter(inputs.values())).shape[0]) if inputs else 1
+        rows = _rows(inputs)
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(inputs, rows, future))
+        # A request that cannot be split by rows still queues, so that the model is never
+        # called twice at once; it fills a batch of its own.
+        key = _signature(inputs) if rows is not None else (object(),)
+        await self._queue.put(
+            _Pending(inputs, self._config.max_batch_size if rows is None else rows, key, future)
+        )
         return await future
 
     async def close(self) -> None:
@@ -66,7 +80,6 @@ class AdaptiveBatcher:
             first = carry or await self._queue.get()
             carry = None
             batch, rows = [first], first.rows
-            key = _signature(first.inputs)
             deadline = asyncio.get_running_loop().time() + self._config.max_wait_ms / 1000
             while rows < self._config.max_batch_size:
                 timeout = deadline - asyncio.get_running_loop().time()
@@ -80,7 +93,7 @@ class AdaptiveBatcher:
                     )
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
-                if _signature(item.inputs) != key or rows + item.rows > self._config.max_batch_size:
+                if item.key != first.key or rows + item.rows > self._config.max_batch_size:
                     carry = item  # starts the next batch
                     break
                 batch.append(item)
@@ -89,24 +102,41 @@ class AdaptiveBatcher:
 
     async def _call(self, batch: list[_Pending]) -> None:
         live = [item for item in batch if not item.future.done()]  # callers that gave up
+        if len(live) == 1:
+            await self._alone(live[0])
+            return
         if not live:
             return
+        total = sum(item.rows for item in live)
         try:
-            if len(live) == 1:
-                outputs = await self._predict(live[0].inputs)
-                live[0].future.set_result(outputs)
-                return
             merged = {
                 name: np.concatenate([item.inputs[name] for item in live])
                 for name in live[0].inputs
             }
             outputs = await self._predict(merged)
-            start = 0
-            for item in live:
-                end = start + item.rows
+        except Exception:
+            # One caller's bad input (an image that does not decode) must not fail the others
+            # of its batch: each runs alone and gets its own answer or error.
+            outputs = None
+        if outputs is None or any(np.ndim(v) == 0 or len(v) != total for v in outputs.values()):
+            for item in live:  # failed, or outputs that are not one row per input row
+                await self._alone(item)
+            return
+        start = 0
+        for item in live:
+            end = start + item.rows
+            if not item.future.done():
                 item.future.set_result({name: value[start:end] for name, value in outputs.items()})
-                start = end
+            start = end
+
+    async def _alone(self, item: _Pending) -> None:
+        if item.future.done():
+            return
+        try:
+            outputs = await self._predict(item.inputs)
         except Exception as exc:
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            if not item.future.done():
+                item.future.set_exception(exc)
+        else:
+            if not item.future.done():
+                item.future.set_result(outputs)
