@@ -13,7 +13,7 @@ from modelport.core.enums import Task
 from modelport.core.errors import Conflict, InvalidRequest, NotFound
 from modelport.core.names import ModelRef, check_name
 from modelport.core.signature import Signature
-from modelport.runtimes import runtime_class
+from modelport.runtimes.inspection import inspect_artifact
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore
 from modelport.store.tables import (
@@ -157,7 +157,8 @@ def create_version(
     if reference_digest is not None:
         artifacts.path(reference_digest)
     options = runtime_options or {}
-    derived = runtime_class(runtime).inspect(artifact_dir, options)
+    # User code (a pickle) loads in a short-lived process, never in the server's.
+    derived = inspect_artifact(runtime, artifact_dir, options)
     if signature is None:
         signature = derived
     if not signature.inputs and not remote:

@@ -38,6 +38,9 @@ def _datatype(dtype: np.dtype[Any]) -> str:
 class SklearnRuntime(ModelRuntime):
     """Input ``input`` (FP32, ``[N, n_features]``); outputs ``label`` and ``probabilities``."""
 
+    #: Unpickling runs code: registration inspects in a process of its own (inspection.py).
+    inspect_in_subprocess = True
+
     @classmethod
     def inspect(cls, artifact_dir: Path, options: dict[str, Any]) -> Signature:
         estimator = _load(find_model_file(artifact_dir, _SUFFIXES, options))
@@ -57,10 +60,36 @@ class SklearnRuntime(ModelRuntime):
         self._estimator = _load(path)
         inputs = self.settings.signature.inputs
         self._input = inputs[0].name if inputs else "input"
+        self._has_proba = hasattr(self._estimator, "predict_proba")
+        self._classes = _argmax_classes(self._estimator) if self._has_proba else None
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         features = inputs[self._input]
-        outputs = {"label": np.asarray(self._estimator.predict(features))}
-        if hasattr(self._estimator, "predict_proba"):
-            outputs["probabilities"] = np.asarray(self._estimator.predict_proba(features))
-        return outputs
+        if not self._has_proba:
+            return {"label": np.asarray(self._estimator.predict(features))}
+        probabilities = np.asarray(self._estimator.predict_proba(features))
+        if self._classes is not None:  # one model call, not two
+            labels = self._classes[probabilities.argmax(axis=1)]
+        else:
+            labels = np.asarray(self._estimator.predict(features))
+        return {"label": labels, "probabilities": probabilities}
+
+
+# Classifiers whose predict is not the argmax of predict_proba: SVC's probabilities come from a
+# separate Platt calibration, and threshold tuners move the decision away from 0.5.
+_OWN_PREDICT = frozenset({"SVC", "NuSVC", "FixedThresholdClassifier", "TunedThresholdClassifierCV"})
+
+
+def _argmax_classes(estimator: Any) -> np.ndarray | None:
+    """``classes_`` when labels are ``classes_[argmax(predict_proba)]``, as for most
+    single-output classifiers; ``None`` when only ``predict`` gives the right labels."""
+    classes = getattr(estimator, "classes_", None)
+    if isinstance(classes, list):  # multi-output: one array of classes per output
+        return None
+    final = estimator
+    while hasattr(final, "steps"):  # a Pipeline decides with its last step
+        final = final.steps[-1][1]
+    if classes is None or type(final).__name__ in _OWN_PREDICT:
+        return None
+    classes = np.asarray(classes)
+    return classes if classes.ndim == 1 and classes.size > 0 else None
