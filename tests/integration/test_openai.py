@@ -146,7 +146,7 @@ def test_abandoned_stream_is_metered_and_leaves_the_replica_healthy(
             "temperature",
             "must be a number",
         ),
-        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages", "needs a role"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role", "must be one of"),
     ],
 )
 def test_bad_chat_requests(ai: openai.OpenAI, kwargs: dict, param: str, fragment: str) -> None:

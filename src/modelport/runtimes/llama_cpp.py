@@ -103,6 +103,8 @@ class LlamaCppRuntime(ModelRuntime):
         else:
             prompt, param = request.prompt or "", "prompt"
             tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        if not tokens:  # llama.cpp cannot start from nothing, and this model adds no BOS
+            raise InvalidRequest(f"'{param}' holds no tokens: give some text", param=param)
         context = self._llm.n_ctx()
         limit = min(context - 1, request.max_prompt_tokens or context)
         if len(tokens) > limit:
