@@ -445,3 +445,43 @@ def test_artifact_path_outside_the_roots_is_403(
         message = response.json()["error"]["message"]
         assert "MODELPORT_ARTIFACT_ROOTS" in message
         assert response.json()["error"]["details"] == {"field": "artifact_path"}
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "fragment"),
+    [
+        ("GET", "/api/v1/models/breast-cancer/versions/99999999999999999999", None, 422, "version"),
+        ("DELETE", "/api/v1/models/breast-cancer/versions/4294967296", None, 422, "version"),
+        ("PUT", "/api/v1/models/breast-cancer/aliases/x", {"version": 2**63}, 422, "version"),
+        (
+            "POST",
+            "/api/v1/endpoints",
+            {"name": "n", "model": "breast-cancer:2147483648"},
+            400,
+            "1 to 2147483647",
+        ),
+        (
+            "POST",
+            "/api/v1/endpoints",
+            {"name": "n", "model": "breast-cancer:\u00b2"},
+            400,
+            "1 to 2147483647",
+        ),
+    ],
+)
+def test_version_numbers_past_what_a_database_holds_are_4xx(
+    srv: RunningServer,
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: object,
+    status: int,
+    fragment: str,
+) -> None:
+    # Found by Schemathesis: these were database overflows (500) or int("²") (500).
+    response = httpx.request(method, srv.url + path, json=body, headers=admin_headers)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]

@@ -326,3 +326,10 @@ def test_no_roots_means_no_path_is_readable(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "artifacts", readable=())
     with pytest.raises(Forbidden, match=r"\(none; set MODELPORT_ARTIFACT_ROOTS\)"):
         store.ingest(_tree(tmp_path / "model", {"m.onnx": b"1"}))
+
+
+@pytest.mark.parametrize("path", ["model\0.onnx", "model\ud800.onnx"])
+def test_paths_no_filesystem_can_hold_are_400(store: ArtifactStore, path: str) -> None:
+    # Found by Schemathesis: a NUL or a lone surrogate made Path.resolve raise ValueError.
+    with pytest.raises(InvalidRequest, match="is not a valid path"):
+        store.ingest(Path(path))

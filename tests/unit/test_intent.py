@@ -495,3 +495,10 @@ def test_values_yaml_cannot_construct_are_field_errors_not_crashes(
     message = _message(MINIMAL + f"runtime_options: {{x: {value}}}\n")
     assert "line 4: not valid YAML: " + fragment in message
     assert len(message) < 400  # the value is cut short
+
+
+@pytest.mark.parametrize(("text", "line"), [("\x0e", 1), (MINIMAL + "outcome: a\x05b\n", 4)])
+def test_control_characters_are_field_errors_not_crashes(text: str, line: int) -> None:
+    message = _message(text)
+    assert f"line {line}: not valid YAML: character 0x" in message
+    assert "is not allowed" in message

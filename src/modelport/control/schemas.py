@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelport.backends import ReplicaStatus
 from modelport.core.enums import EndpointStatus, RolloutState, Task
+from modelport.core.names import MAX_VERSION
 from modelport.core.signature import Signature
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 
@@ -75,7 +76,7 @@ class VersionCreate(_In):
 
 
 class AliasSet(_In):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class Batching(_In):

@@ -391,7 +391,12 @@ def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_INTENT_BYTES:
         _fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
-    loader = _IntentLoader(text)
+    try:
+        loader = _IntentLoader(text)  # refuses control characters at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        what = f"not valid YAML: character {exc.character:#06x} is not allowed ({exc.reason})"
+        _fail(filename, [("", line, what)])
     try:
         node = loader.get_single_node()
         problems: list[_Problem] = []

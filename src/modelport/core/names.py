@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from modelport.core.errors import InvalidRequest
 
-__all__ = ["ModelRef", "check_name", "parse_model_ref"]
+__all__ = ["MAX_VERSION", "ModelRef", "check_name", "parse_model_ref"]
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number: what every database's INTEGER holds."""
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
@@ -46,9 +48,13 @@ def parse_model_ref(ref: str) -> ModelRef:
         return ModelRef(check_name("model", model), alias=check_name("alias", alias))
     if ":" in ref:
         model, version = ref.split(":", 1)
-        if not version.isdigit() or int(version) < 1:
+        # ASCII digits only ("²" is a digit to str.isdigit), and short enough to be a version.
+        if not (version.isascii() and version.isdigit() and len(version) <= 10) or not (
+            1 <= int(version) <= MAX_VERSION
+        ):
             raise InvalidRequest(
-                f"invalid model reference {ref!r}: the version after ':' must be a number >= 1",
+                f"invalid model reference {ref!r}: the version after ':' must be a number from "
+                f"1 to {MAX_VERSION}",
                 field="model",
             )
         return ModelRef(check_name("model", model), version=int(version))

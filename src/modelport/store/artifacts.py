@@ -169,6 +169,10 @@ class ArtifactStore:
         """``source`` with its links resolved, if it exists and the store may read it."""
         try:
             resolved = source.expanduser().resolve(strict=True)
+        except ValueError:  # a NUL character, or text the filesystem cannot encode
+            raise InvalidRequest(
+                f"artifact path {str(source)!r} is not a valid path", field="artifact_path"
+            ) from None
         except (OSError, RuntimeError):  # missing, a dangling link or a loop of links
             raise InvalidRequest(
                 f"artifact path {str(source)!r} does not exist: give the path of a model file "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 
 from modelport.control import registry
 from modelport.control.deps import AdminDep, PlaneDep, SessionDep
@@ -15,8 +16,12 @@ from modelport.control.schemas import (
     VersionCreate,
     VersionPublic,
 )
+from modelport.core.names import MAX_VERSION
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+# Bounded so that a huge number is a 422 naming the parameter, not a database overflow.
+_VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 # Writes commit inside the route, before the response: a dependency's teardown may run after
@@ -56,12 +61,14 @@ async def create_version(
 
 
 @router.get("/{name}/versions/{version}")
-def get_version(name: str, version: int, session: SessionDep, _: AdminDep) -> VersionPublic:
+def get_version(
+    name: str, version: _VersionNumber, session: SessionDep, _: AdminDep
+) -> VersionPublic:
     return registry.version_public(registry.get_version(session, name, version))
 
 
 @router.delete("/{name}/versions/{version}", status_code=204)
-def delete_version(name: str, version: int, plane: PlaneDep, _: AdminDep) -> Response:
+def delete_version(name: str, version: _VersionNumber, plane: PlaneDep, _: AdminDep) -> Response:
     with plane.db.session() as session:
         registry.delete_version(session, name, version)
     return Response(status_code=204)
