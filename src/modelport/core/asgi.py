@@ -73,15 +73,21 @@ class BoundedReceive:
     complete it passes ``receive`` through unbounded: waiting for ``http.disconnect`` is
     how servers learn that a client went away, not a slow body. ``error`` holds what it
     raised, so a caller can close the connection instead of keeping it alive.
+
+    The deadline is one timer per body, armed here and cancelled once the body is complete:
+    ``asyncio.timeout`` around every receive would cost the gateway ~10 us a request.
     """
 
     __slots__ = (
         "_advice",
-        "_deadline",
+        "_expired",
         "_idle_s",
         "_limit",
         "_receive",
+        "_task",
         "_timeout_s",
+        "_timer",
+        "_waiting",
         "done",
         "error",
         "size",
@@ -99,9 +105,14 @@ class BoundedReceive:
         self._receive = receive
         self._limit = limit
         self._timeout_s = timeout_s
-        self._deadline = asyncio.get_running_loop().time() + timeout_s
         self._idle_s = idle_s
         self._advice = advice
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            timeout_s, self._expire
+        )
+        self._expired = False
+        self._waiting = False
         self.size = 0
         self.done = False
         self.error: ModelportError | None = None
@@ -111,22 +122,31 @@ class BoundedReceive:
             return await self._receive()
         if self.error is not None:  # a caller that swallowed the error asks again
             raise self.error
-        wait = self._deadline - asyncio.get_running_loop().time()
-        idle = self._idle_s is not None and self._idle_s < wait
-        if self._idle_s is not None and idle:
-            wait = self._idle_s
+        if self._expired:
+            raise self._fail(self._timed_out())
+        self._waiting = True
         try:
-            async with asyncio.timeout(max(wait, 0.0)):
+            if self._idle_s is None:
                 message = await self._receive()
-        except TimeoutError:
-            waited = (
-                f"no part of the request body arrived for {self._idle_s:g} s"
-                if idle
-                else f"the request body was not complete within {self._timeout_s:g} s"
-            )
-            raise self._fail(RequestTimeout(f"{waited}: send it without pauses")) from None
+            else:
+                async with asyncio.timeout(self._idle_s):
+                    message = await self._receive()
+        except TimeoutError:  # only the idle timeout raises it
+            raise self._fail(
+                RequestTimeout(
+                    f"no part of the request body arrived for {self._idle_s:g} s: send it "
+                    "without pauses"
+                )
+            ) from None
+        except asyncio.CancelledError:
+            # Our deadline cancelled the wait; any other cancellation is passed on.
+            if self._expired and self._task is not None and self._task.uncancel() == 0:
+                raise self._fail(self._timed_out()) from None
+            raise
+        finally:
+            self._waiting = False
         if message["type"] != "http.request":  # http.disconnect: nothing more will come
-            self.done = True
+            self._finish()
             return message
         self.size += len(message.get("body", b""))
         if self.size > self._limit:
@@ -136,11 +156,32 @@ class BoundedReceive:
                 )
             )
         if not message.get("more_body"):
-            self.done = True
+            self._finish()
         return message
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._expired = True
+        if self._waiting and self._task is not None:
+            self._task.cancel()
+
+    def _timed_out(self) -> RequestTimeout:
+        return RequestTimeout(
+            f"the request body was not complete within {self._timeout_s:g} s: send it without "
+            "pauses"
+        )
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _fail(self, error: ModelportError) -> ModelportError:
         self.error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         return error
 
 
@@ -153,20 +194,50 @@ async def read_body(
 ) -> bytes:
     """The whole request body: ``PayloadTooLarge`` once it passes ``limit`` bytes (checked
     against ``declared``, the Content-Length, first), ``RequestTimeout`` if it is not all
-    there within ``timeout_s``."""
+    there within ``timeout_s``.
+
+    ``BoundedReceive`` inlined for the hot path: here the task waits in nothing but
+    ``receive`` until the timer is cancelled, so the timer may cancel it outright.
+    """
     if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes: {_ROWS_ADVICE}"
         )
-    bounded = BoundedReceive(receive, limit=limit, timeout_s=timeout_s, advice=_ROWS_ADVICE)
-    message = await bounded()
-    body = message.get("body", b"")
-    if bounded.done:  # the common case: one message holds it all
-        return bytes(body)
-    chunks = [body]
-    while not bounded.done:
-        chunks.append((await bounded()).get("body", b""))
-    return b"".join(chunks)
+    task = asyncio.current_task()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if task is not None:
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        message = await receive()
+        body = message.get("body", b"")
+        size = len(body)
+        chunks = [body]
+        while True:
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {limit} bytes: {_ROWS_ADVICE}"
+                )
+            if not message.get("more_body"):  # also a disconnect: nothing more will come
+                break
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+    except asyncio.CancelledError:
+        if expired and task is not None and task.uncancel() == 0:
+            raise RequestTimeout(
+                f"the request body was not complete within {timeout_s:g} s: send it without pauses"
+            ) from None
+        raise
+    finally:
+        timer.cancel()
+    return bytes(body) if len(chunks) == 1 else b"".join(chunks)
 
 
 async def send_bytes(
