@@ -242,14 +242,13 @@ def test_defs_of_two_tools_do_not_collide() -> None:
             },
         )
 
-    grammar = tool_grammar([tool("a", "integer"), tool("b", "boolean")], choice="required",
-                           strict=False)  # fmt: skip
+    grammar = tool_grammar([tool("a", "integer"), tool("b", "boolean")], choice="required")
     # The converter names rules after a $ref's last segment: without renaming, tool b's
     # "Item" would have reused tool a's integer rule.
     assert "tool-call-0-arguments-item ::= integer" in grammar
     assert "tool-call-1-arguments-item ::= boolean" in grammar
     assert "free-text" not in grammar
-    assert "free-text" in tool_grammar([tool("a", "integer")], choice="auto", strict=False)
+    assert "free-text" in tool_grammar([tool("a", "integer")], choice="auto")
 
 
 def test_parser_streams_a_call_and_holds_back_only_its_closing() -> None:
@@ -266,3 +265,12 @@ def test_parser_passes_text_through() -> None:
     parser = ToolCallParser()
     deltas = parser.feed("Hello", []) + parser.feed(" there", []) + parser.finish()
     assert "".join(d.content for d in deltas) == "Hello there" and not parser.closed
+
+
+def test_a_strict_tool_refuses_what_its_grammar_cannot_enforce() -> None:
+    parameters = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    loose = Tool("count", parameters=parameters)
+    assert "count" in tool_grammar([loose], choice="required")
+    with pytest.raises(InvalidRequest) as info:
+        tool_grammar([Tool("count", parameters=parameters, strict=True)], choice="required")
+    assert info.value.details["param"] == "tools[0].function.parameters.properties.n.minimum"

@@ -221,17 +221,18 @@ def response_grammar(schema: dict[str, Any], *, strict: bool, param: str) -> str
     return _convert({**body, "$defs": schemas.defs}, "", param)
 
 
-def tool_grammar(tools: list[Tool], *, choice: str, strict: bool) -> str:
+def tool_grammar(tools: list[Tool], *, choice: str) -> str:
     """A grammar for one tool call, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
 
     ``choice`` is ``"required"`` (any tool), a tool's name (that one), or ``"auto"``: then the
     model may instead answer in free text (which cannot start with ``<``).
     """
-    schemas = _Schemas(strict)
+    schemas = _Schemas(strict=False)
     calls = []
     for index, tool in enumerate(tools):
         if choice not in ("auto", "required") and tool.name != choice:
             continue
+        schemas.strict = tool.strict
         parameters = tool.parameters or {"type": "object", "properties": {}}
         arguments = schemas.add(parameters, f"tools[{index}].function.parameters", f"t{index}")
         calls.append(

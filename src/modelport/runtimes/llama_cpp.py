@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import llama_cpp
 import numpy as np
 from llama_cpp import LogitsProcessorList
@@ -87,7 +88,12 @@ class LlamaCppRuntime(ModelRuntime):
                 raise InvalidRequest("this model has no chat template: use /v1/completions")
             tools = request.tools if request.tool_choice != "none" else []
             messages = render_messages(request.messages, tools)
-            prompt = self._chat(messages=messages).prompt  # type: ignore[arg-type]
+            try:
+                prompt = self._chat(messages=messages).prompt  # type: ignore[arg-type]
+            except jinja2.TemplateError as exc:  # e.g. "roles must alternate"
+                raise InvalidRequest(
+                    f"this model's chat template refuses the messages: {exc}", param="messages"
+                ) from exc
             tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
             param = "messages"
         elif request.prompt_ids is not None:
@@ -125,7 +131,7 @@ class LlamaCppRuntime(ModelRuntime):
     def _grammar(self, request: GenerateRequest) -> LlamaGrammar | None:
         """The grammar that constrains this request, checked by llama.cpp's own parser."""
         if request.tools and request.tool_choice != "none":
-            text = tool_grammar(request.tools, choice=request.tool_choice, strict=False)
+            text = tool_grammar(request.tools, choice=request.tool_choice)
             param = "tools"
         elif request.json_schema is not None:
             param = "response_format.json_schema.schema"
@@ -246,14 +252,17 @@ class LlamaCppRuntime(ModelRuntime):
         text: list[str] = []
         calls: dict[str, ToolCall] = {}
         logprobs: list[TokenLogprob] = []
-        async for delta in stream.tokens:
-            text.append(delta.content)
-            logprobs.extend(delta.logprobs)
-            if delta.call_id is not None:
-                calls[delta.call_id] = ToolCall(delta.call_id, delta.call_name or "", "")
-            elif delta.arguments:
-                call = list(calls.values())[-1]
-                call.arguments += delta.arguments
+        try:
+            async for delta in stream.tokens:
+                text.append(delta.content)
+                logprobs.extend(delta.logprobs)
+                if delta.call_id is not None:
+                    calls[delta.call_id] = ToolCall(delta.call_id, delta.call_name or "", "")
+                elif delta.arguments:
+                    call = list(calls.values())[-1]
+                    call.arguments += delta.arguments
+        finally:  # cancelled (the caller left): stop the generating thread now, not at GC
+            await stream.tokens.aclose()  # type: ignore[attr-defined]
         return Generation(
             "".join(text),
             stream.finish_reason,

@@ -32,6 +32,7 @@ class Tool:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False  # refuse schema keywords the grammar cannot enforce
 
 
 @dataclass(slots=True)

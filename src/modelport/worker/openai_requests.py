@@ -332,9 +332,8 @@ def _tools(payload: dict[str, Any], request: GenerateRequest) -> None:
         parameters = function.get("parameters")
         if parameters is not None:
             _object(parameters, f"{where}.function.parameters")
-        if function.get("strict") is not None:
-            _boolean(function, "strict")  # the grammar enforces every call exactly as it can
-        request.tools.append(Tool(name, description, parameters or {}))
+        strict = _boolean(function, "strict") if function.get("strict") is not None else False
+        request.tools.append(Tool(name, description, parameters or {}, strict))
     if choice is None or choice in ("auto", "required", "none"):
         request.tool_choice = choice or "auto"
         return
@@ -434,7 +433,7 @@ def parse_chat(payload: dict[str, Any]) -> ChatOptions:
         )
     request.logprobs = _boolean(payload, "logprobs")
     top = _integer(payload, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
-    if top is not None and not request.logprobs:
+    if top and not request.logprobs:
         raise _fail("'top_logprobs' needs logprobs: true", "top_logprobs")
     request.top_logprobs = top or 0
     stream, usage, obfuscation = _stream_options(payload)
