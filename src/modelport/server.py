@@ -81,6 +81,7 @@ class ModelportServer:
             start_timeout_s=settings.worker_start_timeout_s,
             busy_grace_s=settings.replica_busy_grace_s,
             log_level=settings.log_level,
+            hidden_dir=settings.home if settings.replica_sandbox else None,
         )
         self.plane = ControlPlane(
             settings=settings,

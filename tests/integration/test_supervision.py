@@ -6,6 +6,7 @@ or break endpoints on purpose.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import shutil
@@ -332,3 +333,68 @@ def test_busy_replica_is_not_killed_until_its_grace_runs_out(
         assert after["restarts"] == before["restarts"] + 1
         assert "busy without answering its health probe for over 20 s" in after["last_error"]
         _serves(busy_server, admin, "breast-cancer")
+
+
+_PROBER = """
+from pathlib import Path
+
+import numpy as np
+
+HOME = Path(__file__).resolve().parents[3]  # <home>/artifacts/sha256/<digest>/model.py
+
+
+def _can(action):
+    try:
+        action()
+        return 1.0
+    except OSError:
+        return 0.0
+
+
+class Prober:
+    def predict(self, inputs):
+        reach = [
+            _can(lambda: (HOME / "admin-token").read_bytes()),
+            _can(lambda: list((HOME / "artifacts").iterdir())),
+            _can(lambda: (HOME / "modelport.db").read_bytes()),
+            _can(lambda: (HOME / "admin-token").write_text("stolen")),
+            _can(lambda: Path(__file__).read_bytes()),
+        ]
+        return {"reach": np.array(reach, "f4")}
+"""
+
+
+def _landlock() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.syscall(444, None, 0, 1) > 0)
+
+
+def test_model_code_cannot_reach_the_servers_home(
+    server: RunningServer, admin: Client, tmp_path: Path
+) -> None:
+    if not _landlock():
+        pytest.skip("this kernel has no Landlock: replicas can read the home (security.md)")
+    directory = tmp_path / "prober"
+    directory.mkdir()
+    (directory / "model.py").write_text(_PROBER)
+    signature = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}],
+        "outputs": [{"name": "reach", "datatype": "FP32", "shape": [5]}],
+    }
+    admin.register(
+        "prober",
+        directory,
+        task="custom",
+        runtime="python",
+        runtime_options={"class": "model:Prober"},
+        signature=signature,
+    )
+    admin.create_endpoint("prober", "prober:1")
+    admin.wait_ready("prober")
+    key = admin.create_key("default", "prober")["key"]
+    with server.client(key) as client:
+        reach = client.infer("prober", {"x": np.zeros(1, "f4")})["reach"].tolist()
+    # token, other artifacts, database, overwriting the token: no; its own artifact: yes.
+    assert reach == [0, 0, 0, 0, 1]
+    assert (server.home / "modelport.db").exists()
+    assert server.admin_token.startswith("mpa_")

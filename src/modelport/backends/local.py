@@ -47,6 +47,7 @@ class _Policy:
     drain_timeout_s: float  # from SIGTERM to SIGKILL
     busy_grace_s: float  # how long a replica may miss probes while it computes
     log_level: str
+    hidden_dir: Path | None  # what model code in a worker must not reach (the server's home)
 
 
 async def _probe(upstream: Upstream, path: str, limit_s: float) -> bool:
@@ -184,6 +185,7 @@ class _Replica:
                     token=token,
                     fd=self.sock.fileno(),
                     log_level=self._policy.log_level,
+                    hidden_dir=self._policy.hidden_dir,
                 )
                 .model_dump_json()
                 .encode()
@@ -318,7 +320,10 @@ class LocalBackend(Backend):
         drain_timeout_s: float = 15.0,
         busy_grace_s: float = 300.0,
         log_level: str = "info",
+        hidden_dir: Path | None = None,
     ) -> None:
+        """``hidden_dir``: a directory that model code in workers must not read or write
+        (the server's home), where the operating system can enforce it."""
         self._logs_dir = logs_dir
         self._policy = _Policy(
             interval_s=health_interval_s,
@@ -327,6 +332,7 @@ class LocalBackend(Backend):
             drain_timeout_s=drain_timeout_s,
             busy_grace_s=busy_grace_s,
             log_level=log_level,
+            hidden_dir=hidden_dir,
         )
         self._replicas: dict[str, list[_Replica]] = {}
         self._ready: dict[str, tuple[Upstream, ...]] = {}

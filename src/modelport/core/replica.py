@@ -63,3 +63,4 @@ class ReplicaLaunch(BaseModel):
     token: str  # the endpoint's secret that the gateway sends (WORKER_TOKEN_HEADER)
     fd: int  # the listening socket, inherited
     log_level: str = "info"
+    hidden_dir: Path | None = None  # the server's home: out of the model code's reach

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         description="How long a replica that computes (its CPU time grows) may miss health "
         "probes before it is restarted as hung. An idle one is restarted after 6 misses.",
     )
+    replica_sandbox: bool = Field(
+        default=True,
+        description="Keep model code in replicas from the server's home (admin token, "
+        "secrets, database) with Linux Landlock, where the kernel has it. See security.md.",
+    )
 
     @field_validator("home")
     @classmethod

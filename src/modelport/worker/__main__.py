@@ -18,6 +18,7 @@ import uvicorn
 
 from modelport.core.replica import ReplicaLaunch
 from modelport.worker.app import WorkerApp
+from modelport.worker.sandbox import hide_directory
 
 
 def main() -> None:
@@ -30,6 +31,8 @@ def main() -> None:
         level=launch.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if launch.hidden_dir is not None:  # before any thread starts, and any model code runs
+        hide_directory(launch.hidden_dir, readable=[launch.spec.artifact_dir])
     sock = socket.socket(fileno=launch.fd)
     config = uvicorn.Config(
         WorkerApp(launch.spec, launch.token),
