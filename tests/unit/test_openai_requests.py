@@ -49,6 +49,8 @@ def _chat_error(**body: Any) -> InvalidRequest:
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ({"messages": "hi"}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name"),
+        ({"safety_identifier": "u"}, "safety_identifier"),
         ({"temperature": 2.5}, "temperature"),
         ({"temperature": True}, "temperature"),
         ({"top_p": -0.1}, "top_p"),

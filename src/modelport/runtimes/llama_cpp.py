@@ -66,11 +66,14 @@ class LlamaCppRuntime(ModelRuntime):
     async def load(self) -> None:
         options = self.settings.options
         path = find_model_file(self.settings.artifact_dir, (".gguf",), options)
+        context = int(options.get("n_ctx", 2048))
         self._llm = await asyncio.to_thread(
             llama_cpp.Llama,
             model_path=str(path),
-            n_ctx=int(options.get("n_ctx", 2048)),
+            n_ctx=context,
             n_threads=int(options.get("threads", os.cpu_count() or 1)),
+            # Penalties count every token generated so far, as OpenAI's do, not the last 64.
+            last_n_tokens_size=context,
             verbose=False,
         )
         template = self._llm.metadata.get("tokenizer.chat_template")

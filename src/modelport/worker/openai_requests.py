@@ -42,6 +42,7 @@ _REFUSED_CHAT = {
     "prompt_cache_key": "'prompt_cache_key' is not supported",
     "prompt_cache_retention": "'prompt_cache_retention' is not supported",
     "metadata": "'metadata' is kept only with 'store', which is not supported",
+    "safety_identifier": "'safety_identifier' is not supported: no abuse monitoring runs here",
 }
 _CHAT_FIELDS = frozenset(
     {
@@ -49,7 +50,7 @@ _CHAT_FIELDS = frozenset(
         "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens", "n",
         "parallel_tool_calls", "response_format", "seed", "stop", "stream",
         "stream_options", "temperature", "top_p", "tool_choice", "tools", "user",
-        "safety_identifier", "store", "service_tier", "modalities",
+        "store", "service_tier", "modalities",
     }
 )  # fmt: skip
 _COMPLETION_FIELDS = frozenset(
@@ -270,7 +271,12 @@ def _message(message: Any, index: int) -> dict[str, Any]:
             f"'{where}.role' must be one of {sorted(_MESSAGE_FIELDS)}{hint}", f"{where}.role"
         )
     _known(message, _MESSAGE_FIELDS[role], f"a '{role}' message", f"{where}.")
-    _string(message, "name", f"{where}.name")
+    if message.get("name") is not None:  # a plain chat template has nowhere to put it
+        raise _fail(
+            f"'{where}.name' is not supported: this model's chat template has no participant "
+            "names; put the name in the content",
+            f"{where}.name",
+        )
     checked: dict[str, Any] = {"role": role}
     content = message.get("content")
     if role == "assistant":
@@ -401,7 +407,6 @@ def _chat_only(payload: dict[str, Any]) -> None:
     modalities = payload.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise _fail("'modalities' must be [\"text\"]: this model writes text only", "modalities")
-    _string(payload, "safety_identifier", "safety_identifier")
 
 
 def _max_tokens(payload: dict[str, Any], names: tuple[str, ...]) -> int | None:
