@@ -93,9 +93,10 @@ class _ImageInput:
 
     def decode(self, images: np.ndarray) -> np.ndarray:
         """Encoded images -> FP32 [N, width*height], each pixel's brightness -> 0..scale."""
-        return np.stack(
-            [self._pixels(index, item) for index, item in enumerate(images.ravel())]
-        ).astype(np.float32)
+        rows = [self._pixels(index, item) for index, item in enumerate(images.ravel())]
+        if not rows:  # a batch of no images is an empty batch, not a failure
+            return np.empty((0, self.width * self.height), dtype=np.float32)
+        return np.stack(rows).astype(np.float32)
 
     def _too_large(self, index: int, pixels: int | None) -> PayloadTooLarge:
         size = f"has {pixels} pixels, " if pixels is not None else "is "
