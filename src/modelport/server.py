@@ -149,7 +149,14 @@ class ModelportServer:
                     log.info("demo %s: a model of that name exists; left alone", demo.name)
                     marker.write_text("a model of this name existed; not deployed\n")
                     continue
-            reference = plane.artifacts.ingest(artifact.reference) if artifact.reference else None
+            # The demo's own files, wherever their package is installed: not a path a user
+            # gave, so not held to MODELPORT_ARTIFACT_ROOTS.
+            stored = plane.artifacts.ingest(artifact.path, trusted=True)
+            reference = (
+                plane.artifacts.ingest(artifact.reference, trusted=True)
+                if artifact.reference
+                else None
+            )
             with plane.db.session() as session:
                 registry.create_model(
                     session,
@@ -162,7 +169,7 @@ class ModelportServer:
                 demo.name,
                 VersionCreate(
                     runtime=demo.runtime,
-                    artifact_path=str(artifact.path),
+                    artifact_digest=stored.digest,
                     metrics=artifact.metrics,
                     runtime_options=demo.options,
                     reference_digest=reference.digest if reference else None,

@@ -333,3 +333,15 @@ def test_paths_no_filesystem_can_hold_are_400(store: ArtifactStore, path: str) -
     # Found by Schemathesis: a NUL or a lone surrogate made Path.resolve raise ValueError.
     with pytest.raises(InvalidRequest, match="is not a valid path"):
         store.ingest(Path(path))
+
+
+def test_trusted_ingest_skips_the_roots_but_not_the_limits(tmp_path: Path) -> None:
+    # The server's own demo files live wherever their package is installed.
+    store = ArtifactStore(tmp_path / "artifacts", readable=(), max_bytes=1024)
+    source = _tree(tmp_path / "package", {"model.gguf": b"weights"})
+    with pytest.raises(Forbidden):
+        store.ingest(source)
+    assert store.ingest(source, trusted=True).created
+    (source / "big.bin").write_bytes(bytes(2048))
+    with pytest.raises(PayloadTooLarge):
+        store.ingest(source, trusted=True)

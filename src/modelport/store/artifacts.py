@@ -111,9 +111,13 @@ class ArtifactStore:
         self._objects.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
 
-    def ingest(self, source: Path) -> Artifact:
-        """Copy a file or directory from the local filesystem into the store."""
-        resolved = self._readable_path(source)
+    def ingest(self, source: Path, *, trusted: bool = False) -> Artifact:
+        """Copy a file or directory from the local filesystem into the store.
+
+        ``trusted`` skips the check of ``readable`` roots, for the server's own files (the
+        demo's, wherever their package is installed); the limits still apply.
+        """
+        resolved = self._readable_path(source, trusted=trusted)
         with self._stage() as staging:
             budget = self._budget()
             try:
@@ -165,7 +169,7 @@ class ArtifactStore:
 
     # -- reading a local path ---------------------------------------------------------------
 
-    def _readable_path(self, source: Path) -> Path:
+    def _readable_path(self, source: Path, *, trusted: bool) -> Path:
         """``source`` with its links resolved, if it exists and the store may read it."""
         try:
             resolved = source.expanduser().resolve(strict=True)
@@ -179,7 +183,7 @@ class ArtifactStore:
                 "or directory",
                 field="artifact_path",
             ) from None
-        if self._readable is not None and not self._allowed(resolved):
+        if self._readable is not None and not trusted and not self._allowed(resolved):
             roots = ", ".join(str(p) for p in self._readable) or "none"
             raise Forbidden(
                 f"artifact path {str(source)!r} is outside the directories the server may read "
