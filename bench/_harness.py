@@ -109,6 +109,8 @@ def modelport_server(demos: str) -> Iterator[BenchServer]:
             "MODELPORT_HOST": "127.0.0.1",
             "MODELPORT_LOG_LEVEL": "warning",
             "MODELPORT_DEMO_MODELS": demos,
+            # Benchmarks register models they build in temporary directories by path.
+            "MODELPORT_ARTIFACT_ROOTS": tempfile.gettempdir(),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "modelport", "serve", "--demo"],
