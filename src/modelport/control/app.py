@@ -141,7 +141,10 @@ class ControlApp:
                 idle_s=settings.body_timeout_s,
                 advice="raise MODELPORT_MAX_ARTIFACT_BYTES",
             )
-            await self.app(scope, bounded, _closing_after(bounded, send))
+            try:
+                await self.app(scope, bounded, _closing_after(bounded, send))
+            finally:
+                bounded.close()  # a request refused before its body must not keep a timer
             return
         bounded = BoundedReceive(
             receive,
@@ -152,7 +155,10 @@ class ControlApp:
         chunks = []
         try:
             while not bounded.done:
-                chunks.append((await bounded()).get("body", b""))
+                message = await bounded()
+                if message["type"] == "http.disconnect":
+                    return  # the client left mid-body: there is no one to answer
+                chunks.append(message.get("body", b""))
         except ModelportError as exc:
             await _refuse(send, exc)
             return

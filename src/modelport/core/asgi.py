@@ -159,6 +159,12 @@ class BoundedReceive:
             self._finish()
         return message
 
+    def close(self) -> None:
+        """Stop the deadline's timer; for a caller done with the request before its body."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _expire(self) -> None:
         self._timer = None
         self._expired = True
@@ -173,15 +179,11 @@ class BoundedReceive:
 
     def _finish(self) -> None:
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.close()
 
     def _fail(self, error: ModelportError) -> ModelportError:
         self.error = error
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.close()
         return error
 
 
