@@ -90,6 +90,17 @@ def test_agreement_counts_equal_v2_outputs_only() -> None:
     assert report["output_tokens"] == {"primary_mean": None, "shadow_mean": None}
 
 
+def test_deeply_nested_v2_data_does_not_raise() -> None:
+    # orjson accepts 1024 levels; a recursive comparison used to hit RecursionError at ~400.
+    nested = b"[" * 1000 + b"1.0" + b"]" * 1000
+    body = b'{"outputs": [{"name": "label", "data": ' + nested + b"}]}"
+    other = body.replace(b"1.0", b"2.0")
+    comparison = ShadowComparison()
+    _add(comparison, body, body)
+    _add(comparison, body, other)
+    assert comparison.report()["agreement"] == {"compared": 2, "agreed": 1, "rate": 0.5}
+
+
 def test_output_length_for_llms_and_the_latency_cap() -> None:
     comparison = ShadowComparison(max_pairs=2)
     _add(comparison, b"{}", b"{}", primary_tokens=10, shadow_tokens=30)

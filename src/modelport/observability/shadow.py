@@ -38,8 +38,21 @@ def _outputs(body: bytes) -> dict[str, Any] | None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    # A stack, not recursion: orjson accepts 1024 levels of nesting, more than Python's
+    # recursion limit allows, and a deeply nested body must not raise here.
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif not _same_scalar(x, y):
+            return False
+    return True
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if isinstance(a, bool) or isinstance(b, bool):
             return bool(a == b)
