@@ -80,6 +80,19 @@ async def test_estimators_whose_predict_is_not_the_argmax_keep_predict(tmp_path:
     np.testing.assert_array_equal(outputs["label"], expected)
 
 
+async def test_data_the_estimator_refuses_is_a_400(tmp_path: Path) -> None:
+    """Infinity (possible in binary data) or no rows made scikit-learn raise ValueError: 500."""
+    features, target = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    runtime = await _runtime(tmp_path, model.fit(features, target))
+    bad = features[:2].astype(np.float32)
+    bad[1, 3] = np.inf
+    for rows in (bad, bad[:0]):
+        with pytest.raises(InvalidRequest, match="input 'input' refused by the model") as info:
+            await runtime.predict({"input": rows})
+        assert info.value.status == 400
+
+
 # Registration: the pickle runs in a short-lived process, never in the server's.
 
 

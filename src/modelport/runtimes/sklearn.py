@@ -65,13 +65,20 @@ class SklearnRuntime(ModelRuntime):
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         features = inputs[self._input]
-        if not self._has_proba:
-            return {"label": np.asarray(self._estimator.predict(features))}
-        probabilities = np.asarray(self._estimator.predict_proba(features))
-        if self._classes is not None:  # one model call, not two
-            labels = self._classes[probabilities.argmax(axis=1)]
-        else:
-            labels = np.asarray(self._estimator.predict(features))
+        try:
+            if not self._has_proba:
+                return {"label": np.asarray(self._estimator.predict(features))}
+            probabilities = np.asarray(self._estimator.predict_proba(features))
+            if self._classes is not None:  # one model call, not two
+                labels = self._classes[probabilities.argmax(axis=1)]
+            else:
+                labels = np.asarray(self._estimator.predict(features))
+        except ValueError as exc:
+            # scikit-learn's own input checks (infinity or NaN in binary data, no rows) raise
+            # ValueError: the client's data, not a server fault.
+            raise InvalidRequest(
+                f"input '{self._input}' refused by the model: {exc}", param=self._input
+            ) from exc
         return {"label": labels, "probabilities": probabilities}
 
 
