@@ -8,6 +8,7 @@ requests, which is exactly what these clients do not do.
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import socket
@@ -131,8 +132,6 @@ class Raw:
 
 
 def _error_message(body: bytes) -> str:
-    import json
-
     error = json.loads(body)["error"]
     return str(error["message"] if isinstance(error, dict) else error)
 
@@ -485,3 +484,20 @@ def test_version_numbers_past_what_a_database_holds_are_4xx(
     response = httpx.request(method, srv.url + path, json=body, headers=admin_headers)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://\ud800/", "http://" + "a" * 300 + "/"])
+def test_external_urls_that_do_not_parse_are_400(
+    srv: RunningServer, admin_headers: dict[str, str], url: str
+) -> None:
+    # An unclosed IPv6 bracket or a host IDNA cannot encode raised ValueError: a 500.
+    with httpx.Client(base_url=srv.url, headers=admin_headers) as client:
+        client.post("/api/v1/models", json={"name": "external", "task": "chat"})
+        body = {"runtime": "openai-upstream", "runtime_options": {"url": url}}
+        response = client.post(  # json.dumps escapes a lone surrogate, as a client may
+            "/api/v1/models/external/versions",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == {"field": "runtime_options.url"}

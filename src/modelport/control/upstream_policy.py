@@ -33,6 +33,10 @@ def _addresses(host: str, port: int) -> set[ipaddress.IPv4Address | ipaddress.IP
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError:
         return set()  # unresolvable now: the gateway will say so when it is called
+    except ValueError:  # a NUL, or a name IDNA cannot encode: no resolver takes it
+        raise InvalidRequest(
+            f"url host {host!r} is not a valid host name", field="runtime_options.url"
+        ) from None
     return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
 
 
@@ -55,8 +59,13 @@ def check_upstream_url(url: str, *, own: tuple[str, int], allow_internal: bool) 
     """Refuse a URL that reaches link-local or metadata addresses, or this server itself."""
     if allow_internal:
         return
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise InvalidRequest(
+            f"url {url!r} is not a valid URL", field="runtime_options.url"
+        ) from None
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
