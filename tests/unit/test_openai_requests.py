@@ -62,6 +62,7 @@ def _chat_error(**body: Any) -> InvalidRequest:
         ({"stop": [""]}, "stop"),
         ({"stop": 7}, "stop"),
         ({"logit_bias": {"abc": 1}}, "logit_bias.abc"),
+        ({"logit_bias": {"\u00b2": 1}}, "logit_bias.\u00b2"),
         ({"logit_bias": {"5": 101}}, "logit_bias.5"),
         ({"seed": 1.5}, "seed"),
         ({"seed": 2**70}, "seed"),

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOKEN_ID = re.compile(r"^[0-9]{1,9}\Z")  # ASCII digits: str.isdigit() also takes "²"
 _MAX_STOPS = 4
 _MAX_TOOLS = 128
 _MAX_BIAS = 1024
@@ -169,7 +170,7 @@ def _sampling(payload: dict[str, Any], request: GenerateRequest) -> None:
             raise _fail(f"'logit_bias' may name at most {_MAX_BIAS} tokens", "logit_bias")
         for key, value in bias.items():
             param = f"logit_bias.{key}"
-            if not key.isdigit() or len(key) > 9:
+            if not _TOKEN_ID.match(key):
                 raise _fail(f"'{param}': keys must be token ids (integers as strings)", param)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _fail(f"'{param}' must be a number from -100 to 100", param)
