@@ -32,6 +32,7 @@ from modelport.client import Client, ModelportClientError
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
+    alive,
     start_server,
     stop_server,
     wait_for,
@@ -253,7 +254,19 @@ def test_long_transcription_keeps_the_replica_answering_and_alive(
         assert f"at most {_ASR_LIMIT_S} s" in error["message"]
     with asr_server.client() as admin:
         after = admin.get_endpoint("asr-small")["replica_status"][0]
-    assert (after["pid"], after["restarts"]) == (replica["pid"], replica["restarts"])
+        assert (after["pid"], after["restarts"]) == (replica["pid"], replica["restarts"])
+
+        # Its decoding processes die with it: killed, it leaves nothing behind.
+        decoders = _children(replica["pid"])
+        assert len(decoders) >= 2
+        os.kill(replica["pid"], signal.SIGKILL)
+        wait_for(lambda: not any(alive(pid) for pid in decoders), timeout=20, message="decoders")
+        assert admin.wait_ready("asr-small", timeout=120)["status"] == "ready"
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(c) for t in tasks for c in (t / "children").read_text().split()]
 
 
 _SPINNER = """
