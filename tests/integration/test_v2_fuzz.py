@@ -312,6 +312,62 @@ def test_fuzzed_tritonclient_tensors_are_never_5xx(
         client.close()
 
 
+_ROW = {"name": "input", "datatype": "FP32", "shape": [1, 30], "data": [0.5] * 30}
+_DEEP_BODY = (
+    b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,30],"data":'
+    + b"[" * 1000
+    + b"1"
+    + b"]" * 1000
+    + b"}]}"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "field"),
+    [
+        (json.dumps({"inputs": [_ROW], "parameters": "x"}).encode(), {}, "parameters"),
+        (
+            json.dumps({"inputs": [{**_ROW, "parameters": [1]}]}).encode(),
+            {},
+            "inputs[0].parameters",
+        ),
+        (
+            json.dumps(
+                {"inputs": [_ROW], "outputs": [{"name": "label", "parameters": 1}]}
+            ).encode(),
+            {},
+            "outputs[0].parameters",
+        ),
+        (json.dumps({"inputs": [_ROW]}).encode(), {"inference-header-content-length": "1.5"}, ""),
+        (
+            json.dumps(
+                {"inputs": [{**_ROW, "data": None, "parameters": {"binary_data_size": "120"}}]}
+            ).encode(),
+            {},
+            "inputs[0].parameters.binary_data_size",
+        ),
+        (json.dumps({"inputs": [{**_ROW, "shape": [True, 30]}]}).encode(), {}, "inputs[0].shape"),
+        (_DEEP_BODY, {}, "inputs[0].data"),
+        (
+            json.dumps({"inputs": [{**_ROW, "data": [None] * 30}]}).encode(),
+            {},
+            "inputs[0].data",
+        ),
+        (json.dumps({"inputs": [_ROW, _ROW]}).encode(), {}, "inputs[1].name"),
+        (json.dumps({"inputs": [_ROW], "outputs": "label"}).encode(), {}, "outputs"),
+        (json.dumps({"inputs": [_ROW], "id": 5}).encode(), {}, "id"),
+    ],
+)
+def test_the_issues_examples_are_400s_naming_the_field(
+    http: httpx.Client, body: bytes, headers: dict[str, str], field: str
+) -> None:
+    """Each of these was '500 model runtime failed' or an answer (null probabilities)."""
+    response = http.post("/v2/models/breast-cancer/infer", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    expected = field or "Inference-Header-Content-Length"
+    assert expected in response.json()["error"]
+
+
 def test_a_fuzzed_server_still_answers_correctly(http: httpx.Client) -> None:
     """After all of the above, a well-formed request gets the right answer; one over the row
     cap (MODELPORT_MAX_REQUEST_ROWS=64 here) a 413 saying so."""
