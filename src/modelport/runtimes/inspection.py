@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import modelport
 from modelport.core import errors
 from modelport.core.errors import InvalidRequest, ModelportError
 from modelport.core.signature import Signature
@@ -35,6 +36,9 @@ _ENVIRONMENT = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "
 
 def _environment() -> dict[str, str]:
     env = {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
+    # The same Modelport as the server's, installed or run from a source tree.
+    source = str(Path(modelport.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
     env.update({k: v for k, v in os.environ.items() if k.startswith("LC_")})
     # A model's own threads have no work to share at inspection; keep the process small.
     env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
@@ -66,7 +70,8 @@ def inspect_artifact(
     with tempfile.TemporaryDirectory(prefix="modelport-inspect-") as scratch:
         try:
             done = subprocess.run(
-                [sys.executable, "-I", "-m", "modelport.runtimes.inspection"],
+                # cwd: an empty directory, so that no file there shadows a module.
+                [sys.executable, "-m", "modelport.runtimes.inspection"],
                 input=request.encode(),
                 capture_output=True,
                 env=_environment(),
