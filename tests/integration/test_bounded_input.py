@@ -501,3 +501,19 @@ def test_external_urls_that_do_not_parse_are_400(
         )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["details"] == {"field": "runtime_options.url"}
+
+
+@pytest.mark.parametrize("field", ["metrics", "tags", "runtime_options"])
+def test_nan_and_infinity_are_not_stored(
+    srv: RunningServer, admin_headers: dict[str, str], field: str
+) -> None:
+    # Python's JSON parser takes them; PostgreSQL's JSON and clients' parsers do not.
+    body = f'{{"runtime": "onnx", "artifact_digest": "sha256:{"0" * 64}", "{field}": {{"a": NaN}}}}'
+    response = httpx.post(
+        f"{srv.url}/api/v1/models/breast-cancer/versions",
+        content=body.encode(),
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert f"{field}: Value error, must be plain JSON" in message

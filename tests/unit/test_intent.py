@@ -502,3 +502,23 @@ def test_control_characters_are_field_errors_not_crashes(text: str, line: int) -
     message = _message(text)
     assert f"line {line}: not valid YAML: character 0x" in message
     assert "is not allowed" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "fragment"),
+    [
+        ("rollout: {interval: .inf}", "rollout.interval", "must be a duration"),
+        ("rollout: {keep_previous: .nan}", "rollout.keep_previous", "must be a duration"),
+        ("rollout: {interval: " + "9" * 400 + "}", "rollout.interval", "must be a duration"),
+        ('rollout: {interval: "' + "9" * 400 + 'h"}', "rollout.interval", "must be a duration"),
+        ("traffic: {peak_rps: .inf}", "traffic.peak_rps", "must be a finite number, got inf"),
+        ("slo: {availability: -.inf}", "slo.availability", "must be a finite number"),
+        ("budget: {monthly_usd: .nan}", "budget.monthly_usd", "must be a finite number"),
+    ],
+)
+def test_infinite_and_overflowing_numbers_are_refused(
+    extra: str, field: str, fragment: str
+) -> None:
+    # An interval of .inf stalls a rollout forever; 400 digits raised OverflowError (a 500).
+    assert _problems(MINIMAL + extra + "\n") == [(field, 4)]
+    assert fragment in _message(MINIMAL + extra + "\n")

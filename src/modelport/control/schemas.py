@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelport.backends import ReplicaStatus
 from modelport.core.enums import EndpointStatus, RolloutState, Task
@@ -63,6 +64,17 @@ class VersionCreate(_In):
     reference_digest: str | None = Field(
         default=None, description="Artifact holding a reference sample of training data."
     )
+
+    @field_validator("metrics", "tags", "runtime_options")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Python's JSON parser takes NaN and Infinity; stored, they are not JSON to PostgreSQL
+        # or to clients.
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("must be plain JSON: NaN and Infinity are not numbers") from None
+        return value
 
     @model_validator(mode="after")
     def _one_artifact(self) -> VersionCreate:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator
 from itertools import pairwise
@@ -57,7 +58,7 @@ __all__ = [
 
 # Strict so that YAML's own types are kept: "20" or true is not silently a number.
 _Int = Annotated[int, Strict()]
-_Float = Annotated[float, Strict()]
+_Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # .inf is YAML, not a bound
 _Str = Annotated[str, Strict()]
 _Text = Annotated[str, Strict(), Field(min_length=1)]
 
@@ -69,13 +70,17 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as ``"500ms"``, ``"30s"``, ``"1.5m"`` or ``"1h"``."""
-    if isinstance(value, bool):
+    seconds = math.nan
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (match := _DURATION.match(value)):
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    except OverflowError:  # an integer of 400 digits
+        pass
+    if not math.isfinite(seconds):  # also .inf and .nan, which YAML allows
         raise ValueError(f"must be a duration such as 30s, 2m or 1h, got {_show(value)}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    raise ValueError(f"must be a duration such as 30s, 2m or 1h, got {_show(value)}")
+    return seconds
 
 
 def _name(kind: str, value: str) -> str:
@@ -512,6 +517,8 @@ def _plain(error: Any) -> str:
         return f"must be {sign} {_show(ctx.get(key))}, got {got}"
     if kind in ("literal_error", "enum"):
         return f"must be one of {ctx.get('expected', '')}; got {got}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {got}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_too_long":
