@@ -208,6 +208,7 @@ class LlamaCppRuntime(ModelRuntime):
             seed = random.randrange(_SEED_RANGE)  # noqa: S311 - sampling, not secrets
         with self._lock:
             self._llm.set_seed(seed % _SEED_RANGE)  # 2**32 - 1 would mean "random" to llama.cpp
+            finish = "stop"
             for token in self._llm.generate(
                 prompt,
                 temp=request.temperature,
@@ -220,7 +221,7 @@ class LlamaCppRuntime(ModelRuntime):
                 reset=True,
             ):
                 if token == eos or llama_cpp.llama_token_is_eog(self._llm._model.vocab, token):
-                    return "stop"
+                    break
                 if request.logprobs:
                     logprobs.append(self._logprob(token, request.top_logprobs))
                 produced += 1
@@ -237,8 +238,11 @@ class LlamaCppRuntime(ModelRuntime):
                         return "stop"
                     pending, logprobs = 0, []
                 if produced >= budget:
-                    return "length"
-        return "stop"
+                    finish = "length"
+                    break
+        if pending:  # tokens of a character left unfinished still count in usage
+            emit(decoder.decode(b"", final=True), pending, logprobs)
+        return finish
 
     def _echo(self, request: GenerateRequest, prompt: list[int]) -> str:
         if request.prompt is not None:
