@@ -323,11 +323,21 @@ def test_completion_echo_and_obfuscated_stream(ai: openai.OpenAI) -> None:
         model="chat-small",
         messages=[{"role": "user", "content": "Hi"}],
         max_tokens=3,
+        logprobs=True,
         stream=True,
         stream_options={"include_usage": True, "include_obfuscation": True},
     )
     chunks = list(stream)
     assert all(getattr(c, "obfuscation", None) for c in chunks)
+    streamed = [
+        entry
+        for c in chunks
+        for choice in c.choices
+        if choice.logprobs is not None
+        for entry in choice.logprobs.content or []
+    ]
+    usage = chunks[-1].usage
+    assert usage is not None and len(streamed) == usage.completion_tokens
 
 
 # -- refusals --------------------------------------------------------------------------------
