@@ -81,10 +81,14 @@ def test_bytes_tensors_in_binary_form() -> None:
         (b"nope", None, "not valid JSON"),
         (b'{"inputs": {}}', None, "non-empty 'inputs'"),
         (_json(data=[1, 2]), None, "has 2 values, but shape [2, 3] needs 6"),
-        (_json(datatype="FP8", data=[1] * 6), None, "inputs[0].datatype must be one of"),
+        (
+            _json(datatype="FP8", data=[1] * 6),
+            None,
+            "inputs[0].datatype has unknown datatype 'FP8'",
+        ),
         (_json(shape="2x3", data=[1] * 6), None, "list of non-negative integers"),
         (_json(shape=[2, 3]), None, "needs 'data' or binary data"),
-        (_json(data=[{"a": 1}] * 6), None, "must hold only numbers for datatype FP32"),
+        (_json(data=[{"a": 1}] * 6), None, "does not fit datatype FP32"),
         (
             _json(parameters={"binary_data_size": 24}),
             len(_json(parameters={"binary_data_size": 24})),

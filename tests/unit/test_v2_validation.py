@@ -105,8 +105,8 @@ def _binary(header: dict[str, Any], raw: bytes) -> tuple[bytes, int]:
         (_body(_INPUT, _INPUT), "inputs[1].name", "gives input 'input' a second time"),
         (_body(_with(name="")), "inputs[0].name", "non-empty string"),
         (_body(_with(name=3)), "inputs[0].name", "non-empty string"),
-        (_body(_with(datatype=["FP32"])), "inputs[0].datatype", "must be one of"),
-        (_body(_with(datatype=None)), "inputs[0].datatype", "must be one of"),
+        (_body(_with(datatype=["FP32"])), "inputs[0].datatype", "unknown datatype"),
+        (_body(_with(datatype=None)), "inputs[0].datatype", "unknown datatype"),
         (_body("input"), "inputs[0]", "must be an object"),
         (_body(_with(data=None)), "inputs[0]", "needs 'data' or binary data"),
         (

@@ -150,7 +150,8 @@ def _input(raw: Any, field: str, limits: RequestLimits) -> InputHeader:
     datatype = raw.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise _invalid(
-            f"{field}.datatype", f"must be one of {', '.join(DATATYPES)}, got {datatype!r}"
+            f"{field}.datatype",
+            f"has unknown datatype {datatype!r}: use one of {', '.join(DATATYPES)}",
         )
     shape, count = _shape(raw.get("shape"), f"{field}.shape", limits)
     parameters = _parameters(raw.get("parameters"), f"{field}.parameters")
@@ -289,7 +290,8 @@ def numeric_tensor(item: InputHeader, maybe_bools: bool) -> np.ndarray:
     if not ok:
         found = "a boolean" if kind == "b" else _culprit(item.data)
         raise _invalid(
-            field, f"must hold only {wanted} for datatype {item.datatype}; found {found}"
+            field,
+            f"does not fit datatype {item.datatype}: it must hold only {wanted}; found {found}",
         )
     if kind in "iu" and item.datatype in _INTEGERS:
         info = np.iinfo(dtype)
