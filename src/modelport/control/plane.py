@@ -165,10 +165,12 @@ class ControlPlane:
         await self.backend.start()
         await self.refresh_keys()
         for name, deployments, routing in await asyncio.to_thread(self._load):
-            stable = deployments[0]
-            await self.serve(name, stable, routing=routing)
-            for candidate in deployments[1:]:
-                await self.run_revision(name, candidate)
+            try:
+                await self.serve(name, deployments[0], routing=routing)
+                for candidate in deployments[1:]:
+                    await self.run_revision(name, candidate)
+            except Exception:  # one endpoint that cannot start must not keep the rest down
+                log.exception("endpoint %s could not be started", name)
         self.refresh_routes()
 
     async def close(self) -> None:
