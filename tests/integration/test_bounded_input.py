@@ -274,15 +274,15 @@ def test_a_trickled_control_body_times_out(
 
 
 def test_a_trickled_inference_body_times_out(srv: RunningServer, api_key: str) -> None:
-    # The gateway reads bodies with core.asgi.read_body, which bounds them in time. Until the
-    # gateway passes MODELPORT_BODY_TIMEOUT_S to it, it uses the default of 30 s.
     with Raw(srv) as raw:
         headers = {"Authorization": f"Bearer {api_key}", "Content-Length": "100000"}
         raw.head("POST", "/v2/models/breast-cancer/infer", headers)
-        took = _trickle(raw, 100000, 0.5, give_up_after=40)
-        status, _, body = raw.response()
+        took = _trickle(raw, 100000, 0.25, give_up_after=BODY_TIMEOUT_S + 8)
+        status, headers, body = raw.response()
         assert status == 408, body
-    assert took <= 35
+        assert headers.get("connection") == "close"
+        assert raw.closed()
+    assert BODY_TIMEOUT_S - 0.5 <= took <= BODY_TIMEOUT_S + 4
     ok = httpx.post(
         f"{srv.url}/v2/models/breast-cancer/infer",
         json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": ROW}]},

@@ -26,7 +26,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
+from modelport.core.asgi import (
+    Receive,
+    Scope,
+    Send,
+    bearer_token,
+    header,
+    read_body,
+    send_bytes,
+    send_json,
+)
 from modelport.core.errors import (
     GatewayTimeout,
     InvalidRequest,
@@ -56,6 +65,7 @@ _SERVER_METADATA = orjson.dumps(
     {"name": "modelport", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 )
 _TIMEOUT_HEADER = b"x-modelport-timeout"
+_CLOSE_AFTER = frozenset({408, 413})
 _T = TypeVar("_T")
 
 _MAX_ID = 128
@@ -97,6 +107,7 @@ class GatewayApp:
         *,
         timeout_s: float = 60.0,
         stream_chunk_timeout_s: float = 60.0,
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.snapshot = RoutingSnapshot()
         self.keys: Mapping[str, KeyPrincipal] = MappingProxyType({})
@@ -111,6 +122,7 @@ class GatewayApp:
         self._max_body = max_body_bytes
         self._timeout_s = timeout_s
         self._chunk_timeout_s = stream_chunk_timeout_s
+        self._body_timeout_s = body_timeout_s
         self._hop_id = os.urandom(6).hex()
         self._forwarder = Forwarder(
             upstream, self.windows, self.shadows, lambda: self.snapshot, self._hop_id
@@ -178,17 +190,21 @@ class GatewayApp:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
             body = exc.to_openai() if is_openai else {"error": exc.message}
-            await send_json(send, exc.status, body, [(b"x-request-id", request_id)])
+            headers = [(b"x-request-id", request_id)]
+            if exc.status in _CLOSE_AFTER:
+                # The rest of the body may still be on its way: drop the connection instead of
+                # reading it (each trickled byte would keep the connection alive).
+                headers.append((b"connection", b"close"))
+            await send_json(send, exc.status, body, headers)
 
     def _authenticate(self, scope: Scope) -> KeyPrincipal:
-        authorization = header(scope, b"authorization")
-        # The scheme is case-insensitive (RFC 9110), the key is not.
-        if not authorization or authorization[:7].lower() != b"bearer ":
+        token = bearer_token(scope)
+        if token is None:
             raise Unauthorized(
                 "missing API key: send 'Authorization: Bearer <key>' (create one with "
                 "'modelport keys create')"
             )
-        digest = hashlib.sha256(authorization[7:].strip()).hexdigest()
+        digest = hashlib.sha256(token).hexdigest()
         principal = self.keys.get(digest)
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
@@ -287,7 +303,7 @@ class GatewayApp:
             length = int(declared) if declared else None
         except ValueError:
             raise InvalidRequest("header Content-Length must be an integer") from None
-        return await read_body(receive, self._max_body, length)
+        return await read_body(receive, self._max_body, length, timeout_s=self._body_timeout_s)
 
     async def _in_time(
         self, work: Awaitable[_T], call: Call, route: Route, watch: Receive | None
