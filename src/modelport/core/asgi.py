@@ -10,8 +10,9 @@ neither memory nor a connection for longer than the server allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -29,12 +30,15 @@ __all__ = [
     "read_body",
     "send_bytes",
     "send_json",
+    "until_disconnected",
 ]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+_T = TypeVar("_T")
 
 DEFAULT_BODY_TIMEOUT_S = 30.0  # MODELPORT_BODY_TIMEOUT_S's default
 _JSON = (b"content-type", b"application/json")
@@ -261,3 +265,32 @@ async def send_json(
 ) -> None:
     extra = headers or []
     await send_bytes(send, status, orjson.dumps(payload), [_JSON, *extra])
+
+
+async def until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
+    """``await work``, unless the client disconnects first: then cancel it and return
+    ``None``. Call it once the request body has been read; from then on ``receive`` only
+    says that the client left. Cancelling the work is how long work learns nobody waits for
+    its answer: the gateway closes the replica's connection, a replica stops generating."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and watcher.exception() is not None:
+            await asyncio.wait((task,))  # no way to watch the client: just wait for the work
+    except BaseException:
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await task  # the client is gone; nobody is left to tell how the work ended
+    return None
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -14,7 +14,6 @@ vision, embedding): a generation never runs twice, an external paid API never bi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -35,6 +34,7 @@ from modelport.core.asgi import (
     read_body,
     send_bytes,
     send_json,
+    until_disconnected,
 )
 from modelport.core.errors import (
     GatewayTimeout,
@@ -314,7 +314,7 @@ class GatewayApp:
             async with asyncio.timeout_at(call.deadline):
                 if watch is None:
                     return await work
-                result: _T | None = await _unless_disconnected(watch, work)
+                result: _T | None = await until_disconnected(watch, work)
         except TimeoutError:
             error: ModelportError = GatewayTimeout(
                 f"endpoint '{route.endpoint}' did not answer within {call.timeout_s:g} s (its "
@@ -430,30 +430,3 @@ class GatewayApp:
                 streamed=streamed,
             )
         )
-
-
-async def _unless_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None:
-    """``await work``, unless the client disconnects first: then cancel it (closing the
-    upstream connection, which tells the replica to stop) and return ``None``."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnect(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and watcher.exception() is not None:
-            await asyncio.wait((task,))  # no way to watch the client: just wait for the work
-    except BaseException:
-        task.cancel()
-        watcher.cancel()
-        raise
-    watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await task  # the client is gone; nobody is left to tell how the work ended
-    return None
-
-
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

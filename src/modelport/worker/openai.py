@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelport.core.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_json
+from modelport.core.asgi import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_bytes,
+    send_json,
+    until_disconnected,
+)
 from modelport.core.errors import InvalidRequest, NotFound, Unavailable
 from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
@@ -139,7 +148,11 @@ class OpenAIHandler:
         if options.stream:
             await self._stream(options, receive, send, runtime, chat)
             return
-        result = await runtime.generate(options.request)
+        # The gateway closes the connection when its client leaves: stop generating then,
+        # rather than finish an answer nobody will read while the next caller waits.
+        result = await until_disconnected(receive, runtime.generate(options.request))
+        if result is None:
+            return
         choice: dict[str, Any] = {"index": 0, "finish_reason": result.finish_reason}
         if chat:
             message: dict[str, Any] = {
