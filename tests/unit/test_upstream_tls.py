@@ -18,7 +18,7 @@ from modelport.gateway import UpstreamError, UpstreamPool
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real server does
 
-    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+    def do_POST(self) -> None:  # the standard library names it so
         body = self.rfile.read(int(self.headers["content-length"]))
         if self.path == "/chunked":
             self.send_response(200)
