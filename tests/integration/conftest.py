@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,16 +93,26 @@ def stop_server(server: RunningServer) -> None:
             server.process.wait()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("srv") / "home", "--demo")
+@contextmanager
+def demo_server(
+    home: Path, *ready: str, env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """``modelport serve --demo`` with ``env``, once each endpoint in ``ready`` serves;
+    stopped on the way out."""
+    running = start_server(home, "--demo", env=env)
     try:
         with running.client() as admin:
-            for name in DEMO_ENDPOINTS:
+            for name in ready:
                 admin.wait_ready(name, timeout=180)
         yield running
     finally:
         stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with demo_server(tmp_path_factory.mktemp("srv") / "home", *DEMO_ENDPOINTS) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
+from tests.integration.conftest import demo_server
+
+from .conftest import BREAST_CANCER_ONLY, RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +42,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "MODELPORT_MAX_ARTIFACT_BYTES": str(ARTIFACT_LIMIT),
         "MODELPORT_MAX_ARTIFACT_FILES": "50",
     }
-    running = start_server(tmp_path_factory.mktemp("bounded") / "home", "--demo", env=env)
-    try:
-        with running.client() as admin:
-            admin.wait_ready("breast-cancer", timeout=180)
-        yield running
-    finally:
-        stop_server(running)
+    with demo_server(tmp_path_factory.mktemp("bounded") / "home", "breast-cancer", env=env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ from modelport.demo import build_demo
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
+    demo_server,
     free_port,
-    start_server,
-    stop_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -179,11 +178,8 @@ SIGNATURE = {
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server of its own, with one demo endpoint: fast to start."""
     env = {**BREAST_CANCER_ONLY, "MODELPORT_ROLLOUT_TICK_S": "0.1"}
-    running = start_server(tmp_path_factory.mktemp("cli-wait") / "home", "--demo", env=env)
-    try:
+    with demo_server(tmp_path_factory.mktemp("cli-wait") / "home", env=env) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 def test_apply_wait_returns_once_the_endpoint_serves(small: RunningServer, tmp_path: Path) -> None:

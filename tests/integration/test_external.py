@@ -15,7 +15,7 @@ import tritonclient.http as triton
 from sklearn.datasets import load_breast_cancer
 
 from modelport.client import Client, ModelportClientError
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, demo_server
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +23,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The external server: another Modelport, which may call itself (for the loop test)."""
-    running = start_server(
-        tmp_path_factory.mktemp("upstream") / "home",
-        "--demo",
-        env={
-            "MODELPORT_DEMO_MODELS": "breast-cancer,chat-small",
-            "MODELPORT_ALLOW_INTERNAL_UPSTREAMS": "true",
-        },
-    )
-    try:
-        with running.client() as admin:
-            for name in ("breast-cancer", "chat-small"):
-                admin.wait_ready(name, timeout=180)
+    env = {
+        "MODELPORT_DEMO_MODELS": "breast-cancer,chat-small",
+        "MODELPORT_ALLOW_INTERNAL_UPSTREAMS": "true",
+    }
+    home = tmp_path_factory.mktemp("upstream") / "home"
+    with demo_server(home, "breast-cancer", "chat-small", env=env) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")

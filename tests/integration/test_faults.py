@@ -17,6 +17,7 @@ import pytest
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
+    demo_server,
     start_server,
     stop_server,
     wait_for,
@@ -42,13 +43,8 @@ class Slow:
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[RunningServer]:
-    running = start_server(tmp_path / "home", "--demo", env=BREAST_CANCER_ONLY)
-    try:
-        with running.client() as admin:
-            admin.wait_ready("breast-cancer", timeout=120)
+    with demo_server(tmp_path / "home", "breast-cancer", env=BREAST_CANCER_ONLY) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 def _load(url: str, key: str, path: str, seconds: float) -> tuple[int, list[str]]:

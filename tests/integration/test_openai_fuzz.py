@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, demo_server
 from tests.integration.test_openai_params import demo_wheel_roots
 
 pytestmark = pytest.mark.integration
@@ -225,15 +225,10 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runn
         "MODELPORT_DEMO_MODELS": ",".join(ENDPOINTS),
         "MODELPORT_ARTIFACT_ROOTS": demo_wheel_roots(),
     }
-    server = start_server(tmp_path_factory.mktemp("fuzz") / "home", "--demo", env=env)
-    try:
+    with demo_server(tmp_path_factory.mktemp("fuzz") / "home", *ENDPOINTS, env=env) as server:
         with server.client() as admin:
-            for name in ENDPOINTS:
-                admin.wait_ready(name, timeout=180)
             key = admin.create_key("default", "fuzz")["key"]
         yield server, key
-    finally:
-        stop_server(server)
 
 
 def _replicas(server: RunningServer) -> dict[str, list[tuple[int | None, int]]]:

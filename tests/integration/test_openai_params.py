@@ -14,7 +14,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, demo_server
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +57,9 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
         "MODELPORT_MAX_EMBEDDING_INPUTS": str(EMBED_INPUTS_CAP),
         "MODELPORT_ARTIFACT_ROOTS": demo_wheel_roots(),
     }
-    server = start_server(tmp_path_factory.mktemp("llm") / "home", "--demo", env=env)
-    try:
-        with server.client() as admin:
-            for name in ("chat-small", "embed-small"):
-                admin.wait_ready(name, timeout=180)
+    home = tmp_path_factory.mktemp("llm") / "home"
+    with demo_server(home, "chat-small", "embed-small", env=env) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,14 @@ import pytest
 
 from modelport.client import Client, ModelportClientError
 
-from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server, wait_for
+from .conftest import (
+    BREAST_CANCER_ONLY,
+    RunningServer,
+    demo_server,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +121,8 @@ class Load:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     env = {**BREAST_CANCER_ONLY, "MODELPORT_ROLLOUT_TICK_S": "0.1"}
-    running = start_server(tmp_path_factory.mktemp("rollouts") / "home", "--demo", env=env)
-    try:
+    with demo_server(tmp_path_factory.mktemp("rollouts") / "home", env=env) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
+from tests.integration.conftest import demo_server
+
+from .conftest import BREAST_CANCER_ONLY, RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +30,8 @@ EXAMPLES_PER_OPERATION = 25
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     home = tmp_path_factory.mktemp("schemathesis") / "home"
-    running = start_server(home, "--demo", env=BREAST_CANCER_ONLY)
-    try:
-        with running.client() as admin:
-            admin.wait_ready("breast-cancer", timeout=180)
+    with demo_server(home, "breast-cancer", env=BREAST_CANCER_ONLY) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")

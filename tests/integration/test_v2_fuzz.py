@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from modelport.client import Client
 from modelport.core.signature import DATATYPES
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, demo_server
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,10 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
         "MODELPORT_MAX_IMAGE_PIXELS": str(_MAX_IMAGE_PIXELS),
         "MODELPORT_MAX_REQUEST_ROWS": "64",
     }
-    server = start_server(tmp_path_factory.mktemp("fuzz") / "home", "--demo", env=env)
-    try:
+    with demo_server(tmp_path_factory.mktemp("fuzz") / "home", *_ENDPOINTS, env=env) as server:
         with server.client() as admin:
-            for name in _ENDPOINTS:
-                admin.wait_ready(name, timeout=180)
             key: str = admin.create_key("default", "fuzz")["key"]
         yield server, key
-    finally:
-        stop_server(server)
 
 
 def _replicas(admin: Client) -> dict[str, list[tuple[int | None, int]]]:

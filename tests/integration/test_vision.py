@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from modelport.client import Client
 from modelport.runtimes.base import RuntimeSettings
 from modelport.runtimes.onnx import OnnxRuntime
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, demo_server
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +53,10 @@ def held_out() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def digits_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
     env = {"MODELPORT_DEMO_MODELS": "digits", "MODELPORT_MAX_IMAGE_PIXELS": str(_MAX_IMAGE_PIXELS)}
-    server = start_server(tmp_path_factory.mktemp("vision") / "home", "--demo", env=env)
-    try:
+    with demo_server(tmp_path_factory.mktemp("vision") / "home", "digits", env=env) as server:
         with server.client() as admin:
-            admin.wait_ready("digits", timeout=180)
             key: str = admin.create_key("default", "vision")["key"]
         yield server, key
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")
