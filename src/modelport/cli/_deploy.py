@@ -73,8 +73,9 @@ def apply(
             err.print(f"[red]{exc.message}[/red]", highlight=False)
             raise typer.Exit(3) from None
         if not as_json:
+            promoted = "rollout promoted: " if result["action"] == "rollout" else ""
             out.print(
-                f"endpoint '{endpoint['name']}' serves {endpoint['stable_revision']}",
+                f"{promoted}endpoint '{endpoint['name']}' serves {endpoint['stable_revision']}",
                 highlight=False,
             )
 
