@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from modelport.core.routing import RemoteTarget, Route
-from modelport.gateway.forwarding import request_for
+from modelport.core.routing import KeyPrincipal, RemoteTarget, Route
+from modelport.gateway.forwarding import Call, request_for
 
 BODY = {
     "model": "chat",
@@ -29,17 +29,23 @@ def _route(remote: RemoteTarget | None) -> Route:
     return Route("chat", "m", 1, b"{}", b"t", task="chat", remote=remote)
 
 
-def test_external_server_gets_every_parameter_with_its_own_model_name() -> None:
+def _call(body: bytes) -> Call:
+    call = Call({"headers": []}, b"id", KeyPrincipal("k", "p", "n"), 0.0, 60.0)
+    call.api_path, call.body, call.payload = "/v1/chat/completions", body, BODY
+    return call
+
+
+async def test_external_server_gets_every_parameter_with_its_own_model_name() -> None:
     remote = RemoteTarget(protocol="openai", path_prefix="/v1", model="gpt-x")
     body = orjson.dumps(BODY)
-    path, sent = request_for(_route(remote), "/v1/chat/completions", body, BODY)
+    path, sent = request_for(_route(remote), _call(body))
     assert path == "/v1/chat/completions"
     assert orjson.loads(sent) == {**BODY, "model": "gpt-x"}
 
 
-def test_replicas_get_the_body_unchanged() -> None:
+async def test_replicas_get_the_body_unchanged() -> None:
     body = orjson.dumps(BODY)
-    assert request_for(_route(None), "/v1/chat/completions", body, BODY) == (
+    assert request_for(_route(None), _call(body)) == (
         "/v1/chat/completions",
         body,
     )

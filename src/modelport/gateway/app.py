@@ -177,7 +177,7 @@ class GatewayApp:
                     timeout_s = _client_timeout(value, timeout_s)
                 elif key == HOPS_HEADER:
                     hops = value
-            call = Call(request_id, principal, started, timeout_s)
+            call = Call(scope, request_id, principal, started, timeout_s)
             if hops is not None:
                 call.hops = Hops.parse(hops)
             if is_openai:
@@ -241,11 +241,11 @@ class GatewayApp:
                 raise InvalidRequest(
                     f"endpoint '{name}' serves task {traffic.primary.task}: call it through /v1"
                 )
-            body = await self._body(scope, receive)
+            call.body = await self._body(scope, receive)
             self._customer(scope, call)
             if route is None:
                 route, call.judged = choose(traffic, scope, call.principal, call.customer)
-            await self._forward(scope, receive, send, traffic, route, "", body, None, call)
+            await self._forward(receive, send, traffic, route, call)
         elif action == "ready" and scope["method"] == "GET":
             ready = bool((route or traffic.primary).replicas)
             await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
@@ -290,10 +290,11 @@ class GatewayApp:
             call.judged = False
         else:
             route, call.judged = choose(traffic, scope, call.principal, call.customer)
+        call.api_path, call.body, call.payload = path, body, payload
         if stream:
-            await self._stream(scope, receive, send, traffic, route, path, body, payload, call)
+            await self._stream(receive, send, traffic, route, call)
         else:
-            await self._forward(scope, receive, send, traffic, route, path, body, payload, call)
+            await self._forward(receive, send, traffic, route, call)
 
     # -- forwarding ---------------------------------------------------------------------------
 
@@ -330,18 +331,9 @@ class GatewayApp:
         return result
 
     async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        traffic: Traffic,
-        route: Route,
-        api_path: str,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        call: Call,
+        self, receive: Receive, send: Send, traffic: Traffic, route: Route, call: Call
     ) -> None:
-        attempt = self._forwarder.answer(scope, traffic, route, api_path, body, payload, call)
+        attempt = self._forwarder.answer(traffic, route, call)
         # Long work (not idempotent) stops when nobody waits for the answer any more.
         watch = None if route.idempotent else receive
         outcome: Outcome | None = await self._in_time(attempt, call, route, watch)
@@ -361,25 +353,14 @@ class GatewayApp:
             and random.random() < traffic.shadow_sample  # noqa: S311 - sampling, not a secret
         ):
             primary = (response.status, call.elapsed_ms(), response.body, outcome.units)
-            task = asyncio.create_task(
-                self._forwarder.mirror(scope, shadow, api_path, body, payload, call, primary)
-            )
+            task = asyncio.create_task(self._forwarder.mirror(shadow, call, primary))
             self._shadows_in_flight.add(task)
             task.add_done_callback(self._shadows_in_flight.discard)
 
     async def _stream(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        traffic: Traffic,
-        route: Route,
-        api_path: str,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        call: Call,
+        self, receive: Receive, send: Send, traffic: Traffic, route: Route, call: Call
     ) -> None:
-        opening = self._forwarder.open(scope, traffic, route, api_path, body, payload, call)
+        opening = self._forwarder.open(traffic, route, call)
         # The deadline covers everything up to the first byte; after that the stream is
         # bounded by the time between its chunks.
         opened = await self._in_time(opening, call, route, receive)

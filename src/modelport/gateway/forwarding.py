@@ -44,22 +44,32 @@ class Call:
     """One request's identity and bookkeeping, from auth to the usage record."""
 
     __slots__ = (
+        "api_path",
+        "body",
         "customer",
         "deadline",
         "endpoint",
         "hops",
         "judged",
+        "payload",
         "principal",
         "reply_headers",
         "request_id",
         "route",
+        "scope",
         "started",
         "timeout_s",
     )
 
     def __init__(
-        self, request_id: bytes, principal: KeyPrincipal, started: float, timeout_s: float
+        self,
+        scope: Scope,
+        request_id: bytes,
+        principal: KeyPrincipal,
+        started: float,
+        timeout_s: float,
     ) -> None:
+        self.scope = scope
         self.request_id = request_id
         self.principal = principal
         self.started = started
@@ -73,6 +83,11 @@ class Call:
         self.hops: Hops | None = None
         self.endpoint = ""  # the endpoint the client called, for the hop header
         self.route: Route | None = None  # the revision being tried now
+        # What to send: the OpenAI path ("" for V2 inference), the body as the client sent
+        # it, and its parsed JSON when an external server needs its model name changed.
+        self.api_path = ""
+        self.body = b""
+        self.payload: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -87,18 +102,17 @@ class Outcome:
     units: Units
 
 
-def request_for(
-    route: Route, api_path: str, body: bytes, payload: dict[str, Any] | None
-) -> tuple[str, bytes]:
+def request_for(route: Route, call: Call) -> tuple[str, bytes]:
     """The path and body to send one revision: V2 goes to its infer path; OpenAI calls keep
     their path, except on an external server, which gets its own path and model name."""
+    api_path, body = call.api_path, call.body
     if not api_path:
         return route.infer_path, body
     remote = route.remote
     if remote is None:
         return api_path, body
-    if payload is not None:
-        body = orjson.dumps({**payload, "model": remote.model})
+    if call.payload is not None:
+        body = orjson.dumps({**call.payload, "model": remote.model})
     return remote.path_prefix + api_path[3:], body
 
 
@@ -140,7 +154,7 @@ class Forwarder:
         self._hop_id = hop_id
         self.balancer = LeastOutstanding()
 
-    def _headers(self, scope: Scope, route: Route, call: Call) -> list[tuple[bytes, bytes]]:
+    def _headers(self, route: Route, call: Call) -> list[tuple[bytes, bytes]]:
         if route.remote is not None:  # an external server: its own credential, if any
             hops = call.hops if call.hops is not None else Hops()
             headers = [
@@ -156,7 +170,7 @@ class Forwarder:
                 (b"authorization", route.bearer),
                 (b"x-request-id", call.request_id),
             ]
-        for key, value in scope["headers"]:
+        for key, value in call.scope["headers"]:
             if key in _FORWARDED_REQUEST:
                 headers.append((key, value))
         return headers
@@ -182,13 +196,14 @@ class Forwarder:
             in_flight[upstream] -= 1
 
     async def _attempt(
-        self, scope: Scope, route: Route, path: str, body: bytes, call: Call
+        self, route: Route, call: Call
     ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
         """One revision's answer, tried on a second replica only when that is safe."""
         first = self.balancer.choose(route)
         if first is None:
             return None, _NO_REPLICA
-        headers = self._headers(scope, route, call)
+        path, body = request_for(route, call)
+        headers = self._headers(route, call)
         response, failure = await self._try(first, route, path, headers, body)
         if _retry_is_safe(route, response, failure):
             second = self.balancer.choose(route, skip=first)
@@ -212,27 +227,16 @@ class Forwarder:
         if call.judged:
             self._windows.record(route.endpoint, route.label, call.elapsed_ms(), status)
 
-    async def answer(
-        self,
-        scope: Scope,
-        traffic: Traffic,
-        route: Route,
-        api_path: str,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        call: Call,
-    ) -> Outcome:
+    async def answer(self, traffic: Traffic, route: Route, call: Call) -> Outcome:
         """The first usable answer from the revision or its fallbacks; ``Unavailable`` (503)
         when none was reached, ``BadGateway`` (502) when one may have done the work."""
         call.route = route
-        path, sent = request_for(route, api_path, body, payload)
-        response, failure = await self._attempt(scope, route, path, sent, call)
+        response, failure = await self._attempt(route, call)
         if _fallback_is_safe(route, response, failure):
             for fallback in self._chain(traffic, route):
                 self._failed(route, call, response.status if response is not None else 503)
                 route = call.route = fallback
-                path, sent = request_for(route, api_path, body, payload)
-                response, failure = await self._attempt(scope, route, path, sent, call)
+                response, failure = await self._attempt(route, call)
                 if not _fallback_is_safe(route, response, failure):
                     break
         if response is None:
@@ -241,14 +245,7 @@ class Forwarder:
         return Outcome(response, route, Units.decode(response.header(UNITS_HEADER)))
 
     async def open(
-        self,
-        scope: Scope,
-        traffic: Traffic,
-        route: Route,
-        api_path: str,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        call: Call,
+        self, traffic: Traffic, route: Route, call: Call
     ) -> tuple[UpstreamStream, Route]:
         """A stream's response head, from the revision or, before any byte reached the
         client, from a replica or fallback that can take it."""
@@ -259,8 +256,8 @@ class Forwarder:
             if index:
                 self._failed(route, call, 503)
             route = call.route = candidate
-            path, sent = request_for(route, api_path, body, payload)
-            headers = self._headers(scope, route, call)
+            path, sent = request_for(route, call)
+            headers = self._headers(route, call)
             tried: Upstream | None = None
             for _ in range(2):  # a second replica only when the first did not take the call
                 replica = self.balancer.choose(route, skip=tried)
@@ -294,21 +291,13 @@ class Forwarder:
         return stream
 
     async def mirror(
-        self,
-        scope: Scope,
-        shadow: Route,
-        api_path: str,
-        body: bytes,
-        payload: dict[str, Any] | None,
-        call: Call,
-        primary: tuple[int, float, bytes, Units],
+        self, shadow: Route, call: Call, primary: tuple[int, float, bytes, Units]
     ) -> None:
         """Send a copy to the shadow revision; compare, record, and discard its answer."""
         started = time.perf_counter()
-        path, sent = request_for(shadow, api_path, body, payload)
         try:
             async with asyncio.timeout(call.timeout_s):
-                response, _ = await self._attempt(scope, shadow, path, sent, call)
+                response, _ = await self._attempt(shadow, call)
         except TimeoutError:
             response = None
         latency_ms = (time.perf_counter() - started) * 1000
