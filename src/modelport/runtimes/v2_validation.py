@@ -32,6 +32,8 @@ _HEADER = "Inference-Header-Content-Length"
 _MAX_DIMS = 32  # numpy 1.x's limit; more is a client's mistake, not a model's shape
 _SCALARS = (str, int, float)  # bool is an int
 _INTEGERS = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
+# The largest finite value of each float narrower than JSON's (float64): what a cast may overflow.
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +299,12 @@ def numeric_tensor(item: InputHeader, maybe_bools: bool) -> np.ndarray:
         info = np.iinfo(dtype)
         if parsed.min() < info.min or parsed.max() > info.max:
             raise _invalid(field, f"has values outside the range of {item.datatype}")
-    with np.errstate(over="ignore"):
-        array = parsed.astype(dtype, copy=False)
-    if dtype.kind == "f" and not np.isfinite(array).all():
+    # JSON holds no NaN or infinity (the parser refuses them), so only a cast to a narrower
+    # float can overflow: bound those before the cast rather than inspect every result.
+    largest = _FLOAT_MAX.get(dtype)
+    if largest is not None and (parsed.max() > largest or parsed.min() < -largest):
         raise _invalid(field, f"has values outside the range of {item.datatype}")
-    return array.reshape(item.shape)
+    return parsed.astype(dtype, copy=False).reshape(item.shape)
 
 
 def bytes_tensor(item: InputHeader) -> np.ndarray:
