@@ -25,6 +25,7 @@ from modelport.core.routing import Upstream
 from modelport.gateway.upstream import UpstreamError, UpstreamPool
 
 Headers = list[tuple[bytes, bytes]]
+REQUEST_TIMEOUT_S = 10.0  # a request that takes longer counts as an error
 
 
 @dataclass
@@ -156,8 +157,9 @@ async def drive(
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                response = await pool.request(upstream, "POST", path, headers, body)
-            except UpstreamError as exc:  # counted, not fatal: the run goes on
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    response = await pool.request(upstream, "POST", path, headers, body)
+            except (UpstreamError, TimeoutError) as exc:  # counted, not fatal: the run goes on
                 phase.errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.01)  # a dead target must not spin the CPU
                 continue

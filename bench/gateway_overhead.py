@@ -36,12 +36,12 @@ import httpx
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaLaunch, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.core.signature import Signature
-from modelport.gateway.upstream import UpstreamError, UpstreamPool
+from modelport.gateway.upstream import UpstreamPool
 
 try:
-    from bench._harness import Phase
+    from bench._harness import Phase, drive
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
-    from _harness import Phase  # type: ignore[no-redef,import-not-found]
+    from _harness import Phase, drive  # type: ignore[no-redef,import-not-found]
 
 ENDPOINT = "breast-cancer"
 PATH = f"/v2/models/{ENDPOINT}/infer"
@@ -66,29 +66,7 @@ class Target:
 
 async def _drive(pool: UpstreamPool, target: Target, seconds: float, concurrency: int) -> Phase:
     """``concurrency`` closed-loop clients, each sending one request after another."""
-    phase = Phase()
-    deadline = time.perf_counter() + seconds
-    clock = time.perf_counter
-
-    async def one_client() -> None:
-        while clock() < deadline:
-            started = clock()
-            try:
-                response = await pool.request(target.upstream, "POST", PATH, target.headers, BODY)
-            except UpstreamError as exc:
-                phase.errors[type(exc).__name__] += 1
-                await asyncio.sleep(0.01)  # a dead target must not spin the CPU
-                continue
-            elapsed = clock() - started
-            if response.status == 200:
-                phase.latencies_ms.append(elapsed * 1000)
-            else:
-                phase.errors[f"HTTP {response.status}"] += 1
-
-    started = clock()
-    await asyncio.gather(*(one_client() for _ in range(concurrency)))
-    phase.seconds = clock() - started
-    return phase
+    return await drive(pool, target.upstream, PATH, target.headers, BODY, seconds, concurrency)
 
 
 async def _check_same_answer(pool: UpstreamPool, targets: list[Target]) -> None:
@@ -106,7 +84,7 @@ async def _check_same_answer(pool: UpstreamPool, targets: list[Target]) -> None:
 async def _measure(
     targets: list[Target], seconds: float, rounds: int, concurrency: int
 ) -> tuple[dict[str, Phase], list[dict[str, Phase]]]:
-    pool = UpstreamPool(timeout_s=10.0)
+    pool = UpstreamPool()
     totals = {target.name: Phase() for target in targets}
     per_round: list[dict[str, Phase]] = []
     try:
@@ -345,12 +323,15 @@ def _print_table(report: dict[str, Any]) -> None:
         f"{report['seconds_per_phase']:g} s per target, client on {report['client_loop']}, "
         f"{report['cpus']} CPUs"
     )
-    print(f"{'target':<9}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'target':<9}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}"
+    )
     for name in ("direct", "gateway"):
         row = report[name]
         print(
             f"{name:<9}{row['requests']:>10}{row['errors']:>8}{row['rps']:>9.0f}"
-            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['max_ms']:>9.2f}"
         )
     for name in ("direct", "gateway"):
         rounds = [one[name] for one in report["rounds_detail"]]
