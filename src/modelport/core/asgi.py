@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -191,6 +192,62 @@ class BoundedReceive:
         return error
 
 
+class _BodyDeadlines:
+    """The deadlines of the bodies being read on one event loop, enforced by one ticker.
+
+    Arming and cancelling a loop timer for every body costs ~6 µs a request on the hot path
+    (measured in the worker's V2 handler); entering a dict costs well under one. The ticker
+    runs only while some body is being read, every ``_TICK_S``: a 408 comes at most that much
+    after its deadline."""
+
+    __slots__ = ("_expired", "_loop", "_reading", "_ticking")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._ticking = False
+
+    def start(self, task: asyncio.Task[Any], timeout_s: float) -> None:
+        self._reading[task] = self._loop.time() + timeout_s
+        if not self._ticking:
+            self._ticking = True
+            self._loop.call_later(_TICK_S, self._tick)
+
+    def stop(self, task: asyncio.Task[Any]) -> bool:
+        """Forget ``task``'s body; whether its deadline cancelled it."""
+        self._reading.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        late = [task for task, deadline in self._reading.items() if deadline <= now]
+        for task in late:
+            del self._reading[task]
+            self._expired.add(task)
+            task.cancel()
+        if self._reading:
+            self._loop.call_later(_TICK_S, self._tick)
+        else:
+            self._ticking = False
+
+
+_TICK_S = 0.25
+_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _BodyDeadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop) -> _BodyDeadlines:
+    deadlines = _DEADLINES.get(loop)
+    if deadlines is None:
+        deadlines = _DEADLINES[loop] = _BodyDeadlines(loop)
+    return deadlines
+
+
 async def read_body(
     receive: Receive,
     limit: int,
@@ -200,25 +257,19 @@ async def read_body(
 ) -> bytes:
     """The whole request body: ``PayloadTooLarge`` once it passes ``limit`` bytes (checked
     against ``declared``, the Content-Length, first), ``RequestTimeout`` if it is not all
-    there within ``timeout_s``.
+    there within ``timeout_s`` (give or take a quarter second).
 
     ``BoundedReceive`` inlined for the hot path: here the task waits in nothing but
-    ``receive`` until the timer is cancelled, so the timer may cancel it outright.
+    ``receive`` until the body is read, so its deadline may cancel it outright.
     """
     if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes: {_ROWS_ADVICE}"
         )
     task = asyncio.current_task()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        if task is not None:
-            task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    assert task is not None
+    deadlines = _deadlines(asyncio.get_running_loop())
+    deadlines.start(task, timeout_s)
     try:
         message = await receive()
         body = message.get("body", b"")
@@ -236,13 +287,13 @@ async def read_body(
             size += len(chunk)
             chunks.append(chunk)
     except asyncio.CancelledError:
-        if expired and task is not None and task.uncancel() == 0:
+        if deadlines.stop(task) and task.uncancel() == 0:
             raise RequestTimeout(
                 f"the request body was not complete within {timeout_s:g} s: send it without pauses"
             ) from None
         raise
     finally:
-        timer.cancel()
+        deadlines.stop(task)
     return bytes(body) if len(chunks) == 1 else b"".join(chunks)
 
 
