@@ -30,7 +30,7 @@ from modelport.core.asgi import (
     send_json,
     until_disconnected,
 )
-from modelport.core.errors import InvalidRequest, NotFound, Unavailable
+from modelport.core.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
 from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
 from modelport.core.replica import ReplicaSpec
@@ -325,7 +325,9 @@ class OpenAIHandler:
         response_format = form["response_format"].text if "response_format" in form else "json"
         if response_format not in ("json", "text", "verbose_json"):
             raise _fail("'response_format' must be json, text or verbose_json", "response_format")
-        audio, rate = await asyncio.to_thread(_decode_audio, upload.data)
+        audio, rate = await asyncio.to_thread(
+            _decode_audio, upload.data, self.spec.max_audio_seconds
+        )
         result = await runtime.transcribe(audio, rate)
         units = Units(audio_seconds=round(result.duration_s, 3))
         extra = [(UNITS_HEADER, units.encode())]
@@ -346,11 +348,21 @@ class OpenAIHandler:
             await send_json(send, 200, {"text": result.text}, extra)
 
 
-def _decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and their rate from WAV or FLAC bytes."""
+def _decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and their rate from WAV or FLAC bytes; a recording longer than
+    ``max_seconds`` is refused from its header, before it is decoded."""
     import soundfile
 
     try:
+        duration = soundfile.info(io.BytesIO(data)).duration
+        if duration > max_seconds:
+            raise PayloadTooLarge(
+                f"'file' holds {duration:.1f} s of audio; this server transcribes at most "
+                f"{max_seconds:g} s per request (MODELPORT_MAX_AUDIO_SECONDS): split the "
+                "recording",
+                param="file",
+                limit_seconds=max_seconds,
+            )
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise _fail(f"'file' is not a WAV or FLAC audio file: {exc}", "file") from exc
