@@ -53,6 +53,8 @@ class _Server:
                 if self.mode == "drop":
                     writer.close()
                     return
+                if self.mode == "slow":
+                    await asyncio.sleep(0.5)
                 if self.mode in ("hang", "stall"):
                     if self.mode == "stall":
                         writer.write(
@@ -189,6 +191,21 @@ async def test_one_deadline_and_a_client_may_ask_for_less(servers, pool) -> None
         status, body = await _call(app, "/v2/models/ep/infer", headers={"x-modelport-timeout": bad})
         assert status == 400 and b"X-Modelport-Timeout" in body
     assert app.windows.stats("ep", "r1").errors == 1  # the timeout; the 400s are the client's
+
+
+async def test_the_endpoint_timeout_replaces_the_servers(servers, pool) -> None:
+    _, slow = await servers("slow")  # answers after 0.5 s
+    patient = Traffic.single(_route("tabular", slow))
+    patient = Traffic(patient.primary, patient.revisions, timeout_s=5.0)
+    app = _app(pool, timeout_s=0.2)  # the server's default alone would give up first
+    app.publish_routes(RoutingSnapshot.of([patient]))
+    assert (await _call(app, "/v2/models/ep/infer"))[0] == 200
+    status, body = await _call(app, "/v2/models/ep/infer", headers={"x-modelport-timeout": "0.1"})
+    assert status == 504 and b"within 0.1 s" in body  # a client may still ask for less
+    strict = Traffic(patient.primary, patient.revisions, timeout_s=0.2)
+    app.publish_routes(RoutingSnapshot.of([strict]))
+    status, body = await _call(app, "/v2/models/ep/infer", headers={"x-modelport-timeout": "9"})
+    assert status == 504 and b"within 0.2 s" in body  # but never for more
 
 
 async def test_a_client_that_leaves_stops_the_work(servers, pool) -> None:

@@ -186,6 +186,13 @@ def test_bad_duration(bad: str) -> None:
     assert _problems(MINIMAL + f"rollout:\n  interval: {bad}\n") == [("rollout.interval", 5)]
 
 
+def test_routing_timeout_is_a_bounded_duration() -> None:
+    assert parse_intent(MINIMAL + "routing: {timeout: 2m}\n").routing.timeout_s == 120.0
+    assert parse_intent(MINIMAL).routing.timeout_s is None  # the server's default
+    for bad in ("0s", "2h", "soon"):
+        assert _problems(MINIMAL + f"routing:\n  timeout: {bad}\n") == [("routing.timeout", 5)]
+
+
 def test_zero_interval_is_refused() -> None:
     assert _problems(MINIMAL + "rollout:\n  interval: 0s\n") == [("rollout.interval", 5)]
 

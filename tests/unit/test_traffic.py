@@ -88,6 +88,12 @@ def test_segments_match_header_customer_key_and_project() -> None:
     assert choose(settled, _scope(**{"x-tier": "beta"}), KEY, None)[0].label == "r1"
 
 
+def test_the_endpoint_timeout_reaches_the_gateway() -> None:
+    traffic = traffic_of(ROUTES, stable="r1", routing=_routing("  timeout: 90s\n"))
+    assert traffic.timeout_s == 90.0
+    assert traffic_of(ROUTES, stable="r1").timeout_s is None
+
+
 def test_only_calls_drawn_by_weight_feed_the_slo_window() -> None:
     routing = _routing(
         "  segments:\n    - match: {header: {x-tier: beta}}\n      revision: candidate\n"

@@ -71,4 +71,5 @@ def traffic_of(
         shadow=chosen if chosen is not None and shadow_sample > 0 else None,
         shadow_sample=shadow_sample,
         fallback=MappingProxyType(fallback),
+        timeout_s=routing.timeout_s if routing is not None else None,
     )

@@ -243,6 +243,14 @@ class Routing(_Model):
     segments: tuple[Segment, ...] = ()
     sticky: Literal["customer", "key", "none"] = "none"
     fallback: tuple[_Str, ...] = ()
+    # One deadline per request, retries and fallbacks included; unset: the server's
+    # MODELPORT_UPSTREAM_TIMEOUT_S. Clients may ask for less, never for more.
+    timeout_s: float | None = Field(default=None, alias="timeout", gt=0, le=3600)
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @field_validator("fallback")
     @classmethod

@@ -112,6 +112,7 @@ class Traffic:
     fallback: Mapping[str, tuple[Route | str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    timeout_s: float | None = None  # the endpoint's deadline per request; None: the server's
 
     @property
     def endpoint(self) -> str:

@@ -80,8 +80,9 @@ def _client_id(value: bytes | None) -> bytes | None:
     return None
 
 
-def _client_timeout(value: bytes, ceiling: float) -> float:
-    """The deadline a client asked for with ``X-Modelport-Timeout`` (seconds): only shorter."""
+def _client_timeout(value: bytes) -> float:
+    """The deadline a client asked for with ``X-Modelport-Timeout`` (seconds); it can only
+    shorten the endpoint's."""
     try:
         seconds = float(value)
     except ValueError:
@@ -91,7 +92,7 @@ def _client_timeout(value: bytes, ceiling: float) -> float:
             "header X-Modelport-Timeout must be a positive number of seconds",
             param="X-Modelport-Timeout",
         )
-    return min(seconds, ceiling)
+    return seconds
 
 
 class GatewayApp:
@@ -170,14 +171,14 @@ class GatewayApp:
         is_openai = path.startswith("/v1/")
         try:
             principal = self._authenticate(scope)
-            timeout_s = self._timeout_s
+            asked: float | None = None
             hops: bytes | None = None
             for key, value in scope["headers"]:  # one pass for the rarely sent headers
                 if key == _TIMEOUT_HEADER:
-                    timeout_s = _client_timeout(value, timeout_s)
+                    asked = _client_timeout(value)
                 elif key == HOPS_HEADER:
                     hops = value
-            call = Call(scope, request_id, principal, started, timeout_s)
+            call = Call(scope, request_id, principal, started, self._timeout_s, asked)
             if hops is not None:
                 call.hops = Hops.parse(hops)
             if is_openai:
@@ -217,6 +218,8 @@ class GatewayApp:
         if call.hops is not None:
             call.hops.arrive(self._hop_id, name)
         call.endpoint = name
+        if traffic.timeout_s is not None:
+            call.use_timeout(traffic.timeout_s)
         return traffic
 
     def _customer(self, scope: Scope, call: Call) -> None:

@@ -44,7 +44,9 @@ class Call:
     """One request's identity and bookkeeping, from auth to the usage record."""
 
     __slots__ = (
+        "_born",
         "api_path",
+        "asked_s",
         "body",
         "customer",
         "deadline",
@@ -68,13 +70,16 @@ class Call:
         principal: KeyPrincipal,
         started: float,
         timeout_s: float,
+        asked_s: float | None = None,
     ) -> None:
         self.scope = scope
         self.request_id = request_id
         self.principal = principal
         self.started = started
-        self.timeout_s = timeout_s
-        self.deadline = asyncio.get_running_loop().time() + timeout_s
+        self.asked_s = asked_s  # what the client asked for with X-Modelport-Timeout
+        self.timeout_s = timeout_s if asked_s is None else min(asked_s, timeout_s)
+        self._born = asyncio.get_running_loop().time()
+        self.deadline = self._born + self.timeout_s
         self.customer: str | None = None
         self.reply_headers = [(b"x-request-id", request_id)]
         # Requests that chose their revision (pinned, or by a segment rule) are not a sample
@@ -91,6 +96,12 @@ class Call:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    def use_timeout(self, endpoint_timeout_s: float) -> None:
+        """The endpoint's own timeout replaces the server's; a client may still ask for less."""
+        asked = self.asked_s
+        self.timeout_s = endpoint_timeout_s if asked is None else min(asked, endpoint_timeout_s)
+        self.deadline = self._born + self.timeout_s
 
 
 @dataclass(slots=True)
