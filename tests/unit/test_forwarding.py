@@ -53,6 +53,15 @@ class _Server:
                 if self.mode == "drop":
                     writer.close()
                     return
+                if self.mode == "sse":
+                    events = [b"id: 1\ndata: {}\n\n", b"data: [DONE]\n\n"]
+                    chunks = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+                    )
+                    await writer.drain()
+                    continue
                 if self.mode == "slow":
                     await asyncio.sleep(0.5)
                 if self.mode in ("hang", "stall"):
@@ -226,6 +235,27 @@ async def test_a_stalled_stream_ends_with_an_error_event(servers, pool) -> None:
     assert status == 200 and b"id: 1" in streamed and b"stalled mid-stream" in streamed
     await asyncio.wait_for(stalling.closed.wait(), 2)
     assert app.windows.stats("ep", "r1").errors == 1
+
+
+async def test_a_stream_falls_back_before_its_first_byte(servers, pool) -> None:
+    body = CHAT[:-1] + b', "stream": true}'
+    busy, loading = await servers("busy")
+    streaming, ready = await servers("sse")
+    app = _app(pool, _route("chat", loading, ready))  # another replica of the same revision
+    for _ in range(2):
+        status, streamed = await _call(app, "/v1/chat/completions", body)
+        assert status == 200 and streamed.endswith(b"data: [DONE]\n\n")
+    routes = {
+        "r1": Route("ep", "m", 1, b"{}", b"t", (ready,), task="chat", label="r1"),
+        "r2": Route("ep", "m", 2, b"{}", b"t", (loading,), task="chat", label="r2"),
+    }
+    fallback = {"r2": (routes["r1"],)}
+    traffic = Traffic(routes["r2"], routes, fallback=fallback)  # r2 serves, r1 is its fallback
+    app.publish_routes(RoutingSnapshot.of([traffic]))
+    status, streamed = await _call(app, "/v1/chat/completions", body)
+    assert status == 200 and b"id: 1" in streamed
+    assert app.windows.stats("ep", "r2").errors == 1  # judged on its own failure
+    assert busy.requests and streaming.requests
 
 
 async def test_client_errors_and_pinned_calls_do_not_feed_the_window(servers, pool) -> None:
