@@ -10,7 +10,6 @@ neither memory nor a connection for longer than the server allows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
@@ -337,9 +336,12 @@ async def until_disconnected(receive: Receive, work: Awaitable[_T]) -> _T | None
     if task.done():
         return task.result()
     task.cancel()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await task  # the client is gone; nobody is left to tell how the work ended
-    return None
+    try:
+        # Finished just as the client left: hand the result on, so the caller releases what
+        # it holds (a stream's connection) on its usual path.
+        return await task
+    except (Exception, asyncio.CancelledError):
+        return None  # the client is gone; nobody is left to tell how the work ended
 
 
 async def _disconnected(receive: Receive) -> None:
