@@ -53,4 +53,4 @@ bench: install
 	$(PY) bench/gateway_overhead.py
 
 clean:
-	rm -rf $(VENV) .modelport .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .modelport .pytest_cache .mypy_cache .ruff_cache .hypothesis
