@@ -25,6 +25,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "bearer_credential",
     "bearer_token",
     "header",
     "read_body",
@@ -59,7 +60,11 @@ def bearer_token(scope: Scope) -> bytes | None:
     The scheme is matched case-insensitively (RFC 9110 section 11.1), so ``bearer`` and
     ``BEARER`` work as ``Bearer`` does; an empty token or another scheme gives ``None``.
     """
-    authorization = header(scope, b"authorization")
+    return bearer_credential(header(scope, b"authorization"))
+
+
+def bearer_credential(authorization: bytes | None) -> bytes | None:
+    """``bearer_token`` for an ``Authorization`` value already in hand."""
     if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(b" ")

@@ -29,7 +29,7 @@ from modelport.core.asgi import (
     Receive,
     Scope,
     Send,
-    bearer_token,
+    bearer_credential,
     header,
     read_body,
     send_bytes,
@@ -167,17 +167,22 @@ class GatewayApp:
             )
             return
         started = time.perf_counter()
-        request_id = _client_id(header(scope, b"x-request-id")) or os.urandom(16).hex().encode()
+        # One pass over the headers for everything the gateway reads before routing.
+        authorization = client_id = timeout = hops = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+            elif key == b"x-request-id":
+                client_id = value
+            elif key == _TIMEOUT_HEADER:
+                timeout = value
+            elif key == HOPS_HEADER:
+                hops = value
+        request_id = _client_id(client_id) or os.urandom(16).hex().encode()
         is_openai = path.startswith("/v1/")
         try:
-            principal = self._authenticate(scope)
-            asked: float | None = None
-            hops: bytes | None = None
-            for key, value in scope["headers"]:  # one pass for the rarely sent headers
-                if key == _TIMEOUT_HEADER:
-                    asked = _client_timeout(value)
-                elif key == HOPS_HEADER:
-                    hops = value
+            principal = self._authenticate(authorization)
+            asked = _client_timeout(timeout) if timeout is not None else None
             call = Call(scope, request_id, principal, started, self._timeout_s, asked)
             if hops is not None:
                 call.hops = Hops.parse(hops)
@@ -198,8 +203,8 @@ class GatewayApp:
                 headers.append((b"connection", b"close"))
             await send_json(send, exc.status, body, headers)
 
-    def _authenticate(self, scope: Scope) -> KeyPrincipal:
-        token = bearer_token(scope)
+    def _authenticate(self, authorization: bytes | None) -> KeyPrincipal:
+        token = bearer_credential(authorization)
         if token is None:
             raise Unauthorized(
                 "missing API key: send 'Authorization: Bearer <key>' (create one with "
