@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -24,26 +22,17 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control import rollouts as rollout_service
+from modelport.control.deployment import Deployment, prepare
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
 from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.enums import ReplicaState
 from modelport.core.errors import ModelportError, Unavailable
 from modelport.core.intent import Routing
-from modelport.core.replica import ReplicaSpec
-from modelport.core.routing import (
-    KeyPrincipal,
-    RemoteTarget,
-    Route,
-    RoutingSnapshot,
-    Traffic,
-    Upstream,
-)
+from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.settings import Settings
-from modelport.core.signature import Signature
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
-from modelport.runtimes import runtime_class
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow, RevisionRow
@@ -61,22 +50,6 @@ _SWITCH_GRACE_S = 1.0
 _LOOP_READ_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """One revision, prepared to run: its replica spec and what the gateway needs to call it."""
-
-    spec: ReplicaSpec
-    replicas: int
-    token: bytes
-    signature: Signature
-    remote: RemoteTarget | None = None
-    remote_address: Upstream | None = None
-
-    @property
-    def label(self) -> str:
-        return self.spec.revision
 
 
 @dataclass(slots=True)
@@ -200,55 +173,7 @@ class ControlPlane:
     def prepare(self, row: EndpointRow, revision: RevisionRow) -> Deployment:
         """Everything needed to run one revision; raises if it cannot run, so that the caller
         can roll back the rows it is writing."""
-        version = revision.version
-        signature = Signature.model_validate(version.signature)
-        spec = ReplicaSpec(
-            endpoint=row.name,
-            revision=revision.label,
-            model=version.model.name,
-            version=version.version,
-            runtime=version.runtime,
-            task=version.model.task,
-            artifact_dir=(
-                self.artifacts.path(version.artifact_digest) if version.artifact_digest else Path()
-            ),
-            artifact_digest=version.artifact_digest,
-            signature=signature,
-            options={**version.runtime_options, **revision.runtime_options},
-            max_body_bytes=self.settings.max_body_bytes,
-            batching=revision.batching,
-            max_request_rows=self.settings.max_request_rows,
-            max_tensor_elements=self.settings.max_tensor_elements,
-            max_image_pixels=self.settings.max_image_pixels,
-            max_audio_seconds=self.settings.max_audio_seconds,
-            max_prompt_tokens=self.settings.max_prompt_tokens,
-            max_embedding_inputs=self.settings.max_embedding_inputs,
-            max_embedding_chars=self.settings.max_embedding_chars,
-        )
-        token = secrets.token_urlsafe(24).encode()
-        deployment = Deployment(
-            spec=spec, replicas=revision.replicas, token=token, signature=signature
-        )
-        if version.runtime in REMOTE_RUNTIMES:
-            return self._remote(deployment, row.name)
-        return deployment
-
-    def _remote(self, deployment: Deployment, endpoint: str) -> Deployment:
-        """An external server: its address, path, model name and credential, from options."""
-        options = deployment.spec.options
-        url = urlsplit(options["url"])
-        tls = url.scheme == "https"
-        address = Upstream(url.hostname or "", url.port or (443 if tls else 80), tls)
-        credential = options.get("credential")
-        target = RemoteTarget(
-            protocol=runtime_class(deployment.spec.runtime).remote_protocol,  # type: ignore[attr-defined]
-            path_prefix=url.path.rstrip("/"),
-            model=options.get("model", endpoint),
-            authorization=(
-                b"Bearer " + self.secrets.get(credential).strip().encode() if credential else None
-            ),
-        )
-        return replace(deployment, remote=target, remote_address=address)
+        return prepare(self.settings, self.artifacts, self.secrets, row, revision)
 
     # -- revisions and traffic ----------------------------------------------------------------
 
