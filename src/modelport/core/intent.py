@@ -15,9 +15,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
 from itertools import pairwise
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -32,7 +31,19 @@ from pydantic import (
 )
 
 from modelport.core.enums import Task
-from modelport.core.errors import InvalidRequest, ValidationFailed
+from modelport.core.errors import InvalidRequest
+from modelport.core.intent_yaml import (
+    MAX_INTENT_BYTES,
+    MAX_INTENT_DEPTH,
+    FieldPath,
+    IntentLoader,
+    Problem,
+    Refused,
+    fail,
+    field_problem,
+    show,
+    walk,
+)
 from modelport.core.names import check_name, parse_model_ref
 
 __all__ = [
@@ -79,7 +90,7 @@ def parse_duration(value: object) -> float:
     except OverflowError:  # an integer of 400 digits
         pass
     if not math.isfinite(seconds):  # also .inf and .nan, which YAML allows
-        raise ValueError(f"must be a duration such as 30s, 2m or 1h, got {_show(value)}")
+        raise ValueError(f"must be a duration such as 30s, 2m or 1h, got {show(value)}")
     return seconds
 
 
@@ -125,7 +136,7 @@ class IntentReplicas(_Model):
                 raise ValueError(f"must be between 1 and 64, got {data}")
             return {"min": data, "max": data}
         if not isinstance(data, dict):
-            raise ValueError(f"must be an integer or a mapping {{min, max}}, got {_show(data)}")
+            raise ValueError(f"must be an integer or a mapping {{min, max}}, got {show(data)}")
         return data
 
     @model_validator(mode="after")
@@ -332,66 +343,7 @@ def intent_digest(intent: Intent) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# --- parsing and error reporting -------------------------------------------------------------
-
-_Path = tuple[str | int, ...]
-_Problem = tuple[str, int, str]  # field path, line, message
-
-MAX_INTENT_BYTES = 64 * 1024
-"""The largest intent file: a full one with every field and many segments is ~2 KB."""
-MAX_INTENT_DEPTH = 32
-"""How deeply mappings and lists may nest; the schema itself needs 6 levels."""
-
-
-class _Refused(yaml.MarkedYAMLError):
-    """Valid YAML that an intent file may not use."""
-
-
-class _IntentLoader(yaml.SafeLoader):
-    """A ``SafeLoader`` that refuses what makes a small file expensive, before expanding it.
-
-    Anchors and aliases let 400 bytes stand for megabytes once constructed (a "billion laughs"),
-    so both are refused where they are written; nesting is refused past ``MAX_INTENT_DEPTH``
-    while the document is composed, before any recursion gets deep. Values that PyYAML
-    cannot construct (an integer of 5,000 digits, a date with month 13) become YAML errors
-    with their line instead of escaping as ``ValueError``.
-    """
-
-    _depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(
-                None,
-                None,
-                "anchors and aliases (&name, *name) are not allowed in intent files: write "
-                "the value out where it is used",
-                event.start_mark,
-            )
-        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
-        if collection:
-            self._depth += 1
-            if self._depth > MAX_INTENT_DEPTH:
-                raise _Refused(
-                    None,
-                    None,
-                    f"lists and mappings nest more than {MAX_INTENT_DEPTH} levels deep",
-                    event.start_mark,
-                )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            if collection:
-                self._depth -= 1
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_show(node.value)}: {exc}", node.start_mark
-            ) from None
+# --- parsing ---------------------------------------------------------------------------------
 
 
 def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
@@ -403,162 +355,38 @@ def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_INTENT_BYTES:
-        _fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
+        fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
     try:
-        loader = _IntentLoader(text)  # refuses control characters at once
+        loader = IntentLoader(text)  # refuses control characters at once
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         what = f"not valid YAML: character {exc.character:#06x} is not allowed ({exc.reason})"
-        _fail(filename, [("", line, what)])
+        fail(filename, [("", line, what)])
     try:
         node = loader.get_single_node()
-        problems: list[_Problem] = []
-        lines: dict[_Path, int] = {(): 1}
+        problems: list[Problem] = []
+        lines: dict[FieldPath, int] = {(): 1}
         if node is not None:
-            _walk(node, (), lines, problems, set())
+            walk(node, (), lines, problems, set())
             data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
         what = getattr(exc, "problem", None) or str(exc)
-        what = what if isinstance(exc, _Refused) else f"not valid YAML: {what}"
-        _fail(filename, [("", line, what)])
+        what = what if isinstance(exc, Refused) else f"not valid YAML: {what}"
+        fail(filename, [("", line, what)])
     finally:
         loader.dispose()
     if node is None:
-        _fail(filename, [("", 1, "the file is empty: it needs at least endpoint, task and model")])
+        fail(filename, [("", 1, "the file is empty: it needs at least endpoint, task and model")])
     if not isinstance(node, yaml.MappingNode):
-        got = "a list" if isinstance(node, yaml.SequenceNode) else _show(data)
+        got = "a list" if isinstance(node, yaml.SequenceNode) else show(data)
         line = node.start_mark.line + 1
-        _fail(filename, [("", line, f"the top level must be a mapping of fields, got {got}")])
+        fail(filename, [("", line, f"the top level must be a mapping of fields, got {got}")])
     try:
         intent = Intent.model_validate(data)
     except ValidationError as exc:
-        _fail(filename, problems + [_problem(error, lines) for error in exc.errors()])
+        fail(filename, problems + [field_problem(error, lines) for error in exc.errors()])
     if problems:  # duplicate keys, though the rest of the file is valid
-        _fail(filename, problems)
+        fail(filename, problems)
     return intent
-
-
-def _walk(
-    node: yaml.Node,
-    path: _Path,
-    lines: dict[_Path, int],
-    problems: list[_Problem],
-    seen: set[int],
-) -> None:
-    """Map each field path to its line, and report duplicate keys (PyYAML keeps the last)."""
-    if id(node) in seen:  # an alias: its node was walked where the anchor is
-        return
-    seen.add(id(node))
-    for child_path, child_line, child in _children(node, path, problems):
-        lines.setdefault(child_path, child_line)
-        _walk(child, child_path, lines, problems, seen)
-
-
-def _children(
-    node: yaml.Node, path: _Path, problems: list[_Problem]
-) -> Iterator[tuple[_Path, int, yaml.Node]]:
-    if isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield (*path, index), item.start_mark.line + 1, item
-    elif isinstance(node, yaml.MappingNode):
-        keys: set[str] = set()
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
-                continue  # merge keys and complex keys have no field path of their own
-            line = key.start_mark.line + 1
-            if key.value in keys:
-                problems.append((_render((*path, key.value)), line, "duplicate key"))
-            keys.add(key.value)
-            yield (*path, key.value), line, value
-
-
-def _problem(error: Any, lines: dict[_Path, int]) -> _Problem:
-    loc: _Path = tuple(error["loc"])
-    known = loc
-    while known not in lines:  # e.g. a missing field: point at its parent mapping
-        known = known[:-1]
-    return _render(loc), lines[known], _plain(error)
-
-
-def _render(loc: _Path) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "string_type": "a string",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "bool_type": "true or false",
-}
-_BOUNDS = {
-    "greater_than": ("gt", ">"),
-    "greater_than_equal": ("ge", ">="),
-    "less_than": ("lt", "<"),
-    "less_than_equal": ("le", "<="),
-}
-
-
-def _plain(error: Any) -> str:
-    """Pydantic's message in plain words; its wording leaks its internals."""
-    kind, ctx, got = error["type"], error.get("ctx") or {}, _show(error.get("input"))
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required"
-    if kind in _TYPE_WORDS:
-        return f"must be {_TYPE_WORDS[kind]}, got {got}"
-    if kind in _BOUNDS:
-        key, sign = _BOUNDS[kind]
-        return f"must be {sign} {_show(ctx.get(key))}, got {got}"
-    if kind in ("literal_error", "enum"):
-        return f"must be one of {ctx.get('expected', '')}; got {got}"
-    if kind == "finite_number":
-        return f"must be a finite number, got {got}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters"
-    if kind == "value_error":
-        return str(error["msg"]).removeprefix("Value error, ")
-    return str(error["msg"])
-
-
-def _show(value: object) -> str:
-    """A value as the user wrote it in YAML, cut short."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # 0.0 reads as 0: the user most likely wrote 0
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _fail(filename: str, problems: list[_Problem]) -> NoReturn:
-    problems = sorted(problems, key=lambda problem: problem[1])
-    count = len(problems)
-    head = f"{filename} has {count} problem{'s' if count != 1 else ''}:"
-    body = [
-        f"  {field} (line {line}): {message}" if field else f"  line {line}: {message}"
-        for field, line, message in problems
-    ]
-    raise ValidationFailed(
-        "\n".join([head, *body]),
-        errors=[
-            {"field": field, "line": line, "message": message} for field, line, message in problems
-        ],
-    )
