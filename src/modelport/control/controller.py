@@ -30,8 +30,10 @@ from modelport.control import apply as apply_service
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as rollout_service
 from modelport.control.analysis import Gates, judge
+from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import ApplyResult, RolloutPublic
+from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
 from modelport.core.errors import Conflict, NotFound, Unavailable
 from modelport.core.intent import Intent
@@ -89,8 +91,9 @@ class RolloutController:
         self._tick_s = tick_s
         self._start_timeout_s = start_timeout_s
         self._runs: dict[str, RolloutRun] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._undoing: dict[str, str] = {}  # endpoint -> revision label it is rolling back to
+        self._lock = EndpointLocks()
+        self._undo = PromotionUndo(plane, self._lock, start_timeout_s)
+        self._undoing = self._undo.undoing  # the same dict: endpoint -> label it rolls back to
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -127,21 +130,6 @@ class RolloutController:
         self.windows.forget(endpoint)
         self.shadows.forget(endpoint)
 
-    def _lock(self, endpoint: str) -> asyncio.Lock:
-        lock = self._locks.get(endpoint)
-        if lock is None:
-            lock = self._locks[endpoint] = asyncio.Lock()
-        return lock
-
-    def _check_undo(self, endpoint: str) -> None:
-        label = self._undoing.get(endpoint)
-        if label is not None:
-            raise Conflict(
-                f"endpoint '{endpoint}' is rolling back to {label} (waiting for it to start): "
-                "retry once it serves",
-                state="rolling_back",
-            )
-
     async def delete(self, endpoint: str) -> None:
         """Stop an endpoint whose rows are gone: its rollout, its revisions, its windows."""
         async with self._lock(endpoint):
@@ -161,7 +149,7 @@ class RolloutController:
             return result
         name = intent.endpoint
         async with self._lock(name):
-            self._check_undo(name)
+            self._undo.check(name)
             result, deployment, run = await self._db(
                 lambda s: self._applied(s, intent, dry_run, actor)
             )
@@ -265,7 +253,7 @@ class RolloutController:
         """Return all traffic to the stable revision. With no rollout in progress, undo the
         last promoted one: its previous revision becomes stable again."""
         async with self._lock(endpoint):
-            self._check_undo(endpoint)
+            self._undo.check(endpoint)
             run = self._runs.get(endpoint)
             if run is not None and run.unsettled is not None:
                 await self._settle(run)  # rolled back in traffic already: record it
@@ -277,12 +265,12 @@ class RolloutController:
                 return
             if abort:
                 self._require(endpoint, None, "abort")
-            undo = await self._begin_undo(endpoint, actor)
+            undo = await self._undo.begin(endpoint, actor)
         if undo is not None:
-            await self._finish_undo(endpoint, actor, *undo)
+            await self._undo.finish(endpoint, actor, *undo)
 
     def _require(self, endpoint: str, state: RolloutState | None, action: str) -> RolloutRun:
-        self._check_undo(endpoint)
+        self._undo.check(endpoint)
         run = self._runs.get(endpoint)
         if run is None:
             raise Conflict(
@@ -444,85 +432,6 @@ class RolloutController:
             del self._runs[run.endpoint]
         log.warning("rollout of %s: %s", run.endpoint, why)
 
-    async def _begin_undo(self, endpoint: str, actor: str) -> tuple[int, str] | None:
-        """Under the endpoint's lock: find the promotion to undo and make its source revision
-        run. Returns (rollout id, label) when the revision has to start first, after switching
-        at once (and returning None) when it still runs."""
-
-        def load(session: Session) -> tuple[int, Deployment]:
-            row = endpoint_service.get_endpoint(session, endpoint)
-            rollout = rollout_service.latest_rollout(session, row)
-            if rollout.state != RolloutState.PROMOTED or rollout.to_revision != (
-                row.stable_revision
-            ):
-                raise Conflict(
-                    f"endpoint '{endpoint}' has no rollout in progress and its last rollout is "
-                    f"{rollout.state}: nothing to roll back",
-                    state=rollout.state,
-                )
-            source = endpoint_service.get_revision(session, row, rollout.from_revision)
-            return rollout.id, self.plane.prepare(row, source)
-
-        rollout_id, deployment = await self._db(load)
-        if deployment.label in self.plane.running(endpoint):  # kept warm: switch now
-            await self._write_undo(rollout_id, actor)
-            await self.plane.switch(endpoint, deployment.label)
-            return None
-        await self.plane.run_revision(endpoint, deployment)
-        self._undoing[endpoint] = deployment.label
-        return rollout_id, deployment.label
-
-    async def _finish_undo(self, endpoint: str, actor: str, rollout_id: int, label: str) -> None:
-        """Wait (holding no lock) for the revision to be ready, then switch to it under the
-        lock; if it cannot start, or anything fails, stop it and leave the endpoint as it
-        was."""
-        try:
-            failure = await self._wait_ready(endpoint, label)
-            async with self._lock(endpoint):
-                if self._undoing.get(endpoint) != label:  # deleted meanwhile
-                    raise Conflict(f"endpoint '{endpoint}' changed while rolling back: check it")
-                if failure is not None:
-                    raise Conflict(
-                        f"revision {label} could not start ({failure}): "
-                        f"'{endpoint}' still serves what it served"
-                    )
-                await self._write_undo(rollout_id, actor)
-                del self._undoing[endpoint]
-                await self.plane.switch(endpoint, label)
-        finally:
-            if self._undoing.get(endpoint) == label:  # not switched: undo the start
-                del self._undoing[endpoint]
-                await self.plane.drop_candidate(endpoint)
-
-    async def _wait_ready(self, endpoint: str, label: str) -> str | None:
-        """None once the revision is ready; otherwise why it will not be."""
-        deadline = time.monotonic() + self._start_timeout_s
-        while self._undoing.get(endpoint) == label:
-            ready, failure = self.plane.revision_health(endpoint, label)
-            if ready or failure is not None:
-                return failure
-            if time.monotonic() > deadline:
-                return f"not ready after {self._start_timeout_s:g} s"
-            await asyncio.sleep(0.1)
-        return None
-
-    async def _write_undo(self, rollout_id: int, actor: str) -> None:
-        def write(session: Session) -> None:
-            current = rollout_service.get_rollout(session, rollout_id)
-            row = current.endpoint
-            source = endpoint_service.get_revision(session, row, current.from_revision)
-            endpoint_service.set_stable(row, source)
-            current.state = RolloutState.ROLLED_BACK
-            current.reason = f"rolled back after promotion by {actor}"
-            rollout_service.add_event(
-                session,
-                current,
-                "rolled_back",
-                f"rolled back by {actor} after promotion: r{current.from_revision} serves again",
-            )
-
-        await self._db(write)
-
     async def _transition(
         self,
         run: RolloutRun,
@@ -573,11 +482,7 @@ class RolloutController:
         return run
 
     async def _db(self, work: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.plane.db.session() as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)
+        return await in_session(self.plane.db, work)
 
     def public(self, session: Session, rollout: RolloutRow) -> RolloutPublic:
         """A stored rollout with its live view; called from route threads, so the live part
