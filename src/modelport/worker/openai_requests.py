@@ -12,8 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.core.errors import InvalidRequest
-from modelport.runtimes.tasks import GenerateRequest, Tool
+from modelport.runtimes.tasks import GenerateRequest
+from modelport.worker.openai_fields import (
+    boolean,
+    fail,
+    integer,
+    json_object,
+    known,
+    number,
+    string,
+)
+from modelport.worker.openai_tools import parse_response_format, parse_tools
 
 __all__ = [
     "ChatOptions",
@@ -23,10 +32,8 @@ __all__ = [
     "parse_embedding",
 ]
 
-_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOKEN_ID = re.compile(r"^[0-9]{1,9}\Z")  # ASCII digits: str.isdigit() also takes "²"
 _MAX_STOPS = 4
-_MAX_TOOLS = 128
 _MAX_BIAS = 1024
 _MAX_TOP_LOGPROBS = 20
 _MAX_COMPLETION_LOGPROBS = 5
@@ -78,78 +85,22 @@ _UNSUPPORTED_PARTS = {
 }
 
 
-def _fail(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param)
-
-
-def _known(payload: dict[str, Any], known: frozenset[str], what: str, prefix: str = "") -> None:
-    for name in payload:
-        if name not in known:
-            raise _fail(
-                f"'{prefix}{name}' is not a parameter of {what}: remove it "
-                f"(known: {', '.join(sorted(known))})",
-                prefix + name,
-            )
-
-
-def _number(payload: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = payload.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise _fail(f"'{name}' must be a number from {low:g} to {high:g}", name)
-    return float(value)
-
-
-def _integer(payload: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = payload.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _fail(f"'{name}' must be an integer of at least {low}", name)
-    if high is not None and value > high:
-        raise _fail(f"'{name}' must be an integer from {low} to {high}", name)
-    return value
-
-
-def _boolean(payload: dict[str, Any], name: str) -> bool:
-    value = payload.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _fail(f"'{name}' must be true or false", name)
-    return value
-
-
-def _string(payload: dict[str, Any], name: str, param: str) -> str | None:
-    value = payload.get(name)
-    if value is not None and not isinstance(value, str):
-        raise _fail(f"'{param}' must be a string", param)
-    return value
-
-
-def _object(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(f"'{param}' must be an object", param)
-    return value
-
-
 # -- shared sampling parameters ----------------------------------------------------------------
 
 
 def _sampling(payload: dict[str, Any], request: GenerateRequest) -> None:
-    request.temperature = _number(payload, "temperature", 0.7, 0.0, 2.0)
-    request.top_p = _number(payload, "top_p", 1.0, 0.0, 1.0)
-    request.presence_penalty = _number(payload, "presence_penalty", 0.0, -2.0, 2.0)
-    request.frequency_penalty = _number(payload, "frequency_penalty", 0.0, -2.0, 2.0)
+    request.temperature = number(payload, "temperature", 0.7, 0.0, 2.0)
+    request.top_p = number(payload, "top_p", 1.0, 0.0, 1.0)
+    request.presence_penalty = number(payload, "presence_penalty", 0.0, -2.0, 2.0)
+    request.frequency_penalty = number(payload, "frequency_penalty", 0.0, -2.0, 2.0)
     seed = payload.get("seed")
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63
     ):
-        raise _fail("'seed' must be a 64-bit integer", "seed")
+        raise fail("'seed' must be a 64-bit integer", "seed")
     request.seed = seed
-    if (n := _integer(payload, "n", 1)) not in (None, 1):
-        raise _fail(f"'n' must be 1: this server generates one choice per request, not {n}", "n")
+    if (n := integer(payload, "n", 1)) not in (None, 1):
+        raise fail(f"'n' must be 1: this server generates one choice per request, not {n}", "n")
     stop = payload.get("stop")
     stops = [stop] if isinstance(stop, str) else stop
     if stops is not None:
@@ -158,41 +109,41 @@ def _sampling(payload: dict[str, Any], request: GenerateRequest) -> None:
             or not 0 < len(stops) <= _MAX_STOPS
             or not all(isinstance(s, str) and s for s in stops)
         ):
-            raise _fail(
+            raise fail(
                 f"'stop' must be a non-empty string or a list of 1 to {_MAX_STOPS} of them",
                 "stop",
             )
         request.stop = stops
     bias = payload.get("logit_bias")
     if bias is not None:
-        bias = _object(bias, "logit_bias")
+        bias = json_object(bias, "logit_bias")
         if len(bias) > _MAX_BIAS:
-            raise _fail(f"'logit_bias' may name at most {_MAX_BIAS} tokens", "logit_bias")
+            raise fail(f"'logit_bias' may name at most {_MAX_BIAS} tokens", "logit_bias")
         for key, value in bias.items():
             param = f"logit_bias.{key}"
             if not _TOKEN_ID.match(key):
-                raise _fail(f"'{param}': keys must be token ids (integers as strings)", param)
+                raise fail(f"'{param}': keys must be token ids (integers as strings)", param)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _fail(f"'{param}' must be a number from -100 to 100", param)
+                raise fail(f"'{param}' must be a number from -100 to 100", param)
             if not -100 <= value <= 100:
-                raise _fail(f"'{param}' must be a number from -100 to 100", param)
+                raise fail(f"'{param}' must be a number from -100 to 100", param)
             request.logit_bias[int(key)] = float(value)
-    _string(payload, "user", "user")
+    string(payload, "user", "user")
 
 
 def _stream_options(payload: dict[str, Any]) -> tuple[bool, bool, bool]:
     """(stream, include_usage, include_obfuscation)."""
-    stream = _boolean(payload, "stream")
+    stream = boolean(payload, "stream")
     options = payload.get("stream_options")
     if options is None:
         return stream, False, False
     if not stream:
-        raise _fail("'stream_options' is only allowed with stream: true", "stream_options")
-    options = _object(options, "stream_options")
-    _known(options, frozenset({"include_usage", "include_obfuscation"}), "stream_options",
+        raise fail("'stream_options' is only allowed with stream: true", "stream_options")
+    options = json_object(options, "stream_options")
+    known(options, frozenset({"include_usage", "include_obfuscation"}), "stream_options",
            "stream_options.")  # fmt: skip
     usage, obfuscation = (
-        _boolean(options, name) for name in ("include_usage", "include_obfuscation")
+        boolean(options, name) for name in ("include_usage", "include_obfuscation")
     )
     return stream, usage, obfuscation
 
@@ -217,46 +168,46 @@ def _text(content: Any, param: str, allowed: frozenset[str] = frozenset({"text"}
     if isinstance(content, str):
         return content
     if not isinstance(content, list) or not content:
-        raise _fail(f"'{param}' must be a string or a non-empty list of text parts", param)
+        raise fail(f"'{param}' must be a string or a non-empty list of text parts", param)
     texts = []
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
-        part = _object(part, where)
+        part = json_object(part, where)
         kind = part.get("type")
         if kind in _UNSUPPORTED_PARTS:
-            raise _fail(
+            raise fail(
                 f"'{where}' is an '{kind}' part: this model reads text only, not "
                 f"{_UNSUPPORTED_PARTS[kind]}",
                 f"{where}.type",
             )
         if kind not in allowed:
-            raise _fail(f"'{where}.type' must be one of {sorted(allowed)}", f"{where}.type")
-        _known(part, frozenset({"type", kind}), f"a '{kind}' part", f"{where}.")
+            raise fail(f"'{where}.type' must be one of {sorted(allowed)}", f"{where}.type")
+        known(part, frozenset({"type", kind}), f"a '{kind}' part", f"{where}.")
         value = part.get(kind)
         if not isinstance(value, str):
-            raise _fail(f"'{where}.{kind}' must be a string", f"{where}.{kind}")
+            raise fail(f"'{where}.{kind}' must be a string", f"{where}.{kind}")
         texts.append(value)
     return "".join(texts)
 
 
 def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(calls, list) or not calls:
-        raise _fail(f"'{param}' must be a non-empty list of tool calls", param)
+        raise fail(f"'{param}' must be a non-empty list of tool calls", param)
     checked = []
     for index, call in enumerate(calls):
         where = f"{param}[{index}]"
-        call = _object(call, where)
-        _known(call, frozenset({"id", "type", "function"}), "a tool call", f"{where}.")
+        call = json_object(call, where)
+        known(call, frozenset({"id", "type", "function"}), "a tool call", f"{where}.")
         if not isinstance(call.get("id"), str):
-            raise _fail(f"'{where}.id' must be a string", f"{where}.id")
+            raise fail(f"'{where}.id' must be a string", f"{where}.id")
         if call.get("type") != "function":
-            raise _fail(f"'{where}.type' must be 'function'", f"{where}.type")
-        function = _object(call.get("function"), f"{where}.function")
-        _known(function, frozenset({"name", "arguments"}), "a function call",
+            raise fail(f"'{where}.type' must be 'function'", f"{where}.type")
+        function = json_object(call.get("function"), f"{where}.function")
+        known(function, frozenset({"name", "arguments"}), "a function call",
                f"{where}.function.")  # fmt: skip
         for name in ("name", "arguments"):
             if not isinstance(function.get(name), str):
-                raise _fail(f"'{where}.function.{name}' must be a string",
+                raise fail(f"'{where}.function.{name}' must be a string",
                             f"{where}.function.{name}")  # fmt: skip
         checked.append({"id": call["id"], "type": "function", "function": function})
     return checked
@@ -264,16 +215,16 @@ def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
 
 def _message(message: Any, index: int) -> dict[str, Any]:
     where = f"messages[{index}]"
-    message = _object(message, where)
+    message = json_object(message, where)
     role = message.get("role")
     if role not in _MESSAGE_FIELDS:
         hint = " (the deprecated 'function' role: use 'tool')" if role == "function" else ""
-        raise _fail(
+        raise fail(
             f"'{where}.role' must be one of {sorted(_MESSAGE_FIELDS)}{hint}", f"{where}.role"
         )
-    _known(message, _MESSAGE_FIELDS[role], f"a '{role}' message", f"{where}.")
+    known(message, _MESSAGE_FIELDS[role], f"a '{role}' message", f"{where}.")
     if message.get("name") is not None:  # a plain chat template has nowhere to put it
-        raise _fail(
+        raise fail(
             f"'{where}.name' is not supported: this model's chat template has no participant "
             "names; put the name in the content",
             f"{where}.name",
@@ -283,12 +234,12 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     if role == "assistant":
         for name in ("audio", "function_call"):
             if message.get(name) is not None:
-                raise _fail(f"'{where}.{name}' is not supported", f"{where}.{name}")
-        refusal = _string(message, "refusal", f"{where}.refusal")
+                raise fail(f"'{where}.{name}' is not supported", f"{where}.{name}")
+        refusal = string(message, "refusal", f"{where}.refusal")
         if message.get("tool_calls") is not None:
             checked["tool_calls"] = _tool_calls(message["tool_calls"], f"{where}.tool_calls")
         if content is None and refusal is None and "tool_calls" not in checked:
-            raise _fail(f"'{where}.content' is required without tool_calls", f"{where}.content")
+            raise fail(f"'{where}.content' is required without tool_calls", f"{where}.content")
         text = (
             ""
             if content is None
@@ -297,150 +248,59 @@ def _message(message: Any, index: int) -> dict[str, Any]:
         checked["content"] = text or refusal or ""
         return checked
     if content is None:
-        raise _fail(f"'{where}.content' is required", f"{where}.content")
+        raise fail(f"'{where}.content' is required", f"{where}.content")
     checked["content"] = _text(content, f"{where}.content")
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise _fail(f"'{where}.tool_call_id' must be a string", f"{where}.tool_call_id")
+        raise fail(f"'{where}.tool_call_id' must be a string", f"{where}.tool_call_id")
     return checked
-
-
-def _tools(payload: dict[str, Any], request: GenerateRequest) -> None:
-    tools = payload.get("tools")
-    choice = payload.get("tool_choice")
-    if payload.get("parallel_tool_calls") is not None:
-        _boolean(payload, "parallel_tool_calls")  # at most one call per answer honours both
-    if tools is None:
-        if choice not in (None, "none"):
-            raise _fail("'tool_choice' needs 'tools'", "tool_choice")
-        return
-    if not isinstance(tools, list) or not 0 < len(tools) <= _MAX_TOOLS:
-        raise _fail(f"'tools' must be a list of 1 to {_MAX_TOOLS} tools", "tools")
-    for index, tool in enumerate(tools):
-        where = f"tools[{index}]"
-        tool = _object(tool, where)
-        if tool.get("type") != "function":
-            raise _fail(
-                f"'{where}.type' must be 'function' (custom tools are not supported)",
-                f"{where}.type",
-            )
-        _known(tool, frozenset({"type", "function"}), "a tool", f"{where}.")
-        function = _object(tool.get("function"), f"{where}.function")
-        _known(function, frozenset({"name", "description", "parameters", "strict"}),
-               "a function", f"{where}.function.")  # fmt: skip
-        name = function.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise _fail(
-                f"'{where}.function.name' must be 1 to 64 letters, digits, _ or -",
-                f"{where}.function.name",
-            )
-        if any(t.name == name for t in request.tools):
-            raise _fail(f"two tools are named '{name}'", f"{where}.function.name")
-        description = _string(function, "description", f"{where}.function.description") or ""
-        parameters = function.get("parameters")
-        if parameters is not None:
-            _object(parameters, f"{where}.function.parameters")
-        strict = _boolean(function, "strict") if function.get("strict") is not None else False
-        request.tools.append(Tool(name, description, parameters or {}, strict))
-    if choice is None or choice in ("auto", "required", "none"):
-        request.tool_choice = choice or "auto"
-        return
-    choice = _object(choice, "tool_choice")
-    if choice.get("type") != "function":
-        raise _fail("'tool_choice.type' must be 'function'", "tool_choice.type")
-    _known(choice, frozenset({"type", "function"}), "tool_choice", "tool_choice.")
-    function = _object(choice.get("function"), "tool_choice.function")
-    _known(function, frozenset({"name"}), "tool_choice.function", "tool_choice.function.")
-    if not any(t.name == function.get("name") for t in request.tools):
-        raise _fail(
-            "'tool_choice.function.name' must name one of the tools", "tool_choice.function.name"
-        )
-    request.tool_choice = function["name"]
-
-
-def _response_format(payload: dict[str, Any], request: GenerateRequest) -> None:
-    value = payload.get("response_format")
-    if value is None:
-        return
-    value = _object(value, "response_format")
-    kind = value.get("type")
-    if kind == "text":
-        _known(value, frozenset({"type"}), "response_format", "response_format.")
-    elif kind == "json_object":
-        _known(value, frozenset({"type"}), "response_format", "response_format.")
-        request.json_schema = {"type": "object"}
-    elif kind == "json_schema":
-        _known(value, frozenset({"type", "json_schema"}), "response_format", "response_format.")
-        spec = _object(value.get("json_schema"), "response_format.json_schema")
-        _known(spec, frozenset({"name", "description", "schema", "strict"}),
-               "response_format.json_schema", "response_format.json_schema.")  # fmt: skip
-        name = spec.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise _fail(
-                "'response_format.json_schema.name' must be 1 to 64 letters, digits, _ or -",
-                "response_format.json_schema.name",
-            )
-        _string(spec, "description", "response_format.json_schema.description")
-        schema = spec.get("schema")
-        request.json_schema = (
-            {} if schema is None else _object(schema, "response_format.json_schema.schema")
-        )
-        if spec.get("strict") is not None and not isinstance(spec["strict"], bool):
-            raise _fail("'response_format.json_schema.strict' must be true or false",
-                        "response_format.json_schema.strict")  # fmt: skip
-        request.json_strict = spec.get("strict") is True
-    else:
-        raise _fail(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'",
-            "response_format.type",
-        )
 
 
 def _chat_only(payload: dict[str, Any]) -> None:
     for name, reason in _REFUSED_CHAT.items():
         if payload.get(name) is not None:
-            raise _fail(f"'{name}': {reason}", name)
+            raise fail(f"'{name}': {reason}", name)
     if payload.get("store") is True:
-        raise _fail("'store': this server does not store completions", "store")
-    _boolean(payload, "store")
+        raise fail("'store': this server does not store completions", "store")
+    boolean(payload, "store")
     tier = payload.get("service_tier")
     if tier is not None and tier not in ("auto", "default"):
-        raise _fail("'service_tier' must be 'auto' or 'default': there is one tier", "service_tier")
+        raise fail("'service_tier' must be 'auto' or 'default': there is one tier", "service_tier")
     modalities = payload.get("modalities")
     if modalities is not None and modalities != ["text"]:
-        raise _fail("'modalities' must be [\"text\"]: this model writes text only", "modalities")
+        raise fail("'modalities' must be [\"text\"]: this model writes text only", "modalities")
 
 
 def _max_tokens(payload: dict[str, Any], names: tuple[str, ...]) -> int | None:
-    values = {name: _integer(payload, name, 1) for name in names}
+    values = {name: integer(payload, name, 1) for name in names}
     given = {v for v in values.values() if v is not None}
     if len(given) > 1:
-        raise _fail(f"give one of {' or '.join(names)}, not two different values", names[-1])
+        raise fail(f"give one of {' or '.join(names)}, not two different values", names[-1])
     return given.pop() if given else None
 
 
 def parse_chat(payload: dict[str, Any]) -> ChatOptions:
     """A chat completions body, checked; raises ``InvalidRequest`` naming the field."""
-    _known(payload, _CHAT_FIELDS | frozenset(_REFUSED_CHAT), "chat completions")
+    known(payload, _CHAT_FIELDS | frozenset(_REFUSED_CHAT), "chat completions")
     _chat_only(payload)
     request = GenerateRequest()
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _fail("'messages' must be a non-empty list of {role, content}", "messages")
+        raise fail("'messages' must be a non-empty list of {role, content}", "messages")
     request.messages = [_message(m, i) for i, m in enumerate(messages)]
     _sampling(payload, request)
     request.max_tokens = _max_tokens(payload, ("max_tokens", "max_completion_tokens"))
-    _tools(payload, request)
-    _response_format(payload, request)
+    parse_tools(payload, request)
+    parse_response_format(payload, request)
     if request.json_schema is not None and request.tools and request.tool_choice == "auto":
-        raise _fail(
+        raise fail(
             "'response_format' with tool_choice 'auto' is not supported: choose 'required', "
             "a function or 'none'",
             "response_format",
         )
-    request.logprobs = _boolean(payload, "logprobs")
-    top = _integer(payload, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
+    request.logprobs = boolean(payload, "logprobs")
+    top = integer(payload, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
     if top and not request.logprobs:
-        raise _fail("'top_logprobs' needs logprobs: true", "top_logprobs")
+        raise fail("'top_logprobs' needs logprobs: true", "top_logprobs")
     request.top_logprobs = top or 0
     stream, usage, obfuscation = _stream_options(payload)
     return ChatOptions(request, stream, usage, obfuscation, logprobs=request.logprobs)
@@ -448,7 +308,7 @@ def parse_chat(payload: dict[str, Any]) -> ChatOptions:
 
 def parse_completion(payload: dict[str, Any]) -> ChatOptions:
     """A (legacy) completions body, checked."""
-    _known(payload, _COMPLETION_FIELDS, "completions")
+    known(payload, _COMPLETION_FIELDS, "completions")
     request = GenerateRequest()
     prompt = payload.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
@@ -462,20 +322,20 @@ def parse_completion(payload: dict[str, Any]) -> ChatOptions:
     ):
         request.prompt_ids = prompt
     elif isinstance(prompt, list) and len(prompt) > 1:
-        raise _fail("'prompt' must be one prompt: send one request per prompt", "prompt")
+        raise fail("'prompt' must be one prompt: send one request per prompt", "prompt")
     else:
-        raise _fail("'prompt' must be a string or a non-empty list of token ids", "prompt")
+        raise fail("'prompt' must be a string or a non-empty list of token ids", "prompt")
     _sampling(payload, request)
     request.max_tokens = _max_tokens(payload, ("max_tokens",))
-    if (best := _integer(payload, "best_of", 1)) not in (None, 1):
-        raise _fail(f"'best_of' must be 1: this server generates one choice, not {best}",
+    if (best := integer(payload, "best_of", 1)) not in (None, 1):
+        raise fail(f"'best_of' must be 1: this server generates one choice, not {best}",
                     "best_of")  # fmt: skip
     if payload.get("suffix") is not None:
-        raise _fail("'suffix' is not supported: this model does not fill in the middle", "suffix")
-    request.echo = _boolean(payload, "echo")
-    logprobs = _integer(payload, "logprobs", 0, _MAX_COMPLETION_LOGPROBS)
+        raise fail("'suffix' is not supported: this model does not fill in the middle", "suffix")
+    request.echo = boolean(payload, "echo")
+    logprobs = integer(payload, "logprobs", 0, _MAX_COMPLETION_LOGPROBS)
     if logprobs is not None and request.echo:
-        raise _fail("'logprobs' with echo is not supported: the prompt's are not kept", "echo")
+        raise fail("'logprobs' with echo is not supported: the prompt's are not kept", "echo")
     request.logprobs = logprobs is not None
     request.top_logprobs = logprobs or 0
     stream, usage, obfuscation = _stream_options(payload)
@@ -496,29 +356,29 @@ def parse_embedding(
     payload: dict[str, Any], *, max_inputs: int, max_chars: int
 ) -> EmbeddingRequest:
     """An embeddings body, checked, within the server's caps on inputs and characters."""
-    _known(payload, _EMBEDDING_FIELDS, "embeddings")
+    known(payload, _EMBEDDING_FIELDS, "embeddings")
     texts = payload.get("input")
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, list) or not texts:
-        raise _fail("'input' must be a string or a non-empty list of strings", "input")
+        raise fail("'input' must be a string or a non-empty list of strings", "input")
     for index, text in enumerate(texts):
         if isinstance(text, int | list) and not isinstance(text, bool):
-            raise _fail(
+            raise fail(
                 "'input' holds token ids: this model embeds text only, send strings",
                 f"input[{index}]",
             )
         if not isinstance(text, str) or not text:
-            raise _fail(f"'input[{index}]' must be a non-empty string", f"input[{index}]")
+            raise fail(f"'input[{index}]' must be a non-empty string", f"input[{index}]")
     if len(texts) > max_inputs:
-        raise _fail(f"'input' has {len(texts)} texts; at most {max_inputs} per request", "input")
+        raise fail(f"'input' has {len(texts)} texts; at most {max_inputs} per request", "input")
     if (total := sum(len(t) for t in texts)) > max_chars:
-        raise _fail(f"'input' has {total} characters; at most {max_chars} per request", "input")
+        raise fail(f"'input' has {total} characters; at most {max_chars} per request", "input")
     encoding = payload.get("encoding_format")
     if encoding is None:
         encoding = "float"
     if encoding not in ("float", "base64"):
-        raise _fail("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-    dimensions = _integer(payload, "dimensions", 1)
-    _string(payload, "user", "user")
+        raise fail("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    dimensions = integer(payload, "dimensions", 1)
+    string(payload, "user", "user")
     return EmbeddingRequest(texts, encoding, dimensions)
