@@ -23,6 +23,7 @@ from modelport.core.routing import (
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.gateway.hops import MAX_HOPS
 from modelport.observability.usage import RecentUsage
+from tests.unit.loopback import read_request
 
 KEY = "mp_testkey"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -44,12 +45,7 @@ class _Server:
         self._writers.append(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                self.requests.append(head + await reader.readexactly(length))
+                self.requests.append(await read_request(reader))
                 if self.mode == "drop":
                     writer.close()
                     return

@@ -14,6 +14,7 @@ from modelport.control.traffic import traffic_of
 from modelport.core.intent import parse_intent
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic, Upstream
 from modelport.gateway import GatewayApp, UpstreamError, UpstreamPool
+from tests.unit.loopback import read_request
 
 KEY = "mp_testkey"
 
@@ -65,12 +66,7 @@ class _Replica:
         self.writers.append(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                self.requests.append(head + await reader.readexactly(length))
+                self.requests.append(await read_request(reader))
                 if self.chunked:
                     half = len(self.reply) // 2
                     parts = (self.reply[:half], self.reply[half:])
