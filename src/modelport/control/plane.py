@@ -22,6 +22,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control import rollouts as rollout_service
+from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
@@ -96,7 +97,9 @@ class ControlPlane:
         # Revisions taken out of routing whose replicas still run until their drain starts:
         # bringing one back reuses them (and their token) instead of racing the drain.
         self._retiring: dict[tuple[str, str], tuple[Deployment, asyncio.Task[None]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Serialises changes to one endpoint's revisions (never held while a replica starts or
+        # stops: other endpoints do not wait on it).
+        self.lock = EndpointLocks()
         self._loop: asyncio.AbstractEventLoop | None = None
         backend.on_change = self.refresh_routes
 
@@ -122,14 +125,6 @@ class ControlPlane:
             return read()
 
         return asyncio.run_coroutine_threadsafe(call(), loop).result(_LOOP_READ_TIMEOUT_S)
-
-    def lock(self, name: str) -> asyncio.Lock:
-        """The lock that serialises changes to one endpoint's revisions (never held while a
-        replica starts or stops: other endpoints do not wait on it)."""
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
-        return lock
 
     async def start(self) -> None:
         """Start the stable revision of every stored endpoint (and the candidate of a rollout
@@ -426,11 +421,7 @@ class ControlPlane:
         )
 
     async def refresh_keys(self) -> None:
-        def load() -> dict[str, KeyPrincipal]:
-            with self.db.session() as session:
-                return key_service.active_keys(session)
-
-        self._publish_keys(await asyncio.to_thread(load))
+        self._publish_keys(await in_session(self.db, key_service.active_keys))
 
     def register_version(
         self, model: str, body: VersionCreate, *, created_by: str
