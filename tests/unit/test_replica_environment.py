@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelport.backends.environment import minimal_environment
+from modelport.core.environment import minimal_environment
 
 
 def test_only_allowlisted_variables_pass() -> None:

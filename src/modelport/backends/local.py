@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.backends.base import Backend, ReplicaStatus
-from modelport.backends.environment import minimal_environment
 from modelport.core.enums import ReplicaState
+from modelport.core.environment import minimal_environment
 from modelport.core.replica import ReplicaLaunch, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.runtimes import ModelRuntime, runtime_class

@@ -23,6 +23,7 @@ from typing import Any
 
 import modelport
 from modelport.core import errors
+from modelport.core.environment import minimal_environment
 from modelport.core.errors import InvalidRequest, ModelportError
 from modelport.core.signature import Signature
 from modelport.runtimes.registry import runtime_class
@@ -30,19 +31,16 @@ from modelport.runtimes.registry import runtime_class
 __all__ = ["INSPECT_TIMEOUT_S", "inspect_artifact"]
 
 INSPECT_TIMEOUT_S = 120.0
-# What the inspecting interpreter needs to start and find its packages; nothing else.
-_ENVIRONMENT = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT")
 
 
 def _environment() -> dict[str, str]:
-    env = {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
+    """A replica's minimal environment (no secret of the server's), for one small process."""
     # The same Modelport as the server's, installed or run from a source tree.
     source = str(Path(modelport.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
-    env.update({k: v for k, v in os.environ.items() if k.startswith("LC_")})
+    path = os.pathsep.join(filter(None, (source, os.environ.get("PYTHONPATH"))))
     # A model's own threads have no work to share at inspection; keep the process small.
-    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
-    return env
+    extra = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return minimal_environment(os.environ, extra={"PYTHONPATH": path, **extra})
 
 
 def _error(raw: dict[str, Any]) -> ModelportError:

@@ -1,8 +1,9 @@
-"""What a replica process may see of the server's environment: only what it needs.
+"""What a child process may see of the server's environment: only what it needs.
 
 The server's environment holds its secrets (a database URL with its password, credentials of
-cloud SDKs, whatever the operator exported). A replica runs model code that teams register, so
-it starts from an empty environment plus an allowlist, never from a copy of the server's.
+cloud SDKs, whatever the operator exported). A replica, and the process that inspects an
+artifact at registration, run model code that teams register, so they start from an empty
+environment plus an allowlist, never from a copy of the server's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = ["minimal_environment"]
 _NAMES = frozenset(
     {
         "PATH",
+        "SYSTEMROOT",  # Windows cannot start a Python without it
         "HOME",
         "USER",
         "LOGNAME",
