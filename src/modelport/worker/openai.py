@@ -30,13 +30,14 @@ from modelport.core.asgi import (
     send_json,
     until_disconnected,
 )
-from modelport.core.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from modelport.core.errors import NotFound, PayloadTooLarge, Unavailable
 from modelport.core.jsonbody import json_object
 from modelport.core.multipart import parse_form
 from modelport.core.replica import ReplicaSpec
 from modelport.core.usage import UNITS_HEADER, UNITS_SSE_PREFIX, Units
 from modelport.runtimes import ModelRuntime
 from modelport.runtimes.tasks import Delta, TokenLogprob
+from modelport.worker.openai_fields import fail
 from modelport.worker.openai_requests import (
     ChatOptions,
     parse_chat,
@@ -47,10 +48,6 @@ from modelport.worker.openai_requests import (
 __all__ = ["OpenAIHandler"]
 
 _JSON = (b"content-type", b"application/json")
-
-
-def _fail(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param)
 
 
 def _chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
@@ -284,14 +281,14 @@ class OpenAIHandler:
         # nothing says which are: a different size is refused rather than faked.
         native = getattr(runtime, "embedding_dimensions", None)
         if request.dimensions is not None and native is not None and request.dimensions != native:
-            raise _fail(
+            raise fail(
                 f"'dimensions' must be {native}, this model's size (it cannot shorten vectors)",
                 "dimensions",
             )
         result = await runtime.embed(request.texts)
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
         if request.dimensions is not None and vectors.shape[1] != request.dimensions:
-            raise _fail(f"'dimensions' must be {vectors.shape[1]}, this model's size",
+            raise fail(f"'dimensions' must be {vectors.shape[1]}, this model's size",
                         "dimensions")  # fmt: skip
         data = [
             {
@@ -321,10 +318,10 @@ class OpenAIHandler:
         form = parse_form(body, header(scope, b"content-type") or b"")
         upload = form.get("file")
         if upload is None or not upload.data:
-            raise _fail("'file' is required: the audio to transcribe (WAV or FLAC)", "file")
+            raise fail("'file' is required: the audio to transcribe (WAV or FLAC)", "file")
         response_format = form["response_format"].text if "response_format" in form else "json"
         if response_format not in ("json", "text", "verbose_json"):
-            raise _fail("'response_format' must be json, text or verbose_json", "response_format")
+            raise fail("'response_format' must be json, text or verbose_json", "response_format")
         audio, rate = await asyncio.to_thread(
             _decode_audio, upload.data, self.spec.max_audio_seconds
         )
@@ -365,7 +362,7 @@ def _decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
             )
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
-        raise _fail(f"'file' is not a WAV or FLAC audio file: {exc}", "file") from exc
+        raise fail(f"'file' is not a WAV or FLAC audio file: {exc}", "file") from exc
     if samples.shape[0] == 0:
-        raise _fail("'file' holds no audio samples", "file")
+        raise fail("'file' holds no audio samples", "file")
     return samples.mean(axis=1), int(rate)
