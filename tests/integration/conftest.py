@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -152,3 +153,36 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def model_directory(parent: Path, name: str, source: str) -> Path:
+    """A fresh artifact directory ``parent/name`` holding ``source`` as its ``model.py``."""
+    directory = parent / name
+    directory.mkdir()
+    (directory / "model.py").write_text(source)
+    return directory
+
+
+def register_python(
+    admin: Client,
+    name: str,
+    directory: Path,
+    cls: str,
+    inputs: dict[str, list[int]],
+    outputs: dict[str, list[int]],
+) -> dict[str, Any]:
+    """Register ``directory`` as a custom python model served by ``cls`` (``module:Class``);
+    ``inputs`` and ``outputs`` map each FP32 tensor's name to its shape."""
+
+    def tensors(shapes: dict[str, list[int]]) -> list[dict[str, Any]]:
+        return [{"name": n, "datatype": "FP32", "shape": s} for n, s in shapes.items()]
+
+    signature = {"inputs": tensors(inputs), "outputs": tensors(outputs)}
+    return admin.register(
+        name,
+        directory,
+        task="custom",
+        runtime="python",
+        runtime_options={"class": cls},
+        signature=signature,
+    )

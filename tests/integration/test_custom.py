@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from modelport.client import Client, ModelportClientError
+from tests.integration.conftest import model_directory, register_python
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +27,13 @@ class Scorer:
         return {"score": x @ self.w, "rows": np.arange(len(x))}
 """
 
-SIGNATURE = {
-    "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 3]}],
-    "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
-}
+INPUTS = {"features": [-1, 3]}
+OUTPUTS = {"score": [-1]}
 
 
 @pytest.fixture
 def custom_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "scorer"
-    directory.mkdir()
-    (directory / "model.py").write_text(MODEL)
+    directory = model_directory(tmp_path, "scorer", MODEL)
     (directory / "helpers.py").write_text(
         "import numpy as np\n\n\ndef weights():\n    return np.array([1.0, 2.0, 3.0], 'f4')\n"
     )
@@ -44,14 +41,7 @@ def custom_dir(tmp_path: Path) -> Path:
 
 
 def test_custom_class_is_served(admin: Client, data_client: Client, custom_dir: Path) -> None:
-    version = admin.register(
-        "scorer",
-        custom_dir,
-        task="custom",
-        runtime="python",
-        runtime_options={"class": "model:Scorer"},
-        signature=SIGNATURE,
-    )
+    version = register_python(admin, "scorer", custom_dir, "model:Scorer", INPUTS, OUTPUTS)
     assert version["signature"]["inputs"][0]["name"] == "features"
     admin.create_endpoint("scorer", "scorer:1")
     admin.wait_ready("scorer")
@@ -74,12 +64,5 @@ def test_custom_runtime_needs_a_class_and_a_signature(admin: Client, custom_dir:
         )
     assert "pass a signature" in no_signature.value.message
     with pytest.raises(ModelportClientError) as missing:
-        admin.register(
-            "scorer-x",
-            custom_dir,
-            task="custom",
-            runtime="python",
-            runtime_options={"class": "nothere:Scorer"},
-            signature=SIGNATURE,
-        )
+        register_python(admin, "scorer-x", custom_dir, "nothere:Scorer", INPUTS, OUTPUTS)
     assert "not a file in the artifact" in missing.value.message

@@ -18,6 +18,8 @@ from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
     demo_server,
+    model_directory,
+    register_python,
     start_server,
     stop_server,
     wait_for,
@@ -104,23 +106,11 @@ def test_a_killed_replica_fails_no_request(fresh: RunningServer) -> None:
 
 
 def test_sigterm_answers_every_request_in_flight(tmp_path: Path) -> None:
-    directory = tmp_path / "slow"
-    directory.mkdir()
-    (directory / "model.py").write_text(SLOW_MODEL)
+    directory = model_directory(tmp_path, "slow", SLOW_MODEL)
     running = start_server(tmp_path / "home", env=BREAST_CANCER_ONLY)
     try:
         with running.client() as admin:
-            admin.register(
-                "slow",
-                directory,
-                task="custom",
-                runtime="python",
-                runtime_options={"class": "model:Slow"},
-                signature={
-                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
-                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
-                },
-            )
+            register_python(admin, "slow", directory, "model:Slow", {"x": [-1]}, {"y": [-1]})
             admin.create_endpoint("slow", "slow:1")
             admin.wait_ready("slow")
             key = admin.create_key("default", "sigterm")["key"]

@@ -8,7 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import BREAST_CANCER_ONLY, start_server, stop_server
+from tests.integration.conftest import (
+    BREAST_CANCER_ONLY,
+    model_directory,
+    register_python,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +32,13 @@ class SlowToLoad:
 
 
 def test_server_ready_waits_for_every_endpoint(tmp_path: Path) -> None:
-    directory = tmp_path / "slow"
-    directory.mkdir()
-    (directory / "model.py").write_text(SLOW_LOADING)
+    directory = model_directory(tmp_path, "slow", SLOW_LOADING)
     home = tmp_path / "home"
     first = start_server(home, "--demo", env=BREAST_CANCER_ONLY)
     try:
         with first.client() as admin:
-            admin.register(
-                "slow-load",
-                directory,
-                task="custom",
-                runtime="python",
-                runtime_options={"class": "model:SlowToLoad"},
-                signature={
-                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
-                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
-                },
+            register_python(
+                admin, "slow-load", directory, "model:SlowToLoad", {"x": [-1]}, {"y": [-1]}
             )
             admin.create_endpoint("slow-load", "slow-load:1")
             admin.wait_ready("slow-load")

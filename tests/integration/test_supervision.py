@@ -33,6 +33,8 @@ from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
     alive,
+    model_directory,
+    register_python,
     start_server,
     stop_server,
     wait_for,
@@ -312,22 +314,9 @@ def busy_server(tmp_path: Path) -> Iterator[RunningServer]:
 def test_busy_replica_is_not_killed_until_its_grace_runs_out(
     busy_server: RunningServer, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "spinner"
-    directory.mkdir()
-    (directory / "model.py").write_text(_SPINNER)
-    signature = {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2]}],
-        "outputs": [{"name": "done", "datatype": "FP32", "shape": [1]}],
-    }
+    directory = model_directory(tmp_path, "spinner", _SPINNER)
     with busy_server.client() as admin:
-        admin.register(
-            "spinner",
-            directory,
-            task="custom",
-            runtime="python",
-            runtime_options={"class": "model:Spinner"},
-            signature=signature,
-        )
+        register_python(admin, "spinner", directory, "model:Spinner", {"x": [2]}, {"done": [1]})
         admin.create_endpoint("spinner", "spinner:1")
         before = admin.wait_ready("spinner")["replica_status"][0]
         key = admin.create_key("default", "spin")["key"]
@@ -387,21 +376,8 @@ def test_model_code_cannot_reach_the_servers_home(
 ) -> None:
     if not _landlock():
         pytest.skip("this kernel has no Landlock: replicas can read the home (security.md)")
-    directory = tmp_path / "prober"
-    directory.mkdir()
-    (directory / "model.py").write_text(_PROBER)
-    signature = {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}],
-        "outputs": [{"name": "reach", "datatype": "FP32", "shape": [5]}],
-    }
-    admin.register(
-        "prober",
-        directory,
-        task="custom",
-        runtime="python",
-        runtime_options={"class": "model:Prober"},
-        signature=signature,
-    )
+    directory = model_directory(tmp_path, "prober", _PROBER)
+    register_python(admin, "prober", directory, "model:Prober", {"x": [1]}, {"reach": [5]})
     admin.create_endpoint("prober", "prober:1")
     admin.wait_ready("prober")
     key = admin.create_key("default", "prober")["key"]
