@@ -340,15 +340,20 @@ async def test_a_failed_step_write_leaves_traffic_where_the_database_says(
     assert rollout["step"] == 0 and stack.shares("ep") == {"r1": 50.0, "r2": 50.0}
 
 
-async def test_a_failed_promote_changes_nothing_and_can_be_retried(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def rollout_whose_next_write_fails(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Endpoint ``ep`` mid-rollout (held at 50/50), its next rollout write armed to fail."""
     await serving_endpoint(stack, "ep")
     assert (await stack.apply(intent("ep", 2, HOLD))).status_code == 200
     await stack.wait_state("ep", "progressing")
     transition = FailOnce(rollout_service.transition)
     monkeypatch.setattr(rollout_service, "transition", transition)
     transition.arm()
+
+
+async def test_a_failed_promote_changes_nothing_and_can_be_retried(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rollout_whose_next_write_fails(stack, monkeypatch)
     assert (await stack.steer("ep", "promote")).status_code == 500
     assert (await stack.rollout("ep"))["state"] == "progressing"
     assert stack.shares("ep") == {"r1": 50.0, "r2": 50.0}
@@ -360,12 +365,7 @@ async def test_a_failed_promote_changes_nothing_and_can_be_retried(
 async def test_a_rollback_whose_write_fails_is_recorded_later_not_lost(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await serving_endpoint(stack, "ep")
-    assert (await stack.apply(intent("ep", 2, HOLD))).status_code == 200
-    await stack.wait_state("ep", "progressing")
-    transition = FailOnce(rollout_service.transition)
-    monkeypatch.setattr(rollout_service, "transition", transition)
-    transition.arm()
+    await rollout_whose_next_write_fails(stack, monkeypatch)
     assert (await stack.steer("ep", "rollback")).status_code == 500
     assert stack.shares("ep") == {"r1": 100.0}  # traffic first: back on r1 at once
     await stack.wait_state("ep", "rolled_back", timeout=10)  # the controller recorded it
