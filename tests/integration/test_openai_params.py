@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -276,17 +277,27 @@ def _tokens(ai: openai.OpenAI, text: str) -> list[int]:
         llm.close()
 
 
+def _answer(ai: openai.OpenAI, prompt: str, max_tokens: int, **sampling: Any) -> str:
+    """The small chat model's answer to one user message, sampled as ``sampling`` says."""
+    response = ai.chat.completions.create(
+        model="chat-small",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        **sampling,
+    )
+    return response.choices[0].message.content or ""
+
+
 def test_frequency_penalty_changes_a_repetitive_answer(ai: openai.OpenAI) -> None:
     def answer(penalty: float) -> str:
-        response = ai.chat.completions.create(
-            model="chat-small",
-            messages=[{"role": "user", "content": "Write the word cat ten times."}],
-            max_tokens=20,
+        return _answer(
+            ai,
+            "Write the word cat ten times.",
+            20,
             temperature=0,
             frequency_penalty=penalty,
             presence_penalty=penalty,
         )
-        return response.choices[0].message.content or ""
 
     plain, penalised = answer(0.0), answer(2.0)
     assert plain != penalised
@@ -295,14 +306,7 @@ def test_frequency_penalty_changes_a_repetitive_answer(ai: openai.OpenAI) -> Non
 
 def test_seed_makes_sampling_repeatable(ai: openai.OpenAI) -> None:
     def sample(seed: int) -> str:
-        response = ai.chat.completions.create(
-            model="chat-small",
-            messages=[{"role": "user", "content": "Tell me a word."}],
-            max_tokens=8,
-            temperature=1.5,
-            seed=seed,
-        )
-        return response.choices[0].message.content or ""
+        return _answer(ai, "Tell me a word.", 8, temperature=1.5, seed=seed)
 
     # Warm up: llama.cpp then reuses the same cached prompt prefix for each call below, so
     # the logits are computed the same way every time.
