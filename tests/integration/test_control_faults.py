@@ -123,6 +123,14 @@ class FailOnce:
     def arm(self) -> None:
         self.armed = True
 
+    @classmethod
+    def armed_on(cls, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> FailOnce:
+        """Replace ``owner.name`` for this test with a wrapper whose next call raises."""
+        wrapper = cls(getattr(owner, name))
+        monkeypatch.setattr(owner, name, wrapper)
+        wrapper.arm()
+        return wrapper
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.armed:
             self.armed = False
@@ -296,9 +304,7 @@ async def test_window_reads_from_a_thread_go_through_the_loop(stack: Stack) -> N
 async def test_apply_that_cannot_start_a_new_endpoint_creates_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deploy = FailOnce(stack.plane.backend.deploy)
-    monkeypatch.setattr(stack.plane.backend, "deploy", deploy)
-    deploy.arm()
+    FailOnce.armed_on(monkeypatch, stack.plane.backend, "deploy")
     failed = await stack.apply(intent("fresh", 1))
     assert failed.status_code == 503 and "could not be started" in failed.text, failed.text
     assert (await stack.api.get("/api/v1/endpoints/fresh")).status_code == 404
@@ -311,9 +317,7 @@ async def test_apply_whose_revision_cannot_start_is_rolled_back_not_stuck(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await serving_endpoint(stack, "ep")
-    deploy = FailOnce(stack.plane.backend.deploy)
-    monkeypatch.setattr(stack.plane.backend, "deploy", deploy)
-    deploy.arm()
+    FailOnce.armed_on(monkeypatch, stack.plane.backend, "deploy")
     failed = await stack.apply(intent("ep", 2))
     assert failed.status_code == 503 and "r2 could not start" in failed.text, failed.text
     rollout = await stack.rollout("ep")
@@ -330,9 +334,8 @@ async def test_a_failed_step_write_leaves_traffic_where_the_database_says(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await serving_endpoint(stack, "ep")
-    transition = FailOnce(rollout_service.transition)
-    monkeypatch.setattr(rollout_service, "transition", transition)
-    transition.arm()  # the first write: pending -> step 1
+    # The first write (pending -> step 1) fails.
+    transition = FailOnce.armed_on(monkeypatch, rollout_service, "transition")
     assert (await stack.apply(intent("ep", 2, HOLD))).status_code == 200
     await stack.wait_state("ep", "progressing")
     assert transition.failed == 1  # it failed, and the next tick did it again
@@ -345,9 +348,7 @@ async def rollout_whose_next_write_fails(stack: Stack, monkeypatch: pytest.Monke
     await serving_endpoint(stack, "ep")
     assert (await stack.apply(intent("ep", 2, HOLD))).status_code == 200
     await stack.wait_state("ep", "progressing")
-    transition = FailOnce(rollout_service.transition)
-    monkeypatch.setattr(rollout_service, "transition", transition)
-    transition.arm()
+    FailOnce.armed_on(monkeypatch, rollout_service, "transition")
 
 
 async def test_a_failed_promote_changes_nothing_and_can_be_retried(
@@ -498,9 +499,7 @@ async def test_a_slow_database_never_stalls_the_loop(stack: Stack) -> None:
 async def test_create_endpoint_that_cannot_start_creates_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deploy = FailOnce(stack.plane.backend.deploy)
-    monkeypatch.setattr(stack.plane.backend, "deploy", deploy)
-    deploy.arm()
+    FailOnce.armed_on(monkeypatch, stack.plane.backend, "deploy")
     body = {"name": "direct", "model": "scorer:1", "replicas": 1}
     failed = await stack.api.post("/api/v1/endpoints", json=body)
     assert failed.status_code == 503 and "not created" in failed.text, failed.text
