@@ -140,3 +140,5 @@ class KeyPrincipal:
     project: str
     name: str
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # The team the key's spending is reported under; "" when the key has none.
+    team: str = ""

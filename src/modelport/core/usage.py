@@ -7,10 +7,13 @@ or decoder; streams report theirs in a final SSE comment (``: modelport-units ..
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["UNITS_HEADER", "UNITS_SSE_PREFIX", "Units", "UsageRecord"]
+__all__ = ["UNITS_HEADER", "UNITS_SSE_PREFIX", "Units", "UsageRecord", "new_event_id"]
 
 UNITS_HEADER = b"x-modelport-units"
 UNITS_SSE_PREFIX = b": modelport-units "
@@ -47,22 +50,64 @@ class Units:
         return asdict(self)
 
 
+def new_event_id() -> str:
+    """16 random hex characters: the idempotency key of one usage event.
+
+    Made by the gateway, not taken from the client's ``x-request-id`` (clients may reuse
+    theirs), so loading a journal twice can never merge two different requests.
+    """
+    return os.urandom(8).hex()
+
+
 @dataclass(slots=True)
 class UsageRecord:
-    """One request as the gateway saw it: who, what, how long, how much."""
+    """One request as the gateway saw it: who, what, how long, how much.
+
+    ``at`` is the unix time the answer was complete; ``upstream_ms`` is the time upstreams
+    spent on it (all attempts), so ``latency_ms - upstream_ms`` is Modelport's own overhead.
+    ``customer`` and ``team`` are ``""`` when unknown. Cost is not here: the loader prices an
+    event when it stores it, off the hot path.
+    """
 
     request_id: str
     endpoint: str
     revision: str
     key_id: str
     project: str
-    customer: str | None
+    customer: str
     status: int
     latency_ms: float
     units: Units = field(default_factory=Units)
     streamed: bool = False
+    event_id: str = field(default_factory=new_event_id)
+    at: float = field(default_factory=time.time)
+    model: str = ""
+    model_version: int = 0
+    task: str = ""
+    team: str = ""
+    ttft_ms: float | None = None
+    upstream_ms: float = 0.0
+    judged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "units"}
         data["units"] = self.units.to_dict()
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsageRecord:
+        """The inverse of :meth:`to_dict` (and of the journal's JSON line).
+
+        Unknown keys are ignored so that a newer gateway's journal still loads; a missing
+        required key or a wrong type raises ``KeyError``/``TypeError``/``ValueError``.
+        """
+        known = {f.name for f in fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        raw_units = values.pop("units", None) or {}
+        units = Units(
+            **{name: raw_units[name] for name in ("requests", *_NAMES) if name in raw_units}
+        )
+        record = cls(units=units, **values)
+        if not isinstance(record.event_id, str) or not isinstance(record.status, int):
+            raise TypeError("event_id must be a string and status an integer")
+        return record

@@ -5,11 +5,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ROLLUP_DIMENSIONS",
+    "ROLLUP_SUMS",
     "ApiKeyRow",
     "Base",
     "EndpointRow",
@@ -19,6 +34,9 @@ __all__ = [
     "RevisionRow",
     "RolloutEventRow",
     "RolloutRow",
+    "UsageEventRow",
+    "UsageOffsetRow",
+    "UsageRollupRow",
 ]
 
 
@@ -193,5 +211,115 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     project: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UsageEventRow(Base):
+    """One metered request, as loaded from the gateway's journal; kept for the retention."""
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The gateway-made idempotency key: loading a journal line twice stores it once.
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+    project: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str] = mapped_column(String(64))
+    customer: Mapped[str] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    upstream_ms: Mapped[float] = mapped_column(Float)
+    requests: Mapped[int] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    images: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    streamed: Mapped[bool] = mapped_column(Boolean)
+    judged: Mapped[bool] = mapped_column(Boolean)
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger)
+
+
+#: The dimensions a usage rollup row is keyed by (besides granularity and bucket).
+ROLLUP_DIMENSIONS = (
+    "endpoint",
+    "revision",
+    "model_version",
+    "task",
+    "team",
+    "project",
+    "key_id",
+    "customer",
+)
+#: The additive sums of a usage rollup row.
+ROLLUP_SUMS = (
+    "requests",
+    "slo_requests",
+    "errors",
+    "slow",
+    "input_tokens",
+    "output_tokens",
+    "audio_seconds",
+    "images",
+    "rows",
+    "latency_ms_sum",
+    "upstream_ms_sum",
+    "cost_nanousd",
+)
+
+
+class UsageRollupRow(Base):
+    """Sums of usage events per minute, hour or day and per combination of dimensions.
+
+    Reports read these, never the raw events, so a month answers from ~30 day rows per
+    combination. Every column is NOT NULL (``""`` for none) so the unique key really is one.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        UniqueConstraint("granularity", "bucket_start", *ROLLUP_DIMENSIONS),
+        Index("ix_usage_rollups_granularity_bucket", "granularity", "bucket_start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    customer: Mapped[str] = mapped_column(String(128))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    slo_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    slow: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    images: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    upstream_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageOffsetRow(Base):
+    """How far the loader has read each journal segment (advanced with the rows it loaded)."""
+
+    __tablename__ = "usage_offsets"
+
+    segment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
