@@ -412,7 +412,7 @@ class GatewayApp:
                 revision=route.revision.decode(),
                 key_id=call.principal.key_id,
                 project=call.principal.project,
-                customer=call.customer,
+                customer=call.customer or "",
                 status=status,
                 latency_ms=latency_ms,
                 units=units if units is not None else Units(),
