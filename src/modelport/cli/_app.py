@@ -203,13 +203,14 @@ def endpoints_delete(name: str, url: Url = None, token: Token = None) -> None:
 def keys_create(
     project: Annotated[str, typer.Option(help="Project the key belongs to.")] = "default",
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "cli",
+    team: Annotated[str, typer.Option(help="Team its usage and cost are reported under.")] = "",
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
     """Create an API key; the key is printed only this once."""
     with _client(url, token) as client:
-        key = client.create_key(project, name)
+        key = client.create_key(project, name, team)
     if as_json:
         _print(key, True)
     else:
@@ -221,7 +222,9 @@ def keys_create(
 def keys_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """List keys (never their secrets)."""
     with _client(url, token) as client:
-        _print(client.list_keys(), as_json, ["id", "prefix", "project", "name", "revoked_at"])
+        _print(
+            client.list_keys(), as_json, ["id", "prefix", "project", "team", "name", "revoked_at"]
+        )
 
 
 @keys_app.command("revoke")

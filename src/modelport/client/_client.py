@@ -296,8 +296,9 @@ class Client:
                 f"endpoint {name!r} still {endpoint['status']} after {timeout:g} s"
             ) from None
 
-    def create_key(self, project: str, name: str) -> dict[str, Any]:
-        return self._object("POST", "/api/v1/keys", json={"project": project, "name": name})
+    def create_key(self, project: str, name: str, team: str = "") -> dict[str, Any]:
+        body = {"project": project, "name": name, "team": team}
+        return self._object("POST", "/api/v1/keys", json=body)
 
     def list_keys(self) -> list[dict[str, Any]]:
         return self._list("GET", "/api/v1/keys")

@@ -108,6 +108,7 @@ class EndpointCreate(_In):
 class KeyCreate(_In):
     project: str = Field(examples=["default"])
     name: str = Field(min_length=1, max_length=64)
+    team: str = Field(default="", max_length=64, examples=["search"])
 
 
 class ArtifactPublic(BaseModel):
@@ -236,6 +237,7 @@ class KeyPublic(BaseModel):
     prefix: str
     project: str
     name: str
+    team: str = ""
     created_at: datetime
     revoked_at: datetime | None
 

@@ -18,7 +18,9 @@ async def create_key(body: KeyCreate, plane: PlaneDep, _: AdminDep) -> KeyCreate
     # The database is blocking I/O: in a thread, never on the loop the gateway shares.
     def create() -> KeyCreated:
         with plane.db.session() as session:
-            row, key = service.create_key(session, project=body.project, name=body.name)
+            row, key = service.create_key(
+                session, project=body.project, name=body.name, team=body.team
+            )
             return KeyCreated(key=key, **service.key_public(row).model_dump())
 
     created = await asyncio.to_thread(create)
