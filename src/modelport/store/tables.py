@@ -31,6 +31,8 @@ __all__ = [
     "ModelAliasRow",
     "ModelRow",
     "ModelVersionRow",
+    "PriceRow",
+    "ReplicaUptimeRow",
     "RevisionRow",
     "RolloutEventRow",
     "RolloutRow",
@@ -323,3 +325,44 @@ class UsageOffsetRow(Base):
 
     segment: Mapped[str] = mapped_column(String(128), primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class PriceRow(Base):
+    """One price of one unit for an endpoint, a model version (``name:3``) or a hardware type.
+
+    Never updated: a new price is a new row, in force from its ``effective_from`` (never in
+    the past) until a newer one for the same target and unit starts."""
+
+    __tablename__ = "prices"
+    __table_args__ = (Index("ix_prices_target", "kind", "target", "unit", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # endpoint | model_version | hardware
+    target: Mapped[str] = mapped_column(String(140))
+    unit: Mapped[str] = mapped_column(String(32))
+    nanousd: Mapped[int] = mapped_column(BigInteger)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReplicaUptimeRow(Base):
+    """One replica slot of a revision, from when it was deployed to when it was stopped.
+
+    ``stopped_at`` is NULL while it runs; ``seen_at`` is advanced every minute while it does,
+    so that after a crash the interval is closed at the last time it was known to run."""
+
+    __tablename__ = "replica_uptime"
+    __table_args__ = (
+        Index("ix_replica_uptime_started", "started_at"),
+        Index("ix_replica_uptime_stopped", "stopped_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(String(16))
+    replica: Mapped[int] = mapped_column(Integer)
+    hardware: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
