@@ -46,6 +46,7 @@ from modelport.core.errors import (
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.usage import Units, UsageRecord
 from modelport.gateway import openai
+from modelport.gateway.balancing import LeastOutstanding
 from modelport.gateway.forwarding import Call, Forwarder, Outcome
 from modelport.gateway.hops import HOPS_HEADER, Hops
 from modelport.gateway.streaming import relay_stream
@@ -128,6 +129,11 @@ class GatewayApp:
         self._forwarder = Forwarder(
             upstream, self.windows, self.shadows, lambda: self.snapshot, self._hop_id
         )
+
+    @property
+    def balancer(self) -> LeastOutstanding:
+        """The replicas' in-flight counts, which metrics read at scrape time."""
+        return self._forwarder.balancer
 
     def publish_routes(self, snapshot: RoutingSnapshot) -> None:
         """Swap in a new routing snapshot (one attribute store: atomic for readers)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from modelport.core.routing import Route, Upstream
+from modelport.core.routing import Route, RoutingSnapshot, Upstream
+from modelport.observability.metrics import Load
 
 __all__ = ["LeastOutstanding"]
 
@@ -55,3 +56,16 @@ class LeastOutstanding:
 
     def in_flight(self, upstream: Upstream) -> int:
         return self._in_flight[upstream]
+
+    def load(self, snapshot: RoutingSnapshot, queued: Callable[[Upstream], int]) -> list[Load]:
+        """Requests at each running revision's replicas, and those waiting in the gateway for
+        a connection to one (read by metrics at scrape time, on the event loop)."""
+        counts = self._in_flight
+        loads = []
+        for traffic in snapshot.routes.values():
+            for route in traffic.revisions.values():
+                waiting = sum(queued(replica) for replica in route.replicas)
+                # A request counts as in flight from before it waits for a connection.
+                sent = sum(counts.get(replica, 0) for replica in route.replicas) - waiting
+                loads.append(Load(route.endpoint, route.label, route.task, sent, waiting))
+        return loads

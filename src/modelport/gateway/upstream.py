@@ -109,6 +109,10 @@ class UpstreamStream:
         self._on_close: Callable[[], None] | None = None
         self.status = head.status
         self.headers = head.headers
+        # How to read its units: Modelport's SSE comments, or OpenAI's usage event (an
+        # external server, vLLM), kept from a client that did not ask for it when hide_usage.
+        self.openai_usage = False
+        self.hide_usage = False
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when the stream is closed (say, to count it out)."""
@@ -207,6 +211,14 @@ class UpstreamPool:
         if self._tls is None:
             self._tls = ssl.create_default_context()  # verifies the server's certificate
         return self._tls
+
+    def queued(self, upstream: Upstream) -> int:
+        """Requests waiting for a free connection to ``upstream`` now (metrics read it at
+        scrape time, so the request path counts nothing extra)."""
+        slot = self._slots.get(upstream)
+        # asyncio keeps no public count of a semaphore's waiters; its queue of them is it.
+        waiters = slot._waiters if slot is not None else None
+        return len(waiters) if waiters else 0
 
     def _slot(self, upstream: Upstream) -> asyncio.Semaphore:
         slot = self._slots.get(upstream)
