@@ -37,6 +37,7 @@ from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
 from modelport.core.errors import Conflict, NotFound, Unavailable
 from modelport.core.intent import Intent
+from modelport.observability.metrics import RolloutProgress
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
 from modelport.store.tables import RolloutRow
@@ -217,6 +218,23 @@ class RolloutController:
         if report is not None:
             view["shadow"] = report
         return view
+
+    def progress(self) -> list[RolloutProgress]:
+        """Every rollout in progress, as metrics show it. Call on the event loop."""
+        return [
+            RolloutProgress(
+                endpoint=run.endpoint,
+                revision=run.target,
+                state=run.state.value,
+                step=run.step + 1 if run.state != RolloutState.PENDING else 0,
+                steps=len(run.steps),
+                traffic_ratio=(
+                    self._weight(run) / 100 if run.state != RolloutState.PENDING else 0.0
+                ),
+            )
+            for run in self._runs.values()
+            if run.state.active
+        ]
 
     # -- manual control -----------------------------------------------------------------------
 
