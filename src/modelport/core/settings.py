@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -127,6 +127,17 @@ class Settings(BaseSettings):
         default=True,
         description="Keep model code in replicas from the server's home (admin token, "
         "secrets, database) with Linux Landlock, where the kernel has it. See security.md.",
+    )
+
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="A bearer token that may read /metrics (as the admin token may), to put "
+        "in Prometheus's scrape config instead of the admin token.",
+    )
+    metering: bool = Field(
+        default=True,
+        description="Meter every request: the usage journal, metrics and drift sampling. Off "
+        "only to measure what metering costs (bench/metering_overhead.py).",
     )
 
     @field_validator("home")
