@@ -34,7 +34,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.settings import Settings
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
-from modelport.runtimes.registry import REMOTE_RUNTIMES
+from modelport.runtimes.registry import OPENAI_USAGE_RUNTIMES, REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow, RevisionRow
 
@@ -402,6 +402,7 @@ class ControlPlane:
             task=spec.task,
             remote=deployment.remote,
             label=deployment.label,
+            openai_usage=spec.runtime in OPENAI_USAGE_RUNTIMES,
         )
 
     def _traffic(self, name: str, serving: _Serving) -> Traffic:

@@ -59,6 +59,9 @@ class Route:
     task: str = "tabular"
     remote: RemoteTarget | None = None
     label: str = "r1"  # the revision: r1, r2, ...
+    # The upstream reports units as OpenAI ``usage`` in its answers (vLLM, an external
+    # OpenAI-compatible server), not in ``x-modelport-units``.
+    openai_usage: bool = False
     # Computed once per snapshot rather than once per request.
     infer_path: str = field(init=False, compare=False)
     revision: bytes = field(init=False, compare=False)

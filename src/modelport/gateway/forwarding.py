@@ -25,6 +25,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.usage import UNITS_HEADER, Units
 from modelport.gateway.balancing import LeastOutstanding
 from modelport.gateway.hops import HOPS_HEADER, Hops
+from modelport.gateway.openai_usage import asked_for_usage, asking_for_usage, units_from_body
 from modelport.gateway.upstream import (
     UpstreamError,
     UpstreamPool,
@@ -115,16 +116,28 @@ class Outcome:
 
 def request_for(route: Route, call: Call) -> tuple[str, bytes]:
     """The path and body to send one revision: V2 goes to its infer path; OpenAI calls keep
-    their path, except on an external server, which gets its own path and model name."""
-    api_path, body = call.api_path, call.body
+    their path, except on an external server, which gets its own path and model name. A
+    stream to a server that reports OpenAI ``usage`` asks it for the usage event."""
+    api_path, body, payload = call.api_path, call.body, call.payload
     if not api_path:
         return route.infer_path, body
     remote = route.remote
+    asks = route.openai_usage and payload is not None and payload.get("stream") is True
+    if asks and payload is not None:
+        payload = asking_for_usage(payload)
     if remote is None:
-        return api_path, body
-    if call.payload is not None:
-        body = orjson.dumps({**call.payload, "model": remote.model})
+        return api_path, orjson.dumps(payload) if asks else body
+    if payload is not None:
+        body = orjson.dumps({**payload, "model": remote.model})
     return remote.path_prefix + api_path[3:], body
+
+
+def units_of(route: Route, response: UpstreamResponse) -> Units:
+    """What an answer says the call consumed: Modelport workers' header, or OpenAI's
+    ``usage`` in the body of a server that reports it that way."""
+    if route.openai_usage and response.status == 200:
+        return units_from_body(response.body)
+    return Units.decode(response.header(UNITS_HEADER))
 
 
 def _retry_is_safe(
@@ -253,7 +266,7 @@ class Forwarder:
         if response is None:
             assert failure is not None
             raise _no_answer(route, failure)
-        return Outcome(response, route, Units.decode(response.header(UNITS_HEADER)))
+        return Outcome(response, route, units_of(route, response))
 
     async def open(
         self, traffic: Traffic, route: Route, call: Call
@@ -283,6 +296,9 @@ class Forwarder:
                         raise _no_answer(route, exc) from None
                     continue
                 if stream.status != 503:
+                    if route.openai_usage and call.payload is not None:
+                        stream.openai_usage = True
+                        stream.hide_usage = not asked_for_usage(call.payload)
                     return stream, route
                 stream.close()
                 failure = UpstreamError("the replica answered 503", maybe_processed=False)
@@ -315,7 +331,7 @@ class Forwarder:
         status = response.status if response is not None else 503
         if not 400 <= status < 500:
             self._windows.record(shadow.endpoint, shadow.label, latency_ms, status)
-        units = Units.decode(response.header(UNITS_HEADER)) if response is not None else Units()
+        units = units_of(shadow, response) if response is not None else Units()
         self._shadows.get(shadow.endpoint, shadow.label).add(
             primary_status=primary[0],
             primary_latency_ms=primary[1],

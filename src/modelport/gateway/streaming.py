@@ -16,6 +16,7 @@ import orjson
 from modelport.core.asgi import Receive, Send, send_bytes
 from modelport.core.routing import Route
 from modelport.core.usage import UNITS_SSE_PREFIX, Units
+from modelport.gateway.openai_usage import OpenAIStreamUsage
 from modelport.gateway.upstream import UpstreamError, UpstreamStream
 
 __all__ = ["relay_stream"]
@@ -72,19 +73,24 @@ async def relay_stream(
         gone = True
         upstream.close()  # ends the read below; the replica stops generating
 
+    body = upstream.body(chunk_timeout_s)
+    foreign: OpenAIStreamUsage | None = None
+    if upstream.openai_usage:  # it reports OpenAI usage: read it into a units comment
+        foreign = OpenAIStreamUsage(hide_usage=upstream.hide_usage)
+        body = foreign.relay(body)
     watcher = asyncio.create_task(watch_disconnect())
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        async for chunk in upstream.body(chunk_timeout_s):
+        async for chunk in body:
             if chunk.startswith(UNITS_SSE_PREFIX):
                 units = Units.decode(chunk[len(UNITS_SSE_PREFIX) :].strip())
                 continue
-            if chunk.startswith(b"id: "):
+            if foreign is None and chunk.startswith(b"id: "):
                 delivered = int(chunk[4 : chunk.index(b"\n")])
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except (TimeoutError, UpstreamError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        units.output_tokens = delivered
+        units.output_tokens = delivered if foreign is None else foreign.content_events
         if gone:
             status = _CLIENT_GONE
         else:

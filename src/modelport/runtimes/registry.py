@@ -7,7 +7,13 @@ import importlib
 from modelport.core.errors import InvalidRequest
 from modelport.runtimes.base import ModelRuntime
 
-__all__ = ["EXTERNAL_SERVERS", "REMOTE_RUNTIMES", "RUNTIMES", "runtime_class"]
+__all__ = [
+    "EXTERNAL_SERVERS",
+    "OPENAI_USAGE_RUNTIMES",
+    "REMOTE_RUNTIMES",
+    "RUNTIMES",
+    "runtime_class",
+]
 
 RUNTIMES: dict[str, str] = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
@@ -27,6 +33,9 @@ RUNTIMES: dict[str, str] = {
 EXTERNAL_SERVERS = frozenset({"vllm"})
 # Runtimes that are a URL: no artifact, no replica; the gateway forwards to the URL.
 REMOTE_RUNTIMES = frozenset({"openai-upstream", "v2-upstream"})
+# Runtimes whose servers report units as OpenAI ``usage`` in their answers, not in the
+# ``x-modelport-units`` header of Modelport's workers.
+OPENAI_USAGE_RUNTIMES = frozenset({"vllm", "openai-upstream"})
 
 
 def runtime_class(name: str) -> type[ModelRuntime]:
