@@ -113,10 +113,6 @@ class UpstreamStream:
         # external server, vLLM), kept from a client that did not ask for it when hide_usage.
         self.openai_usage = False
         self.hide_usage = False
-        # How to read its units: Modelport's SSE comments, or OpenAI's usage event (an
-        # external server, vLLM), kept from a client that did not ask for it when hide_usage.
-        self.openai_usage = False
-        self.hide_usage = False
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when the stream is closed (say, to count it out)."""
