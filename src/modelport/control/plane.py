@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.settings import Settings
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
+from modelport.observability.metrics import ReplicaCount
 from modelport.runtimes.registry import OPENAI_USAGE_RUNTIMES, REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow, RevisionRow
@@ -295,6 +297,24 @@ class ControlPlane:
         self.refresh_routes()
         if label not in (serving.stable, serving.previous):
             self._retire(name, label)
+
+    def replica_counts(self) -> list[ReplicaCount]:
+        """How many replicas of each running revision are in each state, for metrics; an
+        external endpoint counts as one ready replica. Call on the event loop."""
+        counts: list[ReplicaCount] = []
+        for name, serving in self._serving.items():
+            for label, deployment in serving.revisions.items():
+                spec = deployment.spec
+                states = Counter(
+                    [ReplicaState.READY]
+                    if deployment.remote is not None
+                    else [r.state for r in self.backend.status(spec.group)]
+                )
+                counts.extend(
+                    ReplicaCount(name, label, spec.task, state.value, states[state])
+                    for state in ReplicaState
+                )
+        return counts
 
     def serving_names(self) -> set[str]:
         return set(self._serving)
