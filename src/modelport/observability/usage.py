@@ -1,9 +1,14 @@
-"""Where the gateway hands each request's usage. The durable journal comes with metering;
-for now the last requests are kept in memory and shown at ``/api/v1/usage/recent``."""
+"""Where the gateway hands each request's usage, and the in-memory view of the last ones.
+
+The server's sink is the durable ``UsageJournal`` (``observability/journal.py``); the last
+requests are also kept in memory, fed by the journal's fan-out, and shown at
+``/api/v1/usage/recent``.
+"""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol
 
 from modelport.core.usage import UsageRecord
@@ -17,13 +22,20 @@ class UsageSink(Protocol):
 
 
 class RecentUsage:
-    """Keeps the most recent records in a bounded ring."""
+    """Keeps the most recent records in a bounded ring.
+
+    A ``UsageSink`` itself (for a gateway without a journal), and a journal consumer:
+    ``journal.subscribe(recent.take)``."""
 
     def __init__(self, size: int = 1000) -> None:
         self._records: deque[UsageRecord] = deque(maxlen=size)
 
     def record(self, record: UsageRecord) -> None:
         self._records.append(record)
+
+    def take(self, records: Sequence[UsageRecord]) -> None:
+        """Add a batch of records (the journal's fan-out calls this on the event loop)."""
+        self._records.extend(records)
 
     def recent(self, limit: int = 100) -> list[UsageRecord]:
         return list(self._records)[-limit:]

@@ -1,0 +1,363 @@
+"""Loading the usage journal into the database: raw events, rollups, read offsets.
+
+A dedicated thread reads each journal segment from the offset stored for it and, for every
+batch of whole lines, in ONE transaction: inserts the events that are new (by their
+gateway-made ``event_id``; ``ON CONFLICT DO NOTHING`` guards the rest), adds those same
+events, and only those, to the minute, hour and day rollups (``ON CONFLICT DO UPDATE`` adds
+the sums), and stores the new offset. A crash anywhere leaves either all of it or none, and
+loading a line again never counts it twice. Segments the journal no longer writes are
+deleted once read to their end; raw events older than the retention are deleted (rollups
+are kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from modelport.core.usage import UsageRecord
+from modelport.observability.journal import complete_lines, iter_records, segments
+from modelport.store import Database
+from modelport.store.tables import (
+    ROLLUP_DIMENSIONS,
+    ROLLUP_SUMS,
+    Base,
+    UsageEventRow,
+    UsageOffsetRow,
+    UsageRollupRow,
+)
+
+__all__ = ["GRANULARITIES", "UsageLoader", "bucket_start", "rollup_rows"]
+
+log = logging.getLogger("modelport.usage")
+
+#: Rollup granularities and their bucket length in seconds (days are UTC days).
+GRANULARITIES = {"minute": 60, "hour": 3600, "day": 86400}
+_ID_CHUNK = 500  # event ids per "which are new?" query: far below any bind limit
+_RETENTION_EVERY_S = 60.0
+
+CostOf = Callable[[UsageRecord], int]
+LatencyTarget = Callable[[str], float | None]
+
+
+def _no_cost(_record: UsageRecord) -> int:
+    return 0
+
+
+def _no_target(_endpoint: str) -> float | None:
+    return None
+
+
+def bucket_start(at: float, granularity: str) -> datetime:
+    """The start of the ``granularity`` bucket holding unix time ``at`` (UTC)."""
+    size = GRANULARITIES[granularity]
+    return datetime.fromtimestamp(at - at % size, UTC)
+
+
+def _limits() -> dict[str, int]:
+    """Column lengths of the event table's strings: a longer value is cut, never refused
+    (one odd customer id must not stop the loader)."""
+    limits = {}
+    for column in UsageEventRow.__table__.columns:
+        length = getattr(column.type, "length", None)
+        if isinstance(length, int):
+            limits[column.name] = length
+    return limits
+
+
+_LIMITS = _limits()
+
+
+def _cut(name: str, value: str) -> str:
+    limit = _LIMITS.get(name)
+    return value[:limit] if limit is not None else value
+
+
+def event_row(record: UsageRecord, cost_nanousd: int) -> dict[str, Any]:
+    """The ``usage_events`` row of one record."""
+    units = record.units
+    return {
+        "event_id": _cut("event_id", record.event_id),
+        "request_id": _cut("request_id", record.request_id),
+        "at": datetime.fromtimestamp(record.at, UTC),
+        "endpoint": _cut("endpoint", record.endpoint),
+        "revision": _cut("revision", record.revision),
+        "model": _cut("model", record.model),
+        "model_version": record.model_version,
+        "task": _cut("task", record.task),
+        "key_id": _cut("key_id", record.key_id),
+        "project": _cut("project", record.project),
+        "team": _cut("team", record.team),
+        "customer": _cut("customer", record.customer or ""),
+        "status": record.status,
+        "latency_ms": record.latency_ms,
+        "ttft_ms": record.ttft_ms,
+        "upstream_ms": record.upstream_ms,
+        "requests": units.requests,
+        "input_tokens": units.input_tokens,
+        "output_tokens": units.output_tokens,
+        "audio_seconds": units.audio_seconds,
+        "images": units.images,
+        "rows": units.rows,
+        "streamed": record.streamed,
+        "judged": record.judged,
+        "cost_nanousd": cost_nanousd,
+    }
+
+
+def rollup_rows(
+    events: Iterable[dict[str, Any]], latency_target_ms: LatencyTarget = _no_target
+) -> list[dict[str, Any]]:
+    """The minute, hour and day rollup rows that ``events`` (``event_row`` dicts) add up to.
+
+    ``slo_requests`` counts judged calls that were not the client's fault (not 4xx);
+    ``errors`` those of them that failed (5xx); ``slow`` those slower than their endpoint's
+    p95 target, where it has one."""
+    targets: dict[str, float | None] = {}
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in events:
+        at = event["at"].timestamp()
+        status = event["status"]
+        counted = event["judged"] and not 400 <= status < 500
+        endpoint = event["endpoint"]
+        if endpoint not in targets:
+            targets[endpoint] = latency_target_ms(endpoint)
+        target = targets[endpoint]
+        adds = {
+            "requests": event["requests"],
+            "slo_requests": int(counted),
+            "errors": int(counted and status >= 500),
+            "slow": int(counted and target is not None and event["latency_ms"] > target),
+            "input_tokens": event["input_tokens"],
+            "output_tokens": event["output_tokens"],
+            "audio_seconds": event["audio_seconds"],
+            "images": event["images"],
+            "rows": event["rows"],
+            "latency_ms_sum": event["latency_ms"],
+            "upstream_ms_sum": event["upstream_ms"],
+            "cost_nanousd": event["cost_nanousd"],
+        }
+        dimensions = tuple(event[name] for name in ROLLUP_DIMENSIONS)
+        for granularity in GRANULARITIES:
+            key = (granularity, bucket_start(at, granularity), *dimensions)
+            row = sums.get(key)
+            if row is None:
+                sums[key] = dict(adds)
+            else:
+                for name, value in adds.items():
+                    row[name] += value
+    return [
+        {
+            "granularity": key[0],
+            "bucket_start": key[1],
+            **dict(zip(ROLLUP_DIMENSIONS, key[2:], strict=True)),
+            **values,
+        }
+        for key, values in sums.items()
+    ]
+
+
+def _insert(session: Session, table: type[Base]) -> Any:
+    """An INSERT that knows ``ON CONFLICT``: the dialect's own (SQLite or PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"usage loading supports SQLite and PostgreSQL, not {dialect}")
+
+
+def store_batch(
+    session: Session,
+    records: Sequence[UsageRecord],
+    *,
+    cost_of: CostOf = _no_cost,
+    latency_target_ms: LatencyTarget = _no_target,
+) -> int:
+    """Store the events of ``records`` not stored yet and add them to the rollups; how many
+    were new. Runs inside the caller's transaction."""
+    fresh: dict[str, UsageRecord] = {}
+    for record in records:
+        fresh.setdefault(_cut("event_id", record.event_id), record)
+    ids = list(fresh)
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        stored = select(UsageEventRow.event_id).where(UsageEventRow.event_id.in_(chunk))
+        for event_id in session.scalars(stored):
+            del fresh[event_id]
+    if not fresh:
+        return 0
+    rows = [event_row(record, _priced(cost_of, record)) for record in fresh.values()]
+    session.execute(_insert(session, UsageEventRow).on_conflict_do_nothing(), rows)
+    rollups = UsageRollupRow.__table__
+    upsert = _insert(session, UsageRollupRow)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["granularity", "bucket_start", *ROLLUP_DIMENSIONS],
+        set_={name: rollups.c[name] + upsert.excluded[name] for name in ROLLUP_SUMS},
+    )
+    session.execute(upsert, rollup_rows(rows, latency_target_ms))
+    return len(rows)
+
+
+def _priced(cost_of: CostOf, record: UsageRecord) -> int:
+    try:
+        return int(cost_of(record))
+    except Exception:
+        # A price book that cannot price one event must not stop usage from being stored.
+        log.exception("could not price usage event %s; stored at cost 0", record.event_id)
+        return 0
+
+
+def _store_offset(session: Session, segment: str, offset: int) -> None:
+    upsert = _insert(session, UsageOffsetRow)
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["segment"], set_={"offset": upsert.excluded.offset}
+        ),
+        [{"segment": segment, "offset": offset}],
+    )
+
+
+class UsageLoader:
+    """Loads the journal in ``directory`` into ``db`` every ``interval_s``, in its own thread.
+
+    ``active_segment`` names the segment the journal writes now (never deleted; a line
+    being written is left for the next pass); every other segment is finished.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        directory: Path,
+        *,
+        active_segment: Callable[[], str | None] = lambda: None,
+        cost_of: CostOf = _no_cost,
+        latency_target_ms: LatencyTarget = _no_target,
+        interval_s: float = 1.0,
+        retention_days: float = 30.0,
+        batch_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.db = db
+        self.directory = directory
+        self.cost_of = cost_of
+        self.latency_target_ms = latency_target_ms
+        self._active = active_segment
+        self._interval_s = interval_s
+        self._retention = timedelta(days=retention_days)
+        self._batch_bytes = batch_bytes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one load at a time (the thread, or a test's call)
+        self._pruned_at = 0.0
+
+    def start(self) -> None:
+        """Begin loading in the background."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="usage-loader", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop after one last load (blocking: call it from a thread when on the loop)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._load_logged()
+        self._load_logged()  # what was written up to shutdown
+
+    def _load_logged(self) -> None:
+        try:
+            self.load_once()
+        except Exception:
+            # The database may be down or locked for a while: the journal keeps the events
+            # and the next pass resumes from the stored offsets.
+            log.exception("loading the usage journal failed; retrying")
+
+    def load_once(self) -> int:
+        """Load every segment to its last whole line; how many new events were stored."""
+        with self._lock:
+            stored = 0
+            with self.db.session() as session:
+                offsets = {
+                    row.segment: row.offset for row in session.scalars(select(UsageOffsetRow))
+                }
+            present = set()
+            for segment in segments(self.directory):
+                present.add(segment.name)
+                stored += self._load_segment(segment, offsets.get(segment.name, 0))
+            gone = [name for name in offsets if name not in present]
+            now = time.time()
+            if gone or now - self._pruned_at >= _RETENTION_EVERY_S:
+                self._prune(gone, now)
+            return stored
+
+    def _load_segment(self, segment: Path, offset: int) -> int:
+        # Decided before reading: a segment the journal has left gets no more lines, so what
+        # is past its last newline then is a line torn by a crash, not one being written.
+        finished = segment.name != self._active()
+        stored = 0
+        tail = b""
+        try:
+            handle = segment.open("rb")
+        except FileNotFoundError:
+            return 0
+        with handle:
+            handle.seek(offset)
+            while True:
+                data = handle.read(self._batch_bytes)
+                lines, used = complete_lines(data)
+                if used == 0 and len(data) == self._batch_bytes:
+                    # One line longer than a batch: no gateway writes such a line; skip it.
+                    log.warning("skipping an over-long line in usage segment %s", segment.name)
+                    used = len(data)
+                if used == 0:
+                    tail = data
+                    break
+                records = [record for record in iter_records(lines) if record is not None]
+                offset += used
+                with self.db.session() as session:
+                    stored += store_batch(
+                        session,
+                        records,
+                        cost_of=self.cost_of,
+                        latency_target_ms=self.latency_target_ms,
+                    )
+                    _store_offset(session, segment.name, offset)
+                handle.seek(offset)
+        if finished:
+            if tail:
+                log.warning(
+                    "usage segment %s ends in a torn line (the process was killed while "
+                    "writing it); it is dropped",
+                    segment.name,
+                )
+            segment.unlink(missing_ok=True)
+            with self.db.session() as session:
+                session.execute(
+                    delete(UsageOffsetRow).where(UsageOffsetRow.segment == segment.name)
+                )
+        return stored
+
+    def _prune(self, gone: list[str], now: float) -> None:
+        """Forget offsets of deleted segments; delete raw events past the retention."""
+        with self.db.session() as session:
+            if gone:
+                session.execute(delete(UsageOffsetRow).where(UsageOffsetRow.segment.in_(gone)))
+            if now - self._pruned_at >= _RETENTION_EVERY_S:
+                cutoff = datetime.fromtimestamp(now, UTC) - self._retention
+                session.execute(delete(UsageEventRow).where(UsageEventRow.at < cutoff))
+        if now - self._pruned_at >= _RETENTION_EVERY_S:
+            self._pruned_at = now

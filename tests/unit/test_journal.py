@@ -1,0 +1,120 @@
+"""The usage journal: one line per record, before the answer; torn tails; fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from modelport.core.usage import Units, UsageRecord
+from modelport.observability.journal import (
+    UsageJournal,
+    complete_lines,
+    iter_records,
+    segments,
+)
+from modelport.observability.usage import RecentUsage
+
+
+def record(n: int = 0, **kwargs: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "request_id": f"req-{n}",
+        "endpoint": "iris",
+        "revision": "r1",
+        "key_id": "k1",
+        "project": "default",
+        "customer": "acme",
+        "status": 200,
+        "latency_ms": 1.5,
+        "units": Units(rows=n + 1),
+    }
+    values.update(kwargs)
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+def read_all(directory: Path) -> list[UsageRecord]:
+    out: list[UsageRecord] = []
+    for segment in segments(directory):
+        lines, _ = complete_lines(segment.read_bytes())
+        out.extend(r for r in iter_records(lines) if r is not None)
+    return out
+
+
+def test_each_record_is_on_disk_when_record_returns(tmp_path: Path) -> None:
+    journal = UsageJournal(tmp_path)
+    first = record(1, customer="", ttft_ms=12.5, judged=False)
+    journal.record(first)
+    # No flush, no close: the line is already the kernel's (what survives a SIGKILL).
+    (again,) = read_all(tmp_path)
+    assert again == first
+    assert len(again.event_id) == 16
+    assert again.units.rows == 2
+
+
+def test_a_new_journal_starts_a_new_segment_and_rotates_by_size(tmp_path: Path) -> None:
+    old = UsageJournal(tmp_path)
+    old.record(record(0))
+    journal = UsageJournal(tmp_path, segment_bytes=1000)
+    for n in range(20):
+        journal.record(record(n))
+    names = [s.name for s in segments(tmp_path)]
+    assert len(names) > 3, names
+    assert names[-1] == journal.active_segment
+    assert [r.request_id for r in read_all(tmp_path)] == ["req-0"] + [f"req-{n}" for n in range(20)]
+
+
+def test_a_torn_last_line_waits_until_it_is_whole() -> None:
+    whole = orjson.dumps(record(1)) + b"\n"
+    torn = orjson.dumps(record(2))[:40]
+    lines, used = complete_lines(whole + torn)
+    assert used == len(whole)
+    assert len(lines) == 1
+    assert complete_lines(torn) == ([], 0)
+
+
+def test_bad_lines_are_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    good = orjson.dumps(record(1))
+    lines = [b"{not json", b"[1, 2]", b'{"endpoint": "x"}', b"", good]
+    parsed = list(iter_records(lines))
+    assert parsed[:4] == [None, None, None, None]
+    assert parsed[4] is not None and parsed[4].request_id == "req-1"
+    assert "skipping a usage journal line" in caplog.text
+
+
+async def test_subscribers_get_batches_on_the_loop(tmp_path: Path) -> None:
+    journal = UsageJournal(tmp_path, fanout_interval_s=0.02, fsync_interval_s=0.02)
+    recent = RecentUsage(size=5)
+    batches: list[Sequence[UsageRecord]] = []
+
+    def broken(_records: Sequence[UsageRecord]) -> None:
+        raise RuntimeError("a consumer with a bug")
+
+    journal.subscribe(broken)
+    journal.subscribe(batches.append)
+    journal.subscribe(recent.take)
+    await journal.start()
+    for n in range(8):
+        journal.record(record(n))
+    await asyncio.sleep(0.1)
+    assert sum(len(batch) for batch in batches) == 8
+    assert [r.request_id for r in recent.recent(10)] == [f"req-{n}" for n in range(3, 8)]
+    journal.record(record(9))
+    await journal.close()  # delivers the rest
+    assert batches[-1][-1].request_id == "req-9"
+    assert journal.active_segment is None
+
+
+async def test_close_syncs_and_closes_every_descriptor(tmp_path: Path) -> None:
+    journal = UsageJournal(tmp_path, segment_bytes=500, fsync_interval_s=0.01)
+    await journal.start()
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(30):
+        journal.record(record(n))
+    await asyncio.sleep(0.05)
+    await journal.close()
+    assert len(os.listdir("/proc/self/fd")) < before
+    assert len(read_all(tmp_path)) == 30
