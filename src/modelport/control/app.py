@@ -22,13 +22,17 @@ from modelport.control.controller import RolloutController
 from modelport.control.deps import AdminDep, check_admin
 from modelport.control.plane import ControlPlane
 from modelport.control.routes import (
+    alerts,
     apply,
     artifacts,
+    costs,
     endpoints,
     keys,
     models,
+    prices,
     rollouts,
     secrets,
+    slo,
     usage,
 )
 from modelport.core.asgi import (
@@ -94,7 +98,20 @@ def create_control_app(plane: ControlPlane, controller: RolloutController) -> Co
     )
     app.state.plane = plane
     app.state.controller = controller
-    for module in (artifacts, models, endpoints, rollouts, apply, keys, secrets, usage):
+    for module in (
+        artifacts,
+        models,
+        endpoints,
+        rollouts,
+        apply,
+        keys,
+        secrets,
+        usage,
+        prices,
+        costs,
+        slo,
+        alerts,
+    ):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)

@@ -35,6 +35,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.settings import Settings
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
+from modelport.observability.pricing import PriceBook
 from modelport.observability.metrics import ReplicaCount
 from modelport.runtimes.registry import OPENAI_USAGE_RUNTIMES, REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
@@ -92,6 +93,7 @@ class ControlPlane:
         self._publish_routes = publish_routes
         self._publish_keys = publish_keys
         self.usage = usage
+        self.prices = PriceBook()  # the price catalog in memory (control/prices.py fills it)
         self.secrets = secrets
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
