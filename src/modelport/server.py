@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from modelport.observability import (
     ShadowReports,
     configure_logging,
 )
+from modelport.observability.metrics import MetricsRoute, ModelportMetrics
 from modelport.store import ArtifactStore, Database
 
 __all__ = ["ModelportServer", "serve"]
@@ -61,6 +63,8 @@ class ModelportServer:
             stream_chunk_timeout_s=settings.stream_chunk_timeout_s,
             body_timeout_s=settings.body_timeout_s,
         )
+        self.metrics = ModelportMetrics()
+        self._metrics_route = MetricsRoute(self.metrics, self._may_scrape)
         self.plane: ControlPlane | None = None
         self.controller: RolloutController | None = None
         self._control: ControlApp | None = None
@@ -73,6 +77,8 @@ class ModelportServer:
                 await self.gateway(scope, receive, send)
             elif path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
+            elif path == "/metrics" and self.controller is not None:
+                await self._metrics_route(scope, receive, send)
             elif self._control is not None:
                 # The guard authenticates before reading the body, then bounds it.
                 await self._control(scope, receive, send)
@@ -124,6 +130,11 @@ class ModelportServer:
             start_timeout_s=settings.worker_start_timeout_s,
         )
         await self.controller.start()
+        self.metrics.watch(
+            load=lambda: self.gateway.balancer.load(self.gateway.snapshot, self.upstream.queued),
+            replicas=self.plane.replica_counts,
+            rollouts=self.controller.progress,
+        )
         self._control = create_control_app(self.plane, self.controller)
         if self.demo:
             for name, deployment in await asyncio.to_thread(self._register_demo):
@@ -136,6 +147,14 @@ class ModelportServer:
         log.info(
             "admin token %s %s", "written to" if created else "read from", settings.admin_token_path
         )
+
+    def _may_scrape(self, token: bytes) -> bool:
+        """``/metrics`` takes the admin token, or ``MODELPORT_METRICS_TOKEN`` when set."""
+        wanted = self.settings.metrics_token
+        secret = wanted.get_secret_value().encode() if wanted is not None else b""
+        if secret and hmac.compare_digest(token, secret):
+            return True
+        return self.plane is not None and self.plane.is_admin(token.decode(errors="replace"))
 
     async def _announce_ready(self) -> None:
         """Say once when every endpoint the server started with serves (what
