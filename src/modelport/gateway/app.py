@@ -52,6 +52,7 @@ from modelport.gateway.hops import HOPS_HEADER, Hops
 from modelport.gateway.streaming import relay_stream
 from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamPool
+from modelport.observability.sampling import Sample, Sampler, header_length
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.usage import RecentUsage, UsageSink
 from modelport.observability.windows import RevisionWindows
@@ -66,6 +67,7 @@ _SERVER_METADATA = orjson.dumps(
     {"name": "modelport", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 )
 _TIMEOUT_HEADER = b"x-modelport-timeout"
+_V2_HEADER_LENGTH = b"inference-header-content-length"
 _CLOSE_AFTER = frozenset({408, 413})
 _T = TypeVar("_T")
 
@@ -116,6 +118,8 @@ class GatewayApp:
         self.usage: UsageSink = usage if usage is not None else RecentUsage()
         self.windows = windows if windows is not None else RevisionWindows()
         self.shadows = shadows if shadows is not None else ShadowReports()
+        # Drift sampling of V2 calls (None: off); set by the server.
+        self.sampler: Sampler | None = None
         # Until the control plane says it has published every endpoint it starts with, the
         # server is not ready; after that, once each of them had a ready replica, it is.
         self.started = False
@@ -357,8 +361,27 @@ class GatewayApp:
         headers = [h for h in response.headers if h[0] in _FORWARDED_RESPONSE]
         headers.extend(call.reply_headers)
         headers.append((b"x-modelport-revision", route.revision))
-        await send_bytes(send, response.status, response.body, headers)
+        # Metered before the answer leaves: once the client has it, so has the journal.
         self._meter(route, call, response.status, outcome.units)
+        await send_bytes(send, response.status, response.body, headers)
+        sampler = self.sampler
+        if (
+            sampler is not None
+            and response.status == 200
+            and route.protocol == "v2"
+            and random.random() < sampler.rate  # noqa: S311 - sampling, not a secret
+        ):
+            # References to bodies already in memory; decoded later, in the scorer's thread.
+            sampler.offer(
+                Sample(
+                    route.endpoint,
+                    route.label,
+                    call.body,
+                    header(call.scope, _V2_HEADER_LENGTH),
+                    response.body,
+                    header_length(response.headers),
+                )
+            )
         shadow = traffic.shadow
         if (
             shadow is not None
@@ -381,10 +404,14 @@ class GatewayApp:
         if opened is None:
             return
         stream, route = opened
-        status, units = await relay_stream(
-            stream, receive, send, route, call.reply_headers, self._chunk_timeout_s
+
+        def meter(status: int, units: Units, first_token_at: float | None) -> None:
+            ttft_ms = None if first_token_at is None else (first_token_at - call.started) * 1000
+            self._meter(route, call, status, units, streamed=True, ttft_ms=ttft_ms)
+
+        await relay_stream(
+            stream, receive, send, route, call.reply_headers, self._chunk_timeout_s, meter
         )
-        self._meter(route, call, status, units, streamed=True)
 
     def _failed(self, route: Route, call: Call, error: ModelportError) -> None:
         """Meter a call that got no upstream answer, and tell the operator why."""
@@ -405,7 +432,9 @@ class GatewayApp:
         units: Units | None = None,
         *,
         streamed: bool = False,
+        ttft_ms: float | None = None,
     ) -> None:
+        """Record one answered call's usage event (in the journal, before it is sent)."""
         latency_ms = call.elapsed_ms()
         if call.judged and not 400 <= status < 500:
             # Only server faults (and successes) are evidence about a revision; a client's
@@ -418,10 +447,18 @@ class GatewayApp:
                 revision=route.revision.decode(),
                 key_id=call.principal.key_id,
                 project=call.principal.project,
-                customer=call.customer or "",
+                # The OpenAI ``user`` field is not bounded like the header: cut it the same.
+                customer=call.customer[:_MAX_ID] if call.customer else "",
                 status=status,
                 latency_ms=latency_ms,
                 units=units if units is not None else Units(),
                 streamed=streamed,
+                model=route.model,
+                model_version=route.version,
+                task=route.task,
+                team=call.principal.team,
+                ttft_ms=ttft_ms,
+                upstream_ms=call.upstream_total_ms(),
+                judged=call.judged,
             )
         )
