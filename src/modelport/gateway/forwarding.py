@@ -62,6 +62,8 @@ class Call:
         "scope",
         "started",
         "timeout_s",
+        "upstream_ms",
+        "upstream_since",
     )
 
     def __init__(
@@ -94,9 +96,20 @@ class Call:
         self.api_path = ""
         self.body = b""
         self.payload: dict[str, Any] | None = None
+        # Time upstreams spent on this call, every attempt (the replicas' busy time); a
+        # stream adds its open one's time from ``upstream_since`` when it is metered.
+        self.upstream_ms = 0.0
+        self.upstream_since: float | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    def upstream_total_ms(self) -> float:
+        """Upstream time so far, a stream still open included."""
+        since = self.upstream_since
+        if since is None:
+            return self.upstream_ms
+        return self.upstream_ms + (time.perf_counter() - since) * 1000
 
     def use_timeout(self, endpoint_timeout_s: float) -> None:
         """The endpoint's own timeout replaces the server's; a client may still ask for less."""
@@ -228,11 +241,13 @@ class Forwarder:
             return None, _NO_REPLICA
         path, body = request_for(route, call)
         headers = self._headers(route, call)
+        begun = time.perf_counter()
         response, failure = await self._try(first, route, path, headers, body)
         if _retry_is_safe(route, response, failure):
             second = self.balancer.choose(route, skip=first)
             if second is not None and second != first:
                 response, failure = await self._try(second, route, path, headers, body)
+        call.upstream_ms += (time.perf_counter() - begun) * 1000
         return response, failure
 
     def _chain(self, traffic: Traffic, route: Route) -> list[Route]:
@@ -288,9 +303,11 @@ class Forwarder:
                 if replica is None or replica == tried:
                     break
                 tried = replica
+                begun = time.perf_counter()
                 try:
                     stream = await self._open(replica, path, headers, sent)
                 except UpstreamError as exc:
+                    call.upstream_ms += (time.perf_counter() - begun) * 1000
                     failure = exc
                     if exc.maybe_processed:
                         raise _no_answer(route, exc) from None
@@ -299,8 +316,10 @@ class Forwarder:
                     if route.openai_usage and call.payload is not None:
                         stream.openai_usage = True
                         stream.hide_usage = not asked_for_usage(call.payload)
+                    call.upstream_since = begun  # its time counts until it is metered
                     return stream, route
                 stream.close()
+                call.upstream_ms += (time.perf_counter() - begun) * 1000
                 failure = UpstreamError("the replica answered 503", maybe_processed=False)
         raise _no_answer(route, failure)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 import orjson
 
@@ -19,7 +21,10 @@ from modelport.core.usage import UNITS_SSE_PREFIX, Units
 from modelport.gateway.openai_usage import OpenAIStreamUsage
 from modelport.gateway.upstream import UpstreamError, UpstreamStream
 
-__all__ = ["relay_stream"]
+__all__ = ["StreamMeter", "relay_stream"]
+
+#: ``meter(status, units, first_token_at)``: records a stream's usage before its end is sent.
+StreamMeter = Callable[[int, Units, float | None], None]
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _FORWARDED_RESPONSE = frozenset({b"content-type", b"inference-header-content-length"})
@@ -32,7 +37,11 @@ def _error_event(message: str) -> bytes:
 
 
 async def _answer_whole(
-    upstream: UpstreamStream, send: Send, route: Route, reply: list[tuple[bytes, bytes]]
+    upstream: UpstreamStream,
+    send: Send,
+    route: Route,
+    reply: list[tuple[bytes, bytes]],
+    meter: StreamMeter | None,
 ) -> int:
     """An error before the stream started: read it (bounded) and answer it as it is."""
     try:
@@ -45,6 +54,8 @@ async def _answer_whole(
         upstream.close()
     headers = [h for h in upstream.headers if h[0] in _FORWARDED_RESPONSE]
     headers += [*reply, (b"x-modelport-revision", route.revision)]
+    if meter is not None:
+        meter(upstream.status, Units(), None)
     await send_bytes(send, upstream.status, b"".join(chunks), headers)
     return upstream.status
 
@@ -56,15 +67,29 @@ async def relay_stream(
     route: Route,
     reply: list[tuple[bytes, bytes]],
     chunk_timeout_s: float,
+    meter: StreamMeter | None = None,
 ) -> tuple[int, Units]:
-    """Relay ``upstream`` to the client; the status to meter and the units delivered."""
+    """Relay ``upstream`` to the client; the status to meter and the units delivered.
+
+    ``meter(status, units, first_token_at)`` is called once, BEFORE the stream's last chunk
+    (or error event) is sent: the usage is in the journal before the client has its answer.
+    ``first_token_at`` is the ``perf_counter`` time the first event was sent (None if none).
+    """
     if upstream.status != 200:
-        return await _answer_whole(upstream, send, route, reply), Units()
+        return await _answer_whole(upstream, send, route, reply, meter), Units()
     headers = [*_SSE_HEADERS, *reply, (b"x-modelport-revision", route.revision)]
     units = Units()
     delivered = 0  # token events the client received, counted by their SSE ids
     status = 200
     gone = False
+    first_at: float | None = None
+    metered = False
+
+    def done() -> None:
+        nonlocal metered
+        if meter is not None and not metered:
+            metered = True
+            meter(status, units, first_at)
 
     async def watch_disconnect() -> None:
         nonlocal gone
@@ -87,17 +112,25 @@ async def relay_stream(
                 continue
             if foreign is None and chunk.startswith(b"id: "):
                 delivered = int(chunk[4 : chunk.index(b"\n")])
+            if first_at is None and not chunk.startswith(b":"):
+                first_at = time.perf_counter()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        done()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except (TimeoutError, UpstreamError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        if metered:
+            # Only the last, empty chunk failed: the answer was complete, and is metered so.
+            return status, units
         units.output_tokens = delivered if foreign is None else foreign.content_events
         if gone:
             status = _CLIENT_GONE
+            done()
         else:
             # The upstream stalled or broke off: a server fault. Tell the client in the stream
             # (its status line is long gone) rather than end it as if it were complete.
             status = 504 if isinstance(exc, TimeoutError) else 502
             why = "stalled" if status == 504 else "broke off"
+            done()
             with contextlib.suppress(OSError):
                 await send(
                     {
