@@ -139,6 +139,23 @@ class Settings(BaseSettings):
         description="Meter every request: the usage journal, metrics and drift sampling. Off "
         "only to measure what metering costs (bench/metering_overhead.py).",
     )
+    usage_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days raw usage events are kept in the database (their minute, hour and "
+        "day rollups are kept for good).",
+    )
+    usage_load_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the usage journal is loaded into the database.",
+    )
+    usage_segment_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        description="Size at which the usage journal starts a new segment file.",
+    )
 
     @field_validator("home")
     @classmethod
