@@ -20,6 +20,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control.app import ControlApp
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
+from modelport.control.usage_loader import UsageLoader
 from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMOS
@@ -31,6 +32,7 @@ from modelport.observability import (
     ShadowReports,
     configure_logging,
 )
+from modelport.observability.journal import UsageJournal
 from modelport.observability.metrics import MetricsRoute, ModelportMetrics
 from modelport.store import ArtifactStore, Database
 
@@ -51,12 +53,19 @@ class ModelportServer:
             max_response_bytes=settings.max_response_bytes,
         )
         self.usage = RecentUsage()
+        # Every metered request is appended here before it is answered; the recent-usage
+        # ring (and metrics) read it in batches through the journal's fan-out.
+        self.journal = UsageJournal(
+            settings.home / "usage", segment_bytes=settings.usage_segment_bytes
+        )
+        self.journal.subscribe(self.usage.take)
+        self.loader: UsageLoader | None = None
         self.windows = RevisionWindows()
         self.shadows = ShadowReports()
         self.gateway = GatewayApp(
             self.upstream,
             settings.max_body_bytes,
-            self.usage,
+            self.journal if settings.metering else self.usage,
             self.windows,
             self.shadows,
             timeout_s=settings.upstream_timeout_s,
@@ -93,6 +102,16 @@ class ModelportServer:
         token, created = load_or_create_admin_token(settings.admin_token_path)
         db = Database(settings.resolved_database_url)
         await asyncio.to_thread(db.migrate)
+        await self.journal.start()
+        # Loads what a previous run journaled but did not load (a crash), then keeps up.
+        self.loader = UsageLoader(
+            db,
+            self.journal.directory,
+            active_segment=lambda: self.journal.active_segment,
+            interval_s=settings.usage_load_interval_s,
+            retention_days=settings.usage_retention_days,
+        )
+        self.loader.start()
         backend = LocalBackend(
             logs_dir=settings.logs_dir,
             health_interval_s=settings.health_interval_s,
@@ -172,6 +191,10 @@ class ModelportServer:
     async def shutdown(self) -> None:
         if self._announcer is not None:
             self._announcer.cancel()
+        # No request is in flight any more: journal the last events, then load them.
+        await self.journal.close()
+        if self.loader is not None:
+            await asyncio.to_thread(self.loader.close)
         if self.controller is not None:
             await self.controller.close()
         if self.plane is not None:

@@ -23,10 +23,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -77,6 +79,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _REVISION = re.compile(r"^(candidate|stable|r[1-9][0-9]*)$")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_DAYS = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*d\s*$")
+# The SLO window: an hour to a year (28 days when unset).
+_MIN_SLO_WINDOW_S = 3_600.0
+_MAX_SLO_WINDOW_S = 366 * 86_400.0
 
 
 def parse_duration(value: object) -> float:
@@ -118,9 +124,40 @@ class IntentTraffic(_Model):
 
 
 class Slo(_Model):
+    """The endpoint's promise. ``availability`` and ``p95_latency_ms`` are the objectives its
+    error budget is kept against over ``window`` (unset: 28 days); ``max_error_rate`` and
+    ``p95_latency_ms`` also gate rollouts."""
+
     p95_latency_ms: Annotated[_Float, Field(gt=0)] | None = None
     availability: Annotated[_Float, Field(gt=0, le=100)] | None = None  # percent
     max_error_rate: Annotated[_Float, Field(ge=0, le=1)] = 0.01
+    # None rather than 28 days, and left out of the dump when None (below), so that intents
+    # applied before the field existed keep their digest and show no change.
+    window_s: float | None = Field(default=None, alias="window")
+
+    @field_validator("window_s", mode="before")
+    @classmethod
+    def _window(cls, value: object) -> float | None:
+        if value is None:
+            return None
+        try:
+            if isinstance(value, str) and (match := _DAYS.match(value)):
+                seconds = float(match.group(1)) * 86_400.0
+            else:
+                seconds = parse_duration(value)
+        except ValueError:
+            seconds = math.nan
+        if not _MIN_SLO_WINDOW_S <= seconds <= _MAX_SLO_WINDOW_S:  # also NaN
+            raise ValueError(f"must be a duration from 1h to 366d such as 28d, got {show(value)}")
+        return seconds
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        if self.window_s is None:
+            dumped.pop("window", None)
+            dumped.pop("window_s", None)
+        return dumped
 
 
 class IntentReplicas(_Model):

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         description="Meter every request: the usage journal, metrics and drift sampling. Off "
         "only to measure what metering costs (bench/metering_overhead.py).",
     )
+    slo_eval_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How often every endpoint's SLO (error budget, burn rates) is re-evaluated "
+        "and SLO alerts opened or closed; also how soon a changed latency target applies.",
+    )
     usage_retention_days: float = Field(
         default=30.0,
         gt=0,

@@ -25,6 +25,8 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ROLLUP_DIMENSIONS",
     "ROLLUP_SUMS",
+    "AlertEpisodeRow",
+    "AlertWebhookRow",
     "ApiKeyRow",
     "Base",
     "EndpointRow",
@@ -366,3 +368,38 @@ class ReplicaUptimeRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AlertWebhookRow(Base):
+    """Where alert notices go. ``secret`` signs each notice and is never shown again."""
+
+    __tablename__ = "alert_webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertEpisodeRow(Base):
+    """One stretch of time an alert was open, and whether its notices went out.
+
+    ``open_key`` is the key while the episode is open and NULL after: unique, so two
+    episodes of one key can never be open at once (NULLs never collide)."""
+
+    __tablename__ = "alert_episodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), index=True)
+    open_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # pending | sent | failed; close_delivery is NULL while the episode is open.
+    open_delivery: Mapped[str] = mapped_column(String(8), default="pending")
+    close_delivery: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
