@@ -17,9 +17,12 @@ import uvicorn
 from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, RolloutController, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
+from modelport.control import prices as price_catalog
 from modelport.control.app import ControlApp
+from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
+from modelport.control.uptime import ReplicaUptime
 from modelport.control.usage_loader import UsageLoader
 from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
@@ -32,8 +35,10 @@ from modelport.observability import (
     ShadowReports,
     configure_logging,
 )
+from modelport.observability.drift import Thresholds
 from modelport.observability.journal import UsageJournal
 from modelport.observability.metrics import MetricsRoute, ModelportMetrics
+from modelport.observability.sampling import Sampler
 from modelport.store import ArtifactStore, Database
 
 __all__ = ["ModelportServer", "serve"]
@@ -72,12 +77,18 @@ class ModelportServer:
             stream_chunk_timeout_s=settings.stream_chunk_timeout_s,
             body_timeout_s=settings.body_timeout_s,
         )
+        # Drift: sampled V2 calls queue here; the drift scorer drains them off the hot path.
+        self.sampler = Sampler(settings.drift_sample_rate)
+        if settings.drift_sample_rate > 0:
+            self.gateway.sampler = self.sampler
+        self.drift: DriftService | None = None
         self.metrics = ModelportMetrics()
         self._metrics_route = MetricsRoute(self.metrics, self._may_scrape)
         self.plane: ControlPlane | None = None
         self.controller: RolloutController | None = None
         self._control: ControlApp | None = None
         self._announcer: asyncio.Task[None] | None = None
+        self.uptime: ReplicaUptime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -121,6 +132,10 @@ class ModelportServer:
             log_level=settings.log_level,
             hidden_dir=settings.home if settings.replica_sandbox else None,
         )
+        # Before any replica starts: closes what a crash left open, then records each start.
+        self.uptime = ReplicaUptime(db)
+        await self.uptime.start()
+        backend.on_replicas = self.uptime.set_replicas
         self.plane = ControlPlane(
             settings=settings,
             db=db,
@@ -140,13 +155,31 @@ class ModelportServer:
             usage=self.usage,
             secrets=SecretStore(settings.home / "secrets"),
         )
+        await asyncio.to_thread(price_catalog.refresh, db, self.plane.prices)
         await self.plane.start()
+        self.drift = DriftService(
+            db,
+            self.sampler,
+            thresholds=Thresholds(
+                psi_warn=settings.drift_psi_warn,
+                psi_drift=settings.drift_psi_threshold,
+                ks_alpha=settings.drift_ks_alpha,
+                ks_min_statistic=settings.drift_ks_min_statistic,
+                min_rows=settings.drift_min_rows,
+                latency_factor=settings.drift_latency_factor,
+            ),
+            interval_s=settings.drift_interval_s,
+            window_rows=settings.drift_window_rows,
+            baseline_rows=settings.drift_baseline_rows,
+        )
+        await self.drift.start()
         self.controller = RolloutController(
             self.plane,
             self.windows,
             self.shadows,
             tick_s=settings.rollout_tick_s,
             start_timeout_s=settings.worker_start_timeout_s,
+            drift=self.drift,
         )
         await self.controller.start()
         self.metrics.watch(
@@ -197,8 +230,12 @@ class ModelportServer:
             await asyncio.to_thread(self.loader.close)
         if self.controller is not None:
             await self.controller.close()
+        if self.drift is not None:
+            await self.drift.close()
         if self.plane is not None:
             await self.plane.close()
+            if self.uptime is not None:  # after the replicas stopped: their intervals close
+                await self.uptime.close()
             self.plane.db.close()
         await self.upstream.close()
 

@@ -308,7 +308,11 @@ class _Replica:
 
 
 class LocalBackend(Backend):
-    """Supervises worker processes on this machine."""
+    """Supervises worker processes on this machine. ``on_replicas(group, count)`` is called
+    when a group's replicas are deployed (``count`` of them) and once they have all stopped
+    (``0``): what replica uptime, and so self-hosted cost, is measured by."""
+
+    on_replicas: Callable[[str, int], None] = staticmethod(lambda group, count: None)
 
     def __init__(
         self,
@@ -353,6 +357,7 @@ class LocalBackend(Backend):
         ]
         self._publish(group)
         await self._stop(old)
+        self.on_replicas(group, replicas)
         if self._started:
             for replica in new:
                 replica.start()
@@ -361,6 +366,8 @@ class LocalBackend(Backend):
         replicas = self._replicas.pop(group, [])
         self._publish(group)
         await self._stop(replicas)
+        if replicas:
+            self.on_replicas(group, 0)
 
     def ready(self, group: str) -> tuple[Upstream, ...]:
         return self._ready.get(group, ())
