@@ -320,6 +320,51 @@ class Client:
         """The most recent requests the gateway metered, newest first, with their units."""
         return self._list("GET", "/api/v1/usage/recent", params={"limit": limit})
 
+    def usage_report(
+        self,
+        by: str = "endpoint",
+        since: str | None = None,
+        until: str | None = None,
+        **filters: str,
+    ) -> dict[str, Any]:
+        """Usage summed per ``by`` (team, project, customer, endpoint, revision, key) over
+        ``[since, until)`` (``24h``, ``7d``, ISO 8601), filtered by ``team=``, ``customer=``..."""
+        params = {"by": by, "since": since, "until": until, **filters}
+        return self._object(
+            "GET", "/api/v1/usage", params={k: v for k, v in params.items() if v is not None}
+        )
+
+    def usage_report_csv(
+        self,
+        by: str = "endpoint",
+        since: str | None = None,
+        until: str | None = None,
+        **filters: str,
+    ) -> str:
+        """The same report as CSV text."""
+        params = {"by": by, "since": since, "until": until, "format": "csv", **filters}
+        response = self._http.get(
+            "/api/v1/usage", params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.status_code >= 400:
+            self._call("GET", "/api/v1/usage", params=params)  # raises the API's error
+        return response.text
+
+    def usage_events(
+        self,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+        **filters: str,
+    ) -> list[dict[str, Any]]:
+        """Raw usage events, newest first (at most 1000)."""
+        params = {"since": since, "until": until, "limit": limit, **filters}
+        return self._list(
+            "GET",
+            "/api/v1/usage/events",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+
     # -- inference (use a client made with an API key) --------------------------------------
 
     def infer(self, endpoint: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
