@@ -18,9 +18,11 @@ from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, RolloutController, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
 from modelport.control import prices as price_catalog
+from modelport.control.alerts import DbEpisodeStore
 from modelport.control.app import ControlApp
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
+from modelport.control.slo import SloBook
 from modelport.control.uptime import ReplicaUptime
 from modelport.control.usage_loader import UsageLoader
 from modelport.core.asgi import Receive, Scope, Send, send_json
@@ -34,6 +36,7 @@ from modelport.observability import (
     ShadowReports,
     configure_logging,
 )
+from modelport.observability.alerts import Alerts
 from modelport.observability.journal import UsageJournal
 from modelport.observability.metrics import MetricsRoute, ModelportMetrics
 from modelport.store import ArtifactStore, Database
@@ -62,6 +65,8 @@ class ModelportServer:
         )
         self.journal.subscribe(self.usage.take)
         self.loader: UsageLoader | None = None
+        self.alerts: Alerts | None = None
+        self.slo: SloBook | None = None
         self.windows = RevisionWindows()
         self.shadows = ShadowReports()
         self.gateway = GatewayApp(
@@ -106,10 +111,18 @@ class ModelportServer:
         db = Database(settings.resolved_database_url)
         await asyncio.to_thread(db.migrate)
         await self.journal.start()
+        # Sends what a stopped run left pending; open episodes are not sent again.
+        self.alerts = Alerts(DbEpisodeStore(db))
+        await self.alerts.start()
+        # Before the loader: it counts an event slower than its endpoint's p95 target as slow,
+        # and asks the book (from memory) for the target.
+        self.slo = SloBook(db, self.alerts, interval_s=settings.slo_eval_interval_s)
+        await self.slo.start()
         # Loads what a previous run journaled but did not load (a crash), then keeps up.
         self.loader = UsageLoader(
             db,
             self.journal.directory,
+            latency_target_ms=self.slo.latency_target_ms,
             active_segment=lambda: self.journal.active_segment,
             interval_s=settings.usage_load_interval_s,
             retention_days=settings.usage_retention_days,
@@ -205,6 +218,10 @@ class ModelportServer:
             await asyncio.to_thread(self.loader.close)
         if self.controller is not None:
             await self.controller.close()
+        if self.slo is not None:
+            await self.slo.close()
+        if self.alerts is not None:  # notices still being retried are sent on the next start
+            await self.alerts.aclose()
         if self.plane is not None:
             await self.plane.close()
             if self.uptime is not None:  # after the replicas stopped: their intervals close
