@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelport.cli import _cost
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 
@@ -24,6 +25,7 @@ app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 app.add_typer(rollout_app, name="rollout")
+_cost.register(app)
 app.command()(apply)
 app.command()(diff)
 

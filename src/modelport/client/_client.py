@@ -395,3 +395,47 @@ class Client:
 
     def model_metadata(self, endpoint: str) -> dict[str, Any]:
         return self._object("GET", f"/v2/models/{endpoint}")
+
+    # -- cost -------------------------------------------------------------------------------
+
+    def set_prices(
+        self,
+        prices: dict[str, str],
+        *,
+        endpoint: str | None = None,
+        model: str | None = None,
+        hardware: str | None = None,
+        effective_from: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Price units (``{"per_1k_rows": "0.002"}``, decimal USD strings) of one endpoint,
+        model version (``name:3``) or hardware type (``{"per_hour": "0.50"}``), in force from
+        ``effective_from`` (ISO 8601; default now)."""
+        body: dict[str, Any] = {"prices": prices}
+        for name, value in (
+            ("endpoint", endpoint),
+            ("model", model),
+            ("hardware", hardware),
+            ("effective_from", effective_from),
+        ):
+            if value is not None:
+                body[name] = value
+        return self._list("POST", "/api/v1/prices", json=body)
+
+    def list_prices(
+        self, *, endpoint: str | None = None, model: str | None = None, hardware: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every price ever set (oldest first), or one target's; ``in_force`` marks today's."""
+        params = {"endpoint": endpoint, "model": model, "hardware": hardware}
+        return self._list(
+            "GET", "/api/v1/prices", params={k: v for k, v in params.items() if v is not None}
+        )
+
+    def get_costs(
+        self, by: str = "endpoint", since: str = "24h", until: str | None = None, **filters: str
+    ) -> dict[str, Any]:
+        """Cost per ``by`` (team, project, customer, endpoint, revision, key) over whole hours;
+        ``filters``: team, project, customer, endpoint, key."""
+        params = {"by": by, "since": since, "until": until, **filters}
+        return self._object(
+            "GET", "/api/v1/costs", params={k: v for k, v in params.items() if v is not None}
+        )
