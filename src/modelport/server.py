@@ -41,6 +41,7 @@ from modelport.observability.alerts import Alerts
 from modelport.observability.drift import Thresholds
 from modelport.observability.journal import UsageJournal
 from modelport.observability.metrics import MetricsRoute, ModelportMetrics
+from modelport.observability.pricing import PriceBook
 from modelport.observability.sampling import Sampler
 from modelport.store import ArtifactStore, Database
 
@@ -127,10 +128,15 @@ class ModelportServer:
         # and asks the book (from memory) for the target.
         self.slo = SloBook(db, self.alerts, interval_s=settings.slo_eval_interval_s)
         await self.slo.start()
+        # Before the loader: it prices each event it stores at the prices of the event's time
+        # (the API refreshes this book whenever a price is set).
+        prices = PriceBook()
+        await asyncio.to_thread(price_catalog.refresh, db, prices)
         # Loads what a previous run journaled but did not load (a crash), then keeps up.
         self.loader = UsageLoader(
             db,
             self.journal.directory,
+            cost_of=prices.cost_of,
             latency_target_ms=self.slo.latency_target_ms,
             active_segment=lambda: self.journal.active_segment,
             interval_s=settings.usage_load_interval_s,
@@ -169,7 +175,7 @@ class ModelportServer:
             usage=self.usage,
             secrets=SecretStore(settings.home / "secrets"),
         )
-        await asyncio.to_thread(price_catalog.refresh, db, self.plane.prices)
+        self.plane.prices = prices
         await self.plane.start()
         self.drift = DriftService(
             db,
