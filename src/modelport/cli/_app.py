@@ -12,6 +12,7 @@ import typer
 from modelport.cli import _cost
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
+from modelport.cli._drift import drift
 from modelport.cli._usage import usage
 
 __all__ = ["app", "main"]
@@ -30,6 +31,7 @@ _cost.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)
+app.command()(drift)
 
 # -- serve and demo --------------------------------------------------------------------------
 

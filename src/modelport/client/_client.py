@@ -396,6 +396,12 @@ class Client:
     def model_metadata(self, endpoint: str) -> dict[str, Any]:
         return self._object("GET", f"/v2/models/{endpoint}")
 
+    # -- drift ------------------------------------------------------------------------------
+
+    def get_drift(self, endpoint: str) -> dict[str, Any]:
+        """Each feature's drift score, threshold and status, per running revision."""
+        return self._object("GET", f"/api/v1/endpoints/{endpoint}/drift")
+
     # -- cost -------------------------------------------------------------------------------
 
     def set_prices(

@@ -26,6 +26,7 @@ from modelport.control.routes import (
     apply,
     artifacts,
     costs,
+    drift,
     endpoints,
     keys,
     models,
@@ -111,6 +112,7 @@ def create_control_app(plane: ControlPlane, controller: RolloutController) -> Co
         costs,
         slo,
         alerts,
+        drift,
     ):
         app.include_router(module.router, prefix=PREFIX)
 

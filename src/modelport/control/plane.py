@@ -25,6 +25,7 @@ from modelport.control import registry
 from modelport.control import rollouts as rollout_service
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
+from modelport.control.drift import store_profile
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import traffic_of
 from modelport.control.upstream_policy import check_upstream_url
@@ -478,6 +479,8 @@ class ControlPlane:
                     reference_digest=body.reference_digest,
                     created_by=created_by,
                 )
+                # Reference data that does not fit the model fails the whole registration.
+                store_profile(session, self.artifacts, row, row.model.task)
                 return registry.version_public(row)
         except Exception:
             if ingested is not None:

@@ -146,6 +146,48 @@ class Settings(BaseSettings):
         description="How often every endpoint's SLO (error budget, burn rates) is re-evaluated "
         "and SLO alerts opened or closed; also how soon a changed latency target applies.",
     )
+
+    drift_sample_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of V2 inference calls whose inputs and outputs are sampled for "
+        "drift (0: none).",
+    )
+    drift_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="How often drift is scored and stored."
+    )
+    drift_window_rows: int = Field(
+        default=1000, ge=10, description="Live values per feature a revision's window keeps."
+    )
+    drift_min_rows: int = Field(
+        default=300, ge=1, description="Live values a feature needs before it is judged."
+    )
+    drift_baseline_rows: int = Field(
+        default=500,
+        ge=10,
+        description="First live values that become the reference of a feature with none "
+        "stored (predicted classes without a prediction column, token counts, latency).",
+    )
+    drift_psi_warn: float = Field(default=0.1, gt=0, description="PSI from which a feature warns.")
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="PSI from which a feature drifts."
+    )
+    drift_ks_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="KS significance level, divided by the number of input features.",
+    )
+    drift_ks_min_statistic: float = Field(
+        default=0.1, ge=0, le=1, description="Smallest KS statistic that counts as drift."
+    )
+    drift_latency_factor: float = Field(
+        default=1.5,
+        gt=1,
+        description="Latency drifts when a revision's p95 exceeds its baseline p95 this many "
+        "times.",
+    )
     usage_retention_days: float = Field(
         default=30.0,
         gt=0,

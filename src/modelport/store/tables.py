@@ -29,6 +29,8 @@ __all__ = [
     "AlertWebhookRow",
     "ApiKeyRow",
     "Base",
+    "DriftProfileRow",
+    "DriftScoreRow",
     "EndpointRow",
     "ModelAliasRow",
     "ModelRow",
@@ -403,3 +405,40 @@ class AlertEpisodeRow(Base):
     open_delivery: Mapped[str] = mapped_column(String(8), default="pending")
     close_delivery: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
+
+class DriftProfileRow(Base):
+    """A model version's reference profile for drift (``observability.drift.Profile``), made
+    from its reference data at registration; bounded in size whatever the data's."""
+
+    __tablename__ = "drift_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), unique=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DriftScoreRow(Base):
+    """The latest drift score of one feature of one endpoint revision (replaced each round,
+    so the table stays as small as the features scored)."""
+
+    __tablename__ = "drift_scores"
+    __table_args__ = (UniqueConstraint("endpoint", "revision", "feature"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64), index=True)
+    revision: Mapped[str] = mapped_column(String(16))
+    feature: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))  # input | output | usage | latency
+    status: Mapped[str] = mapped_column(String(16))
+    psi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ks_statistic: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ks_pvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    live_rows: Mapped[int] = mapped_column(Integer, default=0)
+    reference_rows: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

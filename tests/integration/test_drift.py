@@ -1,0 +1,120 @@
+"""The issue's drift proof on the breast-cancer demo: rows from its training distribution
+raise no drift; rows with two features tripled do, naming exactly those two; reference data
+that does not match the model is refused, naming the field, and nothing is stored."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from modelport.client import Client, ModelportClientError
+
+from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+SHIFTED = ("mean radius", "worst area")
+ENV = {
+    **BREAST_CANCER_ONLY,
+    "MODELPORT_DRIFT_SAMPLE_RATE": "1.0",
+    "MODELPORT_DRIFT_INTERVAL_S": "0.3",
+}
+
+
+@pytest.fixture(scope="module")
+def drift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("drift") / ".modelport", "--demo", env=ENV)
+    try:
+        with running.client() as admin:
+            admin.wait_ready("breast-cancer")
+        yield running
+    finally:
+        stop_server(running)
+
+
+def _features(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (revision,) = report["revisions"]
+    return {f["feature"]: f for f in revision["features"]}
+
+
+def _settled(admin: Client, rows: int) -> dict[str, Any]:
+    """The report once every input feature has been scored over ``rows`` live values."""
+    deadline = time.monotonic() + 30
+    while True:
+        report = admin.get_drift("breast-cancer")
+        if report["revisions"]:
+            inputs = [f for f in _features(report).values() if f["source"] == "input"]
+            if inputs and all(f["live_rows"] >= rows for f in inputs):
+                return report
+        assert time.monotonic() < deadline, f"drift was not scored in time: {report}"
+        time.sleep(0.3)
+
+
+def _send(data_client: Client, rows: np.ndarray) -> None:
+    for start in range(0, len(rows), 50):
+        data_client.infer("breast-cancer", {"input": rows[start : start + 50]})
+
+
+def test_training_rows_raise_no_drift_and_shifted_rows_name_their_features(
+    drift_server: RunningServer,
+) -> None:
+    data = load_breast_cancer()
+    names = [str(n) for n in data.feature_names]
+    rows = data.data.astype(np.float32)
+    with drift_server.client() as admin:
+        key = admin.create_key("default", "drift")["key"]
+        with drift_server.client(key) as data_client:
+            _send(data_client, rows)  # 569 rows: the training distribution
+            report = _settled(admin, len(rows))
+            features = _features(report)
+            assert set(names) <= set(features)
+            inputs = {n: features[n] for n in names}
+            assert all(f["status"] in ("ok", "warn") for f in inputs.values()), inputs
+            assert report["revisions"][0]["drifted"] == []
+            assert report["revisions"][0]["alert"] is False
+            assert report["thresholds"]["psi_drift"] == 0.2
+            assert features["predicted_class"]["source"] == "output"
+
+            shifted = rows.copy()
+            for name in SHIFTED:
+                shifted[:, names.index(name)] *= 3
+            _send(data_client, np.concatenate([shifted, shifted]))  # fills the window
+            report = _settled(admin, 1000)
+            while any(
+                f["live_rows"] < 1000 or (f["status"] == "ok" and f["feature"] in SHIFTED)
+                for f in _features(report).values()
+                if f["source"] == "input"
+            ):
+                time.sleep(0.3)
+                report = admin.get_drift("breast-cancer")
+    revision = report["revisions"][0]
+    assert sorted(revision["drifted"]) == sorted(SHIFTED)
+    assert revision["alert"] is True
+    for name in SHIFTED:
+        assert _features(report)[name]["psi"] > 0.2
+
+
+def test_reference_data_with_wrong_columns_is_refused(
+    drift_server: RunningServer, tmp_path: Path
+) -> None:
+    artifact = drift_server.home / "demo" / "breast-cancer" / "model.onnx"
+    bad = tmp_path / "bad-reference.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    with drift_server.client() as admin:
+        model = admin.get_model("breast-cancer")
+        reference = admin.upload_artifact(bad)["digest"]
+        stored = admin.upload_artifact(artifact)["digest"]
+        with pytest.raises(ModelportClientError) as refused:
+            admin.create_version(
+                "breast-cancer", "onnx", artifact_digest=stored, reference_digest=reference
+            )
+        assert refused.value.status == 400
+        assert refused.value.details["param"] == "reference_digest"
+        assert "takes 30" in refused.value.message
+        assert admin.get_model("breast-cancer")["versions"] == model["versions"]
