@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 from modelport.control import apply as apply_service
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as rollout_service
-from modelport.control.analysis import Gates, judge
+from modelport.control.analysis import Gates, Verdict, judge
 from modelport.control.concurrency import EndpointLocks, in_session
+from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.control.undo import PromotionUndo
@@ -85,10 +86,12 @@ class RolloutController:
         *,
         tick_s: float = 0.5,
         start_timeout_s: float = 300.0,
+        drift: DriftService | None = None,
     ) -> None:
         self.plane = plane
         self.windows = windows
         self.shadows = shadows
+        self.drift = drift  # the output-drift gate's evidence, when drift monitoring runs
         self._tick_s = tick_s
         self._start_timeout_s = start_timeout_s
         self._runs: dict[str, RolloutRun] = {}
@@ -124,6 +127,8 @@ class RolloutController:
         self._runs[run.endpoint] = run
         self.windows.forget(run.endpoint, run.target)
         self.shadows.forget(run.endpoint, run.target)
+        if self.drift is not None:
+            self.drift.forget(run.endpoint, run.target)
 
     def forget(self, endpoint: str) -> None:
         self._runs.pop(endpoint, None)
@@ -361,10 +366,14 @@ class RolloutController:
         data = {"window": stats.to_dict(), "step": run.step, "traffic_percent": self._weight(run)}
         if run.strategy == "shadow":
             data["shadow"] = self.shadows.report(run.endpoint, run.target)
+        verdict = self._output_drift(run, verdict, data)
         if verdict.decision == "fail":
-            await self._roll_back(
-                run, RolloutState.ROLLED_BACK, f"SLO breached: {verdict.reason}", data
+            why = (
+                verdict.reason
+                if verdict.reason.startswith("output drift")
+                else f"SLO breached: {verdict.reason}"
             )
+            await self._roll_back(run, RolloutState.ROLLED_BACK, why, data)
         elif verdict.decision == "pass":
             if run.step + 1 < len(run.steps):
                 await self._enter_step(run, run.step + 1, f"step passed: {verdict.reason}", data)
@@ -378,6 +387,20 @@ class RolloutController:
                 )
             else:
                 await self._promote(run, f"last step passed: {verdict.reason}", data)
+
+    def _output_drift(self, run: RolloutRun, verdict: Verdict, data: dict[str, Any]) -> Verdict:
+        """Apply the rollout's output-drift gate, if it has one, to the SLO's verdict: drift
+        fails a step; too few sampled outputs hold back a step that would pass."""
+        gate = run.plan.get("output_drift")
+        if not gate or verdict.decision == "fail" or run.strategy == "shadow":
+            return verdict
+        if self.drift is None:
+            return Verdict("wait", "output drift: drift monitoring is not running")
+        drift = self.drift.canary(run.endpoint, run.source, run.target, gate)
+        data["output_drift"] = drift.data
+        if drift.decision == "fail" or (verdict.decision == "pass" and drift.decision == "wait"):
+            return Verdict(drift.decision, drift.reason)
+        return verdict
 
     # -- moves --------------------------------------------------------------------------------
 

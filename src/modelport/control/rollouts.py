@@ -47,6 +47,9 @@ def plan_of(intent: Intent | None) -> dict[str, Any]:
         "min_requests": rollout.min_requests,
         "shadow_sample": rollout.shadow_sample,
         "keep_previous_s": rollout.keep_previous_s,
+        "output_drift": (
+            rollout.output_drift.model_dump() if rollout.output_drift is not None else None
+        ),
         "max_error_rate": slo.max_error_rate if slo is not None else _DEFAULT_MAX_ERROR_RATE,
         "p95_latency_ms": slo.p95_latency_ms if slo is not None else None,
     }

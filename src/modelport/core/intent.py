@@ -59,6 +59,7 @@ __all__ = [
     "IntentReplicas",
     "IntentResources",
     "IntentTraffic",
+    "OutputDriftGate",
     "Rollout",
     "Routing",
     "Segment",
@@ -195,6 +196,15 @@ class IntentBatching(_Model):
     max_wait_ms: Annotated[_Float, Field(ge=0, le=1000)] = 5.0
 
 
+class OutputDriftGate(_Model):
+    """A rollout gate on the candidate's outputs: its predicted-class distribution against
+    the stable revision's (both sampled live), by PSI. A step does not pass before each has
+    ``min_samples`` sampled outputs; a PSI over ``max_psi`` rolls back."""
+
+    max_psi: Annotated[_Float, Field(gt=0)] = 0.2
+    min_samples: Annotated[_Int, Field(ge=1, le=100_000)] = 100
+
+
 class Rollout(_Model):
     """How a new revision replaces the running one. Durations are held in seconds."""
 
@@ -204,6 +214,16 @@ class Rollout(_Model):
     min_requests: Annotated[_Int, Field(ge=0)] = 20
     shadow_sample: Annotated[_Float, Field(gt=0, le=1)] = 0.1
     keep_previous_s: float = Field(default=300.0, alias="keep_previous", ge=0)
+    # Left out of the dump when unset, so that intents applied before it existed keep their
+    # digest and show no change.
+    output_drift: OutputDriftGate | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        if self.output_drift is None:
+            dumped.pop("output_drift", None)
+        return dumped
 
     @field_validator("interval_s", "keep_previous_s", mode="before")
     @classmethod
