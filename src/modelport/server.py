@@ -20,6 +20,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import prices as price_catalog
 from modelport.control.alerts import DbEpisodeStore
 from modelport.control.app import ControlApp
+from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
 from modelport.control.slo import SloBook
@@ -37,9 +38,11 @@ from modelport.observability import (
     configure_logging,
 )
 from modelport.observability.alerts import Alerts
+from modelport.observability.drift import Thresholds
 from modelport.observability.journal import UsageJournal
 from modelport.observability.metrics import MetricsRoute, ModelportMetrics
 from modelport.observability.pricing import PriceBook
+from modelport.observability.sampling import Sampler
 from modelport.store import ArtifactStore, Database
 
 __all__ = ["ModelportServer", "serve"]
@@ -80,6 +83,11 @@ class ModelportServer:
             stream_chunk_timeout_s=settings.stream_chunk_timeout_s,
             body_timeout_s=settings.body_timeout_s,
         )
+        # Drift: sampled V2 calls queue here; the drift scorer drains them off the hot path.
+        self.sampler = Sampler(settings.drift_sample_rate)
+        if settings.metering and settings.drift_sample_rate > 0:
+            self.gateway.sampler = self.sampler
+        self.drift: DriftService | None = None
         self.metrics = ModelportMetrics()
         self.journal.subscribe(self.metrics.consume)
         self._metrics_route = MetricsRoute(self.metrics, self._may_scrape)
@@ -169,12 +177,32 @@ class ModelportServer:
         )
         self.plane.prices = prices
         await self.plane.start()
+        self.drift = DriftService(
+            db,
+            self.sampler,
+            thresholds=Thresholds(
+                psi_warn=settings.drift_psi_warn,
+                psi_drift=settings.drift_psi_threshold,
+                ks_alpha=settings.drift_ks_alpha,
+                ks_min_statistic=settings.drift_ks_min_statistic,
+                min_rows=settings.drift_min_rows,
+                latency_factor=settings.drift_latency_factor,
+            ),
+            interval_s=settings.drift_interval_s,
+            window_rows=settings.drift_window_rows,
+            baseline_rows=settings.drift_baseline_rows,
+            alerts=self.alerts,
+        )
+        # Latency and token or audio lengths per revision come from the usage records.
+        self.journal.subscribe(self.drift.observe_usage)
+        await self.drift.start()
         self.controller = RolloutController(
             self.plane,
             self.windows,
             self.shadows,
             tick_s=settings.rollout_tick_s,
             start_timeout_s=settings.worker_start_timeout_s,
+            drift=self.drift,
         )
         await self.controller.start()
         self.metrics.watch(
@@ -226,6 +254,8 @@ class ModelportServer:
             await asyncio.to_thread(self.loader.close)
         if self.controller is not None:
             await self.controller.close()
+        if self.drift is not None:
+            await self.drift.close()
         if self.slo is not None:
             await self.slo.close()
         if self.alerts is not None:  # notices still being retried are sent on the next start
