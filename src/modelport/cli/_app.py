@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _cost
+from modelport.cli import _cost, _slo
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -28,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 app.add_typer(rollout_app, name="rollout")
 _cost.register(app)
+_slo.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

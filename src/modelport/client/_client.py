@@ -445,3 +445,33 @@ class Client:
         return self._object(
             "GET", "/api/v1/costs", params={k: v for k, v in params.items() if v is not None}
         )
+
+    def get_slo(self, endpoint: str) -> dict[str, Any]:
+        """The endpoint's error budget left and burn rates per objective, with its open SLO
+        alerts; no objectives (and a ``message``) when it has no SLO."""
+        return self._object("GET", f"/api/v1/endpoints/{endpoint}/slo")
+
+    def create_webhook(
+        self, url: str, *, secret: str | None = None, description: str = ""
+    ) -> dict[str, Any]:
+        """Send alert notices to ``url``; the answer holds the secret, shown only then."""
+        body: dict[str, Any] = {"url": url, "description": description}
+        if secret is not None:
+            body["secret"] = secret
+        return self._object("POST", "/api/v1/alerts/webhooks", json=body)
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/api/v1/alerts/webhooks")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._call("DELETE", f"/api/v1/alerts/webhooks/{webhook_id}")
+
+    def list_alerts(
+        self, *, state: str = "all", endpoint: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Alert episodes (open first, then the most recent closed), ``state`` open, closed
+        or all."""
+        params: dict[str, Any] = {"state": state, "limit": limit}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        return self._list("GET", "/api/v1/alerts", params=params)
