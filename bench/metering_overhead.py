@@ -1,0 +1,258 @@
+"""What metering costs: the same load through a gateway that meters and one that does not.
+
+Starts two ``modelport serve --demo`` servers (only the ``breast-cancer`` demo), each on a
+free loopback port with a temporary home: one as configured by default (every request
+journaled before its answer, metrics fed from the journal, drift sampling at its default
+rate) and one with ``MODELPORT_METERING=false`` (the recent-usage ring only: no journal, no
+metrics, no sampling). Phases alternate (off, on, off, on, ...) with the same keep-alive
+client (``bench._harness.drive``) so machine noise hits both alike; it prints requests/s,
+p50 and p99 of each, the throughput ratio and the added p50, and checks that the metering
+server counted every request in ``/metrics`` and the other none. Bounded in time; every
+process it starts is stopped at the end, on Ctrl-C and SIGTERM too.
+
+    .venv/bin/python bench/metering_overhead.py --seconds 5 --rounds 3 --concurrency 1
+
+Targets (issue 9): at least 90% of the throughput, under 0.3 ms added at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelport.core.routing import Upstream
+from modelport.gateway.upstream import UpstreamPool
+
+try:
+    from bench._harness import Phase, drive
+    from bench.gateway_overhead import BODY, ENDPOINT, PATH, Processes, _base_env, _free_port, _run
+    from bench.gateway_overhead import _wait_until as wait_until
+except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
+    from _harness import Phase, drive  # type: ignore[no-redef,import-not-found]
+    from gateway_overhead import (  # type: ignore[no-redef,import-not-found]
+        BODY,
+        ENDPOINT,
+        PATH,
+        Processes,
+        _base_env,
+        _free_port,
+        _run,
+    )
+    from gateway_overhead import _wait_until as wait_until  # type: ignore[import-not-found]
+
+WARMUP_S = 1.0
+TARGET_RATIO = 0.90
+TARGET_ADDED_P50_MS = 0.3
+MODES = ("off", "on")  # off first in each round, as the reference
+
+
+def _start(processes: Processes, tmp: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path, int]:
+    home = tmp / f"home-{mode}"
+    port = _free_port()
+    env = {
+        **_base_env(),
+        "MODELPORT_HOME": str(home),
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_HOST": "127.0.0.1",
+        "MODELPORT_LOG_LEVEL": "warning",
+        "MODELPORT_DEMO_MODELS": ENDPOINT,
+        "MODELPORT_METERING": "true" if mode == "on" else "false",
+    }
+    modelport = Path(sys.executable).with_name("modelport")
+    argv = [str(modelport)] if modelport.exists() else [sys.executable, "-m", "modelport"]
+    return processes.start(f"server-{mode}", [*argv, "serve", "--demo"], env), home, port
+
+
+def _ready(
+    process: subprocess.Popen[bytes], home: Path, port: int, mode: str
+) -> tuple[str, dict[str, str]]:
+    """Wait until the server serves the endpoint; an API key and the admin headers."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+        wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, process, mode)
+        admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
+        wait_until(
+            client,
+            f"/api/v1/endpoints/{ENDPOINT}",
+            admin,
+            lambda r: r.status_code == 200 and r.json().get("status") == "ready",
+            process,
+            f"{mode}: endpoint {ENDPOINT}",
+        )
+        created = client.post(
+            "/api/v1/keys", json={"project": "default", "name": "bench"}, headers=admin
+        )
+        created.raise_for_status()
+        return str(created.json()["key"]), admin
+
+
+async def _measure(
+    targets: dict[str, tuple[Upstream, list[tuple[bytes, bytes]]]],
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+) -> tuple[dict[str, Phase], list[dict[str, Phase]], dict[str, int]]:
+    pool = UpstreamPool()
+    totals = {mode: Phase() for mode in targets}
+    per_round: list[dict[str, Phase]] = []
+    sent = dict.fromkeys(targets, 0)  # every answered request, warm-up included
+    try:
+        for mode, (upstream, headers) in targets.items():
+            warm = await drive(pool, upstream, PATH, headers, BODY, WARMUP_S, concurrency)
+            sent[mode] += len(warm.latencies_ms) + sum(warm.errors.values())
+        for _ in range(rounds):
+            this_round = {}
+            for mode, (upstream, headers) in targets.items():
+                phase = await drive(pool, upstream, PATH, headers, BODY, seconds, concurrency)
+                sent[mode] += len(phase.latencies_ms) + sum(phase.errors.values())
+                totals[mode].merge(phase)
+                this_round[mode] = phase
+            per_round.append(this_round)
+    finally:
+        await pool.close()
+    return totals, per_round, sent
+
+
+def _metered(port: int, admin: dict[str, str]) -> float:
+    """The requests the server's ``/metrics`` counted."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=admin, trust_env=False)
+    response.raise_for_status()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "modelport_requests_total"
+    )
+
+
+def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
+    # Both start at once (each builds and loads the demo model), then take turns under load.
+    started = {mode: _start(processes, tmp, mode) for mode in MODES}
+    ready = {mode: _ready(*started[mode], mode) for mode in MODES}
+    content = (b"content-type", b"application/json")
+    targets = {
+        mode: (
+            Upstream("127.0.0.1", started[mode][2]),
+            [(b"authorization", f"Bearer {ready[mode][0]}".encode()), content],
+        )
+        for mode in MODES
+    }
+    (totals, per_round, sent), loop = _run(
+        lambda: _measure(targets, args.seconds, args.rounds, args.concurrency)
+    )
+    # The journal hands records to metrics a few times a second: let the last batch land.
+    metered = {}
+    for mode in MODES:
+        port, admin = started[mode][2], ready[mode][1]
+        metered[mode] = _metered(port, admin)
+        if mode == "on" and metered[mode] < sent[mode]:
+            time.sleep(1.0)
+            metered[mode] = _metered(port, admin)
+    off, on = totals["off"].summary(), totals["on"].summary()
+    return {
+        "endpoint": ENDPOINT,
+        "concurrency": args.concurrency,
+        "seconds_per_phase": args.seconds,
+        "rounds": args.rounds,
+        "client_loop": loop,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "off": off,
+        "on": on,
+        "throughput_ratio": on["rps"] / off["rps"] if off["rps"] else float("nan"),
+        "added_p50_ms": on["p50_ms"] - off["p50_ms"],
+        "added_p99_ms": on["p99_ms"] - off["p99_ms"],
+        "sent": sent,
+        "metered": metered,
+        "rounds_detail": [
+            {mode: phase.summary() for mode, phase in one.items()} for one in per_round
+        ],
+    }
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    print(
+        f"{report['endpoint']} through the gateway, metering off vs on, concurrency "
+        f"{report['concurrency']}, {report['rounds']} rounds x {report['seconds_per_phase']:g} s "
+        f"per mode, client on {report['client_loop']}, {report['cpus']} CPUs"
+    )
+    print(f"{'metering':<9}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for mode in MODES:
+        row = report[mode]
+        print(
+            f"{mode:<9}{row['requests']:>10}{row['errors']:>8}{row['rps']:>9.0f}"
+            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+        )
+    for mode in MODES:
+        rounds = [one[mode] for one in report["rounds_detail"]]
+        p50s = "/".join(f"{r['p50_ms']:.3f}" for r in rounds)
+        rps = "/".join(f"{r['rps']:.0f}" for r in rounds)
+        print(f"  {mode} per round: p50 {p50s} ms, {rps} req/s")
+    ratio, added = report["throughput_ratio"], report["added_p50_ms"]
+    print(
+        f"throughput on/off: {ratio:.3f} (target >= {TARGET_RATIO:.2f}: "
+        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'})  added p50: {added:.3f} ms (target < "
+        f"{TARGET_ADDED_P50_MS} ms: {'met' if added < TARGET_ADDED_P50_MS else 'MISSED'})  "
+        f"added p99: {report['added_p99_ms']:.3f} ms"
+    )
+    print(
+        f"requests in /metrics: on {report['metered']['on']:.0f} of {report['sent']['on']} sent, "
+        f"off {report['metered']['off']:.0f} of {report['sent']['off']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Requests/s and latency through the gateway with metering on and off."
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="phases per mode, alternating")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1:
+        parser.error("--seconds, --rounds and --concurrency must be positive")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="modelport-bench-", ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
+        processes = Processes(tmp)
+        try:
+            report = _setup_and_measure(tmp, processes, args)
+        except KeyboardInterrupt:
+            print("interrupted; stopping the servers", file=sys.stderr)
+            return 130
+        except Exception:
+            for mode in MODES:
+                log = f"server-{mode}"
+                print(f"--- {log} log (last lines) ---\n{processes.tail(log)}", file=sys.stderr)
+            raise
+        finally:
+            processes.stop_all()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    errors = report["off"]["errors"] + report["on"]["errors"]
+    if errors:
+        print(f"{errors} requests failed", file=sys.stderr)
+    # Metering that silently counted nothing would make "on" look free.
+    miscounted = report["metered"]["on"] != report["sent"]["on"] or report["metered"]["off"]
+    if miscounted:
+        print(f"/metrics miscounted: {report['metered']} vs {report['sent']}", file=sys.stderr)
+    return 1 if errors or miscounted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
