@@ -143,6 +143,7 @@ def test_hardware_of_an_intent() -> None:
     assert hardware_of(None) == "cpu"
     assert hardware_of({"resources": {"hardware": "auto"}}) == "cpu"
     assert hardware_of({"resources": {"hardware": "gpu-l4"}}) == "gpu-l4"
+    assert hardware_of({"resources": {"hardware": "GPU-L4"}}) == "gpu-l4"  # as prices name it
 
 
 def test_uptime_opens_and_closes_replica_intervals(db: Database) -> None:

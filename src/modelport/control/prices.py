@@ -53,7 +53,7 @@ def resolve_target(
         return "model_version", _model_version(session, model)
     assert hardware is not None
     try:
-        return "hardware", check_name("hardware", hardware)
+        return "hardware", check_name("hardware", hardware.strip().lower())
     except InvalidRequest as exc:
         raise InvalidRequest(exc.message, param="hardware") from None
 

@@ -38,9 +38,9 @@ def hardware_of(intent: dict[str, Any] | None) -> str:
     ``resources.hardware``; ``auto`` or none at all is ``cpu`` (what the local backend runs)."""
     resources = (intent or {}).get("resources") or {}
     hardware = resources.get("hardware") if isinstance(resources, dict) else None
-    if not isinstance(hardware, str) or hardware in ("", "auto"):
+    if not isinstance(hardware, str) or hardware.strip().lower() in ("", "auto"):
         return DEFAULT_HARDWARE
-    return hardware
+    return hardware.strip().lower()  # as prices name it: "A100" is priced as "a100"
 
 
 class ReplicaUptime:

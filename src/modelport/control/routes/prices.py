@@ -73,11 +73,16 @@ async def set_prices(body: PriceSet, plane: PlaneDep, actor: AdminDep) -> list[P
     Past times are refused: history is never repriced."""
 
     def store() -> list[PricePublic]:
-        with plane.db.session() as session:
-            rows = service.set_prices(session, **body.model_dump(), created_by=actor)
-            public = _public(rows, datetime.now(UTC))
-        service.refresh(plane.db, plane.prices)
-        return public
+        try:
+            with plane.db.session() as session:
+                rows = service.set_prices(session, **body.model_dump(), created_by=actor)
+                # Into the book before the commit: an event answered after effective_from
+                # and loaded before this call returns is priced with the new price, too.
+                plane.prices.replace(service.load_prices(session))
+                return _public(rows, datetime.now(UTC))
+        except Exception:
+            service.refresh(plane.db, plane.prices)  # the commit failed: back to what is stored
+            raise
 
     return await asyncio.to_thread(store)
 
