@@ -93,11 +93,26 @@ def test_training_rows_raise_no_drift_and_shifted_rows_name_their_features(
             ):
                 time.sleep(0.3)
                 report = admin.get_drift("breast-cancer")
-    revision = report["revisions"][0]
-    assert sorted(revision["drifted"]) == sorted(SHIFTED)
-    assert revision["alert"] is True
-    for name in SHIFTED:
-        assert _features(report)[name]["psi"] > 0.2
+            revision = report["revisions"][0]
+            # Exactly the shifted inputs drift (the predicted classes may move with them).
+            drifted = [f["feature"] for f in revision["features"] if f["source"] == "input"]
+            drifted = [n for n in drifted if _features(report)[n]["status"] == "drift"]
+            assert sorted(drifted) == sorted(SHIFTED)
+            assert set(SHIFTED) <= set(revision["drifted"])
+            assert revision["alert"] is True
+            for name in SHIFTED:
+                assert _features(report)[name]["psi"] > 0.2
+            (alert,) = admin.list_alerts(state="open", endpoint="breast-cancer")
+            assert alert["kind"] == "drift"
+            assert all(name in alert["summary"] for name in SHIFTED)
+
+            # Back to the training distribution: the window refills and the alert closes.
+            _send(data_client, np.concatenate([rows, rows]))
+            deadline = time.monotonic() + 30
+            while admin.list_alerts(state="open", endpoint="breast-cancer"):
+                assert time.monotonic() < deadline, "the drift alert did not close"
+                time.sleep(0.3)
+            assert admin.get_drift("breast-cancer")["revisions"][0]["alert"] is False
 
 
 def test_reference_data_with_wrong_columns_is_refused(
@@ -118,3 +133,79 @@ def test_reference_data_with_wrong_columns_is_refused(
         assert refused.value.details["param"] == "reference_digest"
         assert "takes 30" in refused.value.message
         assert admin.get_model("breast-cancer")["versions"] == model["versions"]
+
+
+CLASSER = """
+import numpy as np
+
+
+class Classer:
+    def predict(self, inputs):
+        x = inputs["features"]
+        return {"label": %s}
+"""
+SAME = "(x[:, 0] > 0.5).astype(np.int64)"
+ALWAYS_TWO = "np.full(len(x), 2, dtype=np.int64)"
+CLASSER_SIGNATURE = {
+    "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 2]}],
+    "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+}
+
+
+def _classer_intent(version: int, strategy: str) -> str:
+    return f"""\
+endpoint: classer
+project: drift
+task: custom
+model: classer:{version}
+rollout:
+  strategy: {strategy}
+  steps: [50, 100]
+  interval: 1s
+  min_requests: 5
+  output_drift:
+    max_psi: 0.2
+    min_samples: 40
+"""
+
+
+def _roll_out(admin: Client, data_client: Client, version: int) -> dict[str, Any]:
+    """Apply ``version`` by canary and call the endpoint until the rollout ends."""
+    result = admin.apply(_classer_intent(version, "canary"))
+    assert result["action"] == "rollout", result
+    rng = np.random.default_rng(version)
+    deadline = time.monotonic() + 60
+    while (rollout := admin.rollout("classer"))["state"] not in ("promoted", "rolled_back"):
+        assert time.monotonic() < deadline, f"the rollout did not end: {rollout}"
+        data_client.infer("classer", {"features": rng.uniform(0, 1, (10, 2))})
+    return rollout
+
+
+def test_canary_output_drift_gate(drift_server: RunningServer, tmp_path: Path) -> None:
+    with drift_server.client() as admin:
+        admin.create_model("classer", "custom")
+        for version, label in enumerate((SAME, ALWAYS_TWO, SAME), start=1):
+            directory = tmp_path / f"v{version}"
+            directory.mkdir()
+            (directory / "model.py").write_text(CLASSER % label)
+            admin.create_version(
+                "classer",
+                "python",
+                artifact_path=str(directory),
+                runtime_options={"class": "model:Classer"},
+                signature=CLASSER_SIGNATURE,
+            )
+        admin.apply(_classer_intent(1, "immediate"))
+        admin.wait_ready("classer")
+        key = admin.create_key("drift", "canary")["key"]
+        with drift_server.client(key) as data_client:
+            # A candidate answering class 2 to everything: rolled back, drift named.
+            rolled_back = _roll_out(admin, data_client, 2)
+            assert rolled_back["state"] == "rolled_back", rolled_back
+            assert rolled_back["reason"].startswith("output drift"), rolled_back["reason"]
+            assert "r2 against r1" in rolled_back["reason"]
+            # A candidate answering as the stable one does: the gate lets it through.
+            promoted = _roll_out(admin, data_client, 3)
+            assert promoted["state"] == "promoted", promoted
+            judged = [e["data"] for e in promoted["events"] if e["kind"] == "promoted"]
+            assert judged[0]["output_drift"]["psi"] < 0.2

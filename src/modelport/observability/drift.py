@@ -314,7 +314,9 @@ class RevisionDrift:
     A feature with no reference in the stored profile (the predicted class when the
     reference data has no ``prediction`` column, token counts, latency) takes its first
     ``baseline_rows`` live values as its reference: the revision is compared with itself
-    at its start. Not thread-safe: one owner (the drift scorer's thread) feeds and scores it.
+    at its start. The window takes every value, those of the baseline too (a canary gate
+    compares two revisions' windows from their first outputs). Not thread-safe: one owner
+    (the drift scorer's thread) feeds and scores it.
     """
 
     def __init__(
@@ -335,12 +337,10 @@ class RevisionDrift:
         """Append live values; while a feature has no reference, they build its baseline."""
         self.groups.setdefault(feature, group)
         self.kinds.setdefault(feature, kind)
+        values = list(values)
         if feature not in self.references:
             baseline = self._baselines.setdefault(feature, [])
-            values = list(values)
-            room = self._baseline_rows - len(baseline)
-            baseline.extend(values[:room])
-            values = values[room:]
+            baseline.extend(values[: self._baseline_rows - len(baseline)])
             if len(baseline) >= self._baseline_rows:
                 build = numeric_profile if kind == "numeric" else categorical_profile
                 self.references[feature] = build(feature, baseline, group)
