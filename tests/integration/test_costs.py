@@ -224,3 +224,34 @@ def test_the_cli_sets_prices_and_reports_costs(cost_server: RunningServer) -> No
     assert {line.split(",")[0] for line in lines[1:]} >= {"red", "blue", "(idle)", "(total)"}
     result = runner.invoke(app, ["cost", "--by", "team", "--since", "whenever"], env=env)
     assert result.exit_code == 1 and "since" in result.output
+
+
+def test_after_a_sigkill_the_open_interval_closes_at_the_last_time_seen(
+    cost_server: RunningServer,
+) -> None:
+    """Runs last: kills the module's server. Its replica's interval, left open, is closed by
+    the next start at its last heartbeat, and the new run opens one of its own."""
+    database = cost_server.home / "modelport.db"
+    cost_server.process.kill()  # no chance to close anything
+    cost_server.process.wait()
+    with sqlite3.connect(database) as connection:
+        left_open = connection.execute(
+            "SELECT id, seen_at FROM replica_uptime WHERE stopped_at IS NULL"
+        ).fetchall()
+    assert len(left_open) == 1
+    env = {**BREAST_CANCER_ONLY, "MODELPORT_USAGE_LOAD_INTERVAL_S": "0.2"}
+    again = start_server(cost_server.home, "--demo", env=env)
+    try:
+        with again.client() as client:
+            client.wait_ready(ENDPOINT, timeout=120)
+        with sqlite3.connect(database) as connection:
+            closed = connection.execute(
+                "SELECT stopped_at FROM replica_uptime WHERE id = ?", (left_open[0][0],)
+            ).fetchone()
+            still_open = connection.execute(
+                "SELECT endpoint, revision FROM replica_uptime WHERE stopped_at IS NULL"
+            ).fetchall()
+        assert closed == (left_open[0][1],)
+        assert still_open == [(ENDPOINT, "r1")]
+    finally:
+        stop_server(again)
