@@ -11,6 +11,7 @@ import gc
 import hmac
 import logging
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -36,6 +37,7 @@ from modelport.observability import (
     RevisionWindows,
     ShadowReports,
     configure_logging,
+    tracing,
 )
 from modelport.observability.alerts import Alerts
 from modelport.observability.drift import Thresholds
@@ -96,12 +98,15 @@ class ModelportServer:
         self._control: ControlApp | None = None
         self._announcer: asyncio.Task[None] | None = None
         self.uptime: ReplicaUptime | None = None
+        # Traced only when an OTLP endpoint is set: otherwise requests go straight in.
+        tracing.configure_tracing(settings.otlp_endpoint, "modelport")
+        self._data_plane = tracing.traced_gateway(self.gateway) if tracing.ENABLED else self.gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(("/v2", "/v1/")):
-                await self.gateway(scope, receive, send)
+                await self._data_plane(scope, receive, send)
             elif path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif path == "/metrics" and self.controller is not None:
@@ -151,6 +156,8 @@ class ModelportServer:
             busy_grace_s=settings.replica_busy_grace_s,
             log_level=settings.log_level,
             hidden_dir=settings.home if settings.replica_sandbox else None,
+            log_format=settings.log_format,
+            otlp_endpoint=settings.otlp_endpoint,
         )
         # Before any replica starts: closes what a crash left open, then records each start.
         self.uptime = ReplicaUptime(db)
@@ -266,6 +273,7 @@ class ModelportServer:
                 await self.uptime.close()
             self.plane.db.close()
         await self.upstream.close()
+        await asyncio.to_thread(tracing.shutdown_tracing)  # the spans still batched
 
     def _register_demo(self) -> list[tuple[str, Deployment]]:
         """Build or find each demo's artifact; register and deploy each once per home."""
@@ -360,8 +368,11 @@ def _settle_garbage_collector() -> None:
 
 def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run Modelport until interrupted."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     server = ModelportServer(settings, demo=demo)
+    json_lines = settings.log_format == "json"
+    # JSON lines: uvicorn's own loggers go through the root handler instead of its own.
+    extra: dict[str, Any] = {"log_config": None} if json_lines else {}
     config = uvicorn.Config(
         server,
         host=settings.host,
@@ -372,7 +383,14 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=15,
+        **extra,
     )
-    print(f"Modelport on http://{settings.host}:{settings.port}  (home: {settings.home})")
-    print(f"Admin token: {Path(settings.admin_token_path)}")
+    for line in (
+        f"Modelport on http://{settings.host}:{settings.port}  (home: {settings.home})",
+        f"Admin token: {Path(settings.admin_token_path)}",
+    ):
+        if json_lines:  # a log pipeline reads JSON lines only
+            log.info("%s", line)
+        else:
+            print(line)
     uvicorn.Server(config).run()

@@ -48,6 +48,8 @@ class _Policy:
     busy_grace_s: float  # how long a replica may miss probes while it computes
     log_level: str
     hidden_dir: Path | None  # what model code in a worker must not reach (the server's home)
+    log_format: str  # "text" or "json", as the server's
+    otlp_endpoint: str  # where workers export spans; empty: no tracing
 
 
 async def _probe(upstream: Upstream, path: str, limit_s: float) -> bool:
@@ -186,6 +188,8 @@ class _Replica:
                     fd=self.sock.fileno(),
                     log_level=self._policy.log_level,
                     hidden_dir=self._policy.hidden_dir,
+                    log_format=self._policy.log_format,
+                    otlp_endpoint=self._policy.otlp_endpoint,
                 )
                 .model_dump_json()
                 .encode()
@@ -325,6 +329,8 @@ class LocalBackend(Backend):
         busy_grace_s: float = 300.0,
         log_level: str = "info",
         hidden_dir: Path | None = None,
+        log_format: str = "text",
+        otlp_endpoint: str = "",
     ) -> None:
         """``hidden_dir``: a directory that model code in workers must not read or write
         (the server's home), where the operating system can enforce it."""
@@ -337,6 +343,8 @@ class LocalBackend(Backend):
             busy_grace_s=busy_grace_s,
             log_level=log_level,
             hidden_dir=hidden_dir,
+            log_format=log_format,
+            otlp_endpoint=otlp_endpoint,
         )
         self._replicas: dict[str, list[_Replica]] = {}
         self._ready: dict[str, tuple[Upstream, ...]] = {}

@@ -64,3 +64,5 @@ class ReplicaLaunch(BaseModel):
     fd: int  # the listening socket, inherited
     log_level: str = "info"
     hidden_dir: Path | None = None  # the server's home: out of the model code's reach
+    log_format: str = "text"  # "text" or "json" (one object per line), as the server's
+    otlp_endpoint: str = ""  # where to export spans (OTLP/HTTP); empty: no tracing

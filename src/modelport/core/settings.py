@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -204,6 +205,16 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=4096,
         description="Size at which the usage journal starts a new segment file.",
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP collector to export traces to (e.g. http://127.0.0.1:4318; "
+        "/v1/traces is added). Empty: no tracing, and no cost on the request path.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': every process (server and replicas) logs one JSON object per "
+        "line, with the request id of the request a line concerns.",
     )
 
     @field_validator("home")

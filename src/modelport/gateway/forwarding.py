@@ -11,6 +11,7 @@ exchange of a generation does not, since the generation may have run (and been b
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from modelport.gateway.upstream import (
     UpstreamResponse,
     UpstreamStream,
 )
+from modelport.observability import logs, tracing
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
 
@@ -39,6 +41,8 @@ __all__ = ["Call", "Forwarder", "Outcome", "request_for"]
 
 _FORWARDED_REQUEST = (b"content-type", b"inference-header-content-length")
 _NO_REPLICA = UpstreamError("no ready replica", maybe_processed=False)
+
+log = logging.getLogger("modelport.gateway")
 
 
 class Call:
@@ -77,6 +81,7 @@ class Call:
     ) -> None:
         self.scope = scope
         self.request_id = request_id
+        logs.bind_request(request_id)  # every line logged for this request carries its id
         self.principal = principal
         self.started = started
         self.asked_s = asked_s  # what the client asked for with X-Modelport-Timeout
@@ -222,12 +227,18 @@ class Forwarder:
     ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
         in_flight = self.balancer.in_flight_counts
         in_flight[upstream] += 1
+        if tracing.ENABLED:
+            headers = tracing.start_attempt(route, upstream, path, headers)
         try:
             response = await self._upstream.request(
                 upstream, "POST", path, headers, body, idempotent=route.idempotent
             )
+            if tracing.ENABLED:
+                tracing.end_attempt(response.status)
             return response, None
         except UpstreamError as exc:
+            if tracing.ENABLED:
+                tracing.end_attempt(None, exc)
             return None, exc
         finally:
             in_flight[upstream] -= 1
@@ -281,7 +292,18 @@ class Forwarder:
         if response is None:
             assert failure is not None
             raise _no_answer(route, failure)
-        return Outcome(response, route, units_of(route, response))
+        if response.status >= 500:
+            log.warning(
+                "request %s: endpoint '%s' %s answered %d",
+                call.request_id.decode(),
+                route.endpoint,
+                route.label,
+                response.status,
+            )
+        units = units_of(route, response)
+        if tracing.ENABLED:
+            tracing.record_units(route, units)
+        return Outcome(response, route, units)
 
     async def open(
         self, traffic: Traffic, route: Route, call: Call
@@ -304,14 +326,21 @@ class Forwarder:
                     break
                 tried = replica
                 begun = time.perf_counter()
+                sending = headers
+                if tracing.ENABLED:
+                    sending = tracing.start_attempt(route, replica, path, headers)
                 try:
-                    stream = await self._open(replica, path, headers, sent)
+                    stream = await self._open(replica, path, sending, sent)
                 except UpstreamError as exc:
+                    if tracing.ENABLED:
+                        tracing.end_attempt(None, exc)
                     call.upstream_ms += (time.perf_counter() - begun) * 1000
                     failure = exc
                     if exc.maybe_processed:
                         raise _no_answer(route, exc) from None
                     continue
+                if tracing.ENABLED:
+                    tracing.end_attempt(stream.status)
                 if stream.status != 503:
                     if route.openai_usage and call.payload is not None:
                         stream.openai_usage = True
@@ -340,6 +369,8 @@ class Forwarder:
         self, shadow: Route, call: Call, primary: tuple[int, float, bytes, Units]
     ) -> None:
         """Send a copy to the shadow revision; compare, record, and discard its answer."""
+        if tracing.ENABLED:
+            tracing.detach()  # the copy is not part of the request's trace, which has ended
         started = time.perf_counter()
         try:
             async with asyncio.timeout(call.timeout_s):

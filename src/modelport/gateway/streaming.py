@@ -20,6 +20,7 @@ from modelport.core.routing import Route
 from modelport.core.usage import UNITS_SSE_PREFIX, Units
 from modelport.gateway.openai_usage import OpenAIStreamUsage
 from modelport.gateway.upstream import UpstreamError, UpstreamStream
+from modelport.observability import tracing
 
 __all__ = ["StreamMeter", "relay_stream"]
 
@@ -90,6 +91,8 @@ async def relay_stream(
         if meter is not None and not metered:
             metered = True
             meter(status, units, first_at)
+        if tracing.ENABLED:
+            tracing.record_units(route, units)
 
     async def watch_disconnect() -> None:
         nonlocal gone

@@ -13,6 +13,7 @@ from modelport.core.asgi import Receive, Scope, Send, header, send_json
 from modelport.core.digest import digest_tree
 from modelport.core.errors import ModelportError
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
+from modelport.observability import logs, tracing
 from modelport.runtimes import ModelRuntime, RuntimeSettings, runtime_class
 from modelport.worker.openai import OpenAIHandler
 from modelport.worker.v2 import V2Handler
@@ -98,6 +99,7 @@ class WorkerApp:
         if not hmac.compare_digest(token, self._token):
             await send_json(send, 401, {"error": "this replica only answers its gateway"})
             return
+        logs.bind_request(header(scope, b"x-request-id"))  # the gateway's id, on every line
         try:
             if self._slots is None:
                 await self._handler(scope, receive, send, None)
@@ -129,5 +131,6 @@ class WorkerApp:
             elif message["type"] == "lifespan.shutdown":
                 if self._runtime is not None:
                     await self._runtime.unload()
+                await asyncio.to_thread(tracing.shutdown_tracing)  # the spans still batched
                 await send({"type": "lifespan.shutdown.complete"})
                 return
