@@ -29,6 +29,7 @@ from modelport.observability.metrics import (
     RolloutProgress,
     budgets_of,
 )
+from modelport.observability.slo import Counts, SloSpec, evaluate
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "modelport.json"
 PROMTOOL = shutil.which("promtool")
@@ -264,6 +265,18 @@ def test_error_budgets_are_read_from_the_shapes_an_slo_snapshot_takes() -> None:
     ]
     assert budgets_of(None) == []
     assert budgets_of({"bc": {"objectives": [{"objective": "x", "budget_remaining": "?"}]}}) == []
+
+
+def test_error_budgets_of_the_slo_books_snapshot() -> None:
+    spec = SloSpec.of(availability=99.0, p95_latency_ms=200.0)
+    assert spec is not None
+    # 1,000 valid events: 5 errors spend half the 1% budget; 10 slow ones a fifth of 5%.
+    status = evaluate("bc", spec, Counts(valid=1000, errors=5, slow=10), {}, at=0.0)
+    metrics = ModelportMetrics()
+    metrics.watch(budgets=lambda: {"bc": status})
+    name = "modelport_slo_error_budget_remaining_ratio"
+    assert _value(metrics, name, endpoint="bc", objective="availability") == pytest.approx(0.5)
+    assert _value(metrics, name, endpoint="bc", objective="latency") == pytest.approx(0.8)
 
 
 async def test_in_flight_and_queued_per_revision_come_from_the_gateway() -> None:
