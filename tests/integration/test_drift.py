@@ -4,6 +4,7 @@ that does not match the model is refused, naming the field, and nothing is store
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
+from typer.testing import CliRunner, Result
 
+from modelport.cli import app
 from modelport.client import Client, ModelportClientError
 
 from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
@@ -105,6 +108,7 @@ def test_training_rows_raise_no_drift_and_shifted_rows_name_their_features(
             (alert,) = admin.list_alerts(state="open", endpoint="breast-cancer")
             assert alert["kind"] == "drift"
             assert all(name in alert["summary"] for name in SHIFTED)
+            _cli_shows_the_drift(drift_server)
 
             # Back to the training distribution: the window refills and the alert closes.
             _send(data_client, np.concatenate([rows, rows]))
@@ -113,6 +117,26 @@ def test_training_rows_raise_no_drift_and_shifted_rows_name_their_features(
                 assert time.monotonic() < deadline, "the drift alert did not close"
                 time.sleep(0.3)
             assert admin.get_drift("breast-cancer")["revisions"][0]["alert"] is False
+
+
+def _cli_shows_the_drift(server: RunningServer) -> None:
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(
+            app,
+            ["drift", *args, "--url", server.url, "--token", server.admin_token],
+            env={"COLUMNS": "200"},
+        )
+
+    shown = cli("breast-cancer")
+    assert shown.exit_code == 0, shown.output
+    assert "drift alert open" in shown.output
+    rows = [line for line in shown.output.splitlines() if line.startswith("│")]
+    for name in SHIFTED:
+        assert any(f"│ {name} " in row and "│ drift " in row for row in rows), shown.output
+    as_json = cli("breast-cancer", "--json")
+    assert json.loads(as_json.output)["endpoint"] == "breast-cancer"
+    missing = cli("no-such-endpoint")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
 
 
 def test_reference_data_with_wrong_columns_is_refused(

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import yaml
 from scipy import stats
 
-from modelport.core.errors import InvalidRequest
+from modelport.control.rollouts import plan_of
+from modelport.core.errors import InvalidRequest, ValidationFailed
+from modelport.core.intent import intent_digest, parse_intent
 from modelport.core.signature import Signature, TensorSpec
 from modelport.observability.drift import (
     Profile,
@@ -277,3 +280,36 @@ def test_text_reference_takes_only_length_columns(tmp_path: Path) -> None:
     assert [f.group for f in profile.features] == ["usage", "usage"]
     with pytest.raises(InvalidRequest, match="not prompt"):
         reference_profile(_csv(tmp_path / "x", "prompt\nhi\n"), chat, "chat")
+
+
+def test_features_of_an_image_sample() -> None:
+    profile = Profile("image", (), ("p0", "p1", "p2", "p3"), "input", 0)
+    pixels = np.array([[0, 0, 16, 16], [8, 8, 8, 8]], dtype=np.float32)
+    request, header = _v2("inputs", "input", pixels, binary=True)
+    found = features_of(profile, Sample("e", "r1", request, header, b"", None))
+    assert found == [
+        ("image_mean", [8.0, 8.0], "input", "numeric"),
+        ("image_std", [8.0, 0.0], "input", "numeric"),
+    ]
+
+
+# -- the rollout gate in the intent --------------------------------------------------------------
+
+_INTENT = "endpoint: e\ntask: tabular\nmodel: m\nrollout:\n  strategy: canary\n"
+
+
+def test_output_drift_gate_is_opt_in_and_leaves_other_intents_as_they_were() -> None:
+    plain = parse_intent(_INTENT)
+    assert "output_drift" not in plain.to_dict()["rollout"]  # same dump, same digest
+    assert plan_of(plain)["output_drift"] is None
+    gated = parse_intent(_INTENT + "  output_drift: {max_psi: 0.3}\n")
+    assert plan_of(gated)["output_drift"] == {"max_psi": 0.3, "min_samples": 100}
+    assert parse_intent(yaml.safe_dump(gated.to_dict())) == gated
+    assert intent_digest(plain) != intent_digest(gated)
+
+
+def test_a_bad_output_drift_gate_names_its_field() -> None:
+    with pytest.raises(ValidationFailed) as bad:
+        parse_intent(_INTENT + "  output_drift: {max_psi: 0, min_samples: 1.5}\n")
+    fields = [e["field"] for e in bad.value.details["errors"]]
+    assert fields == ["rollout.output_drift.max_psi", "rollout.output_drift.min_samples"]
