@@ -276,6 +276,8 @@ class SloStatus:
                 if status.budget_remaining > level:
                     continue
                 what = "spent" if level == 0 else f"at or below {level:.0%} remaining"
+                left = status.budget_remaining
+                used = f"{left:.1%} left" if left >= 0 else f"{1 - left:.1f}x the budget used"
                 conditions.append(
                     AlertCondition(
                         key=f"slo:{self.endpoint}:{objective.name}:budget:{level:g}",
@@ -283,8 +285,7 @@ class SloStatus:
                         endpoint=self.endpoint,
                         summary=(
                             f"{self.endpoint}: {objective.describe()} error budget {what} "
-                            f"({status.budget_remaining:.1%} left of "
-                            f"{format_window(self.spec.window_s)})"
+                            f"({used} over {format_window(self.spec.window_s)})"
                         ),
                         data={
                             "objective": objective.name,
