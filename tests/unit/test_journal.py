@@ -118,3 +118,22 @@ async def test_close_syncs_and_closes_every_descriptor(tmp_path: Path) -> None:
     await journal.close()
     assert len(os.listdir("/proc/self/fd")) < before
     assert len(read_all(tmp_path)) == 30
+
+
+def test_a_failing_disk_loses_the_event_not_the_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = UsageJournal(tmp_path)
+    recent = RecentUsage()
+    journal.subscribe(recent.take)
+    journal.record(record(1))
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    os.dup2(full, journal._fd)
+    os.close(full)
+    journal.record(record(2))
+    journal.record(record(3))
+    assert journal.lost == 2
+    assert "2 usage event(s) lost" not in caplog.text  # said once, not per request
+    assert "1 usage event(s) lost" in caplog.text
+    journal.fan_out()
+    assert len(recent.recent()) == 3  # the in-memory views still see them

@@ -43,6 +43,7 @@ log = logging.getLogger("modelport.usage")
 
 SEGMENT_SUFFIX = ".jsonl"
 UsageConsumer = Callable[[Sequence[UsageRecord]], None]
+_LOST_LOG_EVERY_S = 10.0
 
 
 def segments(directory: Path) -> list[Path]:
@@ -94,6 +95,8 @@ class UsageJournal:
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         self._fanout: asyncio.Task[None] | None = None
+        self.lost = 0  # records that could not be written (a full disk)
+        self._lost_logged_at = -_LOST_LOG_EVERY_S
 
     @property
     def active_segment(self) -> str | None:
@@ -111,15 +114,30 @@ class UsageJournal:
     def record(self, record: UsageRecord) -> None:
         """Write one record's line. Runs on the request path: one dumps, one write."""
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        if self._fd < 0 or self._written >= self._segment_bytes:
-            self._rotate()
-        written = os.write(self._fd, line)
-        while written < len(line):  # a regular file writes it all, short of a full disk
-            written += os.write(self._fd, line[written:])
-        self._written += written
-        self._dirty = True
+        try:
+            if self._fd < 0 or self._written >= self._segment_bytes:
+                self._rotate()
+            written = os.write(self._fd, line)
+            while written < len(line):  # a regular file writes it all, short of a full disk
+                written += os.write(self._fd, line[written:])
+        except OSError as exc:
+            # A full or failing disk must not fail the request too: it is answered, and the
+            # loss is counted and said loudly (at most every few seconds).
+            self._lost(exc)
+        else:
+            self._written += written
+            self._dirty = True
         if self._consumers:
             self._pending.append(record)
+
+    def _lost(self, error: OSError) -> None:
+        self.lost += 1
+        now = time.monotonic()
+        if now - self._lost_logged_at >= _LOST_LOG_EVERY_S:
+            self._lost_logged_at = now
+            log.error(
+                "usage journal write failed (%s): %d usage event(s) lost so far", error, self.lost
+            )
 
     def _rotate(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
