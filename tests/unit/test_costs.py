@@ -369,6 +369,7 @@ def test_parse_time() -> None:
     assert costs.parse_time("7d", "since", now) == now - timedelta(days=7)
     assert costs.parse_time("month", "since", now) == datetime(2026, 11, 1, tzinfo=UTC)
     assert costs.parse_time("2026-11-02", "since", now) == datetime(2026, 11, 2, tzinfo=UTC)
-    with pytest.raises(InvalidRequest) as caught:
-        costs.parse_time("yesterday-ish", "until", now)
-    assert caught.value.details["param"] == "until"
+    for bad in ("yesterday-ish", "99999999999w", "0001-01-01", "9999-12-31T23:59:59", ""):
+        with pytest.raises(InvalidRequest) as caught:
+            costs.parse_time(bad, "until", now)
+        assert caught.value.details["param"] == "until"

@@ -42,7 +42,17 @@ def _record(at: float, **units: float) -> UsageRecord:
 
 @pytest.mark.parametrize(
     ("text", "nano"),
-    [("0", 0), ("0.002", 2_000_000), ("1", 10**9), ("0.000000001", 1), (" 12.5 ", 12_500_000_000)],
+    [
+        ("0", 0),
+        ("0.002", 2_000_000),
+        ("1", 10**9),
+        ("0.000000001", 1),
+        (" 12.5 ", 12_500_000_000),
+        ("0.0020000000000", 2_000_000),  # trailing zeros are not precision
+        ("2.5e-8", 25),
+        ("0E+999999999", 0),
+        ("1000000000", 10**18),
+    ],
 )
 def test_parse_usd_is_exact(text: str, nano: int) -> None:
     assert parse_usd(text) == nano
@@ -58,6 +68,9 @@ def test_parse_usd_is_exact(text: str, nano: int) -> None:
         ("NaN", "finite"),
         ("Infinity", "finite"),
         ("1e30", "too large"),
+        ("1e999999999", "too large"),  # no Decimal overflow: refused before any arithmetic
+        ("1e-999999999", "9 decimal places"),  # not rounded to 0
+        ("1.0000000000000000000000000000001", "9 decimal places"),  # not rounded to 1
     ],
 )
 def test_parse_usd_refuses(text: str, problem: str) -> None:

@@ -57,7 +57,7 @@ UNIT_PRICES: Mapping[str, tuple[str, int]] = MappingProxyType(
 HARDWARE_UNIT = "per_hour"
 # Large enough for any real price (a billion dollars per unit), small enough that every sum
 # of them over years of events fits a 64-bit BIGINT column.
-_MAX_NANO = 10**18
+_MAX_USD = 1_000_000_000
 
 
 def parse_usd(text: str) -> int:
@@ -65,22 +65,33 @@ def parse_usd(text: str) -> int:
 
     Raises ``ValueError`` (with a message fit for a user) for anything that is not a plain,
     non-negative decimal with at most 9 digits after the point."""
+    shown = repr(text)[:40]  # a user's string, echoed back: bounded
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f'must be a decimal string of USD such as "0.002", got {text!r}')
+        raise ValueError(f'must be a decimal string of USD such as "0.002", got {shown}')
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise ValueError(f'must be a decimal number of USD such as "0.002", got {text!r}') from None
+        raise ValueError(f'must be a decimal number of USD such as "0.002", got {shown}') from None
     if not value.is_finite():
-        raise ValueError(f"must be a finite amount of USD, got {text!r}")
+        raise ValueError(f"must be a finite amount of USD, got {shown}")
     if value < 0:
-        raise ValueError(f"must not be negative, got {text!r}")
-    nano = value * NANO_PER_USD
-    if nano != nano.to_integral_value():
-        raise ValueError(f"has more than 9 decimal places (1 nano-USD is the unit), got {text!r}")
-    if nano > _MAX_NANO:
-        raise ValueError(f"is too large (at most 1000000000 USD), got {text!r}")
-    return int(nano)
+        raise ValueError(f"must not be negative, got {shown}")
+    if value == 0:
+        return 0
+    if value > _MAX_USD:
+        raise ValueError(f"is too large (at most {_MAX_USD} USD), got {shown}")
+    # From the digits, never through a Decimal context: that would round ("1e-999999999"
+    # to 0, 33 significant digits to 28) where a price must be exact or refused.
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    kept = list(digits)
+    while kept and kept[-1] == 0 and exponent < -9:  # 0.0020000000000 is still 0.002
+        kept.pop()
+        exponent += 1
+    if exponent < -9:
+        raise ValueError(f"has more than 9 decimal places (1 nano-USD is the unit), got {shown}")
+    # A non-zero value of at most 1e9 has an exponent of at most 9: the power stays small.
+    return int("".join(map(str, kept)) + "0" * (exponent + 9))
 
 
 def format_usd(nano: int) -> str:
