@@ -135,6 +135,8 @@ class RolloutController:
         self._undoing.pop(endpoint, None)
         self.windows.forget(endpoint)
         self.shadows.forget(endpoint)
+        if self.drift is not None:
+            self.drift.forget(endpoint)
 
     async def delete(self, endpoint: str) -> None:
         """Stop an endpoint whose rows are gone: its rollout, its revisions, its windows."""

@@ -156,12 +156,13 @@ class DriftService:
                 log.exception("drift scoring failed")
 
     async def run_once(self) -> dict[_Key, list[FeatureScore]]:
-        """One round: feed, score, store (in a thread), then open or close alerts."""
-        scored = await asyncio.to_thread(self._round)
-        await self._alert(scored)
+        """One round: feed, score, store (in a thread), then open or close alerts. Only
+        revisions that got new values are scored again."""
+        scored, gone = await asyncio.to_thread(self._round)
+        await self._alert(scored, gone)
         return scored
 
-    def _round(self) -> dict[_Key, list[FeatureScore]]:
+    def _round(self) -> tuple[dict[_Key, list[FeatureScore]], set[_Key]]:
         samples = self.sampler.drain()
         usage: list[_Usage] = []
         while self._usage:
@@ -169,27 +170,28 @@ class DriftService:
         keys = {(s.endpoint, s.revision) for s in samples} | {(u[0], u[1]) for u in usage}
         with self._lock:
             new = keys - self._revisions.keys()
-        profiles = self._profiles(new) if new else {}
+        profiles = self._profiles(new) if new else {}  # a query: not under the lock
         with self._lock:
             for key in new:
                 self._revisions.setdefault(key, self._new_revision(profiles.get(key)))
-        features = [
-            (s, features_of(self._revisions[(s.endpoint, s.revision)].profile, s)) for s in samples
-        ]
+            touched = {key: self._revisions[key] for key in keys}
+        # Decoding is the costly part: outside the lock, which the controller also takes.
+        features = [(s, features_of(touched[(s.endpoint, s.revision)].profile, s)) for s in samples]
         with self._lock:
             for sample, found in features:
-                drift = self._revisions[(sample.endpoint, sample.revision)]
+                drift = touched[(sample.endpoint, sample.revision)]
                 for name, values, group, kind in found:
                     drift.add(name, values, group, kind)
             for u in usage:
-                self._add_usage(self._revisions[(u[0], u[1])], u)
-            scored = {key: drift.scores(self.thresholds) for key, drift in self._revisions.items()}
-        gone = self._store(scored)
+                self._add_usage(touched[(u[0], u[1])], u)
+            scored = {key: drift.scores(self.thresholds) for key, drift in touched.items()}
+            known = set(self._revisions)
+        gone = self._store(scored, known)
         if gone:
             with self._lock:
                 for key in gone:
                     self._revisions.pop(key, None)
-        return {key: scores for key, scores in scored.items() if key not in gone}
+        return {key: scores for key, scores in scored.items() if key not in gone}, gone
 
     def _new_revision(self, profile: Profile | None) -> RevisionDrift:
         return RevisionDrift(
@@ -223,13 +225,13 @@ class DriftService:
                     found[(endpoint, label)] = Profile.from_dict(data)
         return found
 
-    def _store(self, scored: dict[_Key, list[FeatureScore]]) -> set[_Key]:
-        """Replace each revision's stored scores; returns the revisions of endpoints that no
-        longer exist (their scores are deleted and their windows dropped)."""
+    def _store(self, scored: dict[_Key, list[FeatureScore]], known: set[_Key]) -> set[_Key]:
+        """Replace each scored revision's stored scores; returns the ``known`` revisions of
+        endpoints that no longer exist (their scores are deleted, their windows dropped)."""
         now = datetime.now(UTC)
         with self.db.session() as session:
             names = set(session.scalars(select(EndpointRow.name)))
-            gone = {key for key in scored if key[0] not in names}
+            gone = {key for key in known | scored.keys() if key[0] not in names}
             stale = select(DriftScoreRow.endpoint).where(DriftScoreRow.endpoint.not_in(names))
             if session.scalar(stale.limit(1)) is not None:
                 session.execute(delete(DriftScoreRow).where(DriftScoreRow.endpoint.not_in(names)))
@@ -262,8 +264,12 @@ class DriftService:
                     row.updated_at = now
         return gone
 
-    async def _alert(self, scored: dict[_Key, list[FeatureScore]]) -> None:
+    async def _alert(self, scored: dict[_Key, list[FeatureScore]], gone: set[_Key]) -> None:
         alerting = set(self.alerting)
+        for key in gone & alerting:  # the endpoint was deleted: its episode ends
+            alerting.discard(key)
+            if self.alerts is not None:
+                await self.alerts.close(f"drift:{key[0]}:{key[1]}")
         for (endpoint, revision), scores in scored.items():
             key = (endpoint, revision)
             drifted = [s for s in scores if s.status == "drift"]

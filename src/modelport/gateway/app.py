@@ -367,9 +367,9 @@ class GatewayApp:
         sampler = self.sampler
         if (
             sampler is not None
+            and random.random() < sampler.rate  # noqa: S311 - sampling, not a secret
             and response.status == 200
             and route.protocol == "v2"
-            and random.random() < sampler.rate  # noqa: S311 - sampling, not a secret
         ):
             # References to bodies already in memory; decoded later, in the scorer's thread.
             sampler.offer(
