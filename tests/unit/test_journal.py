@@ -137,3 +137,13 @@ def test_a_failing_disk_loses_the_event_not_the_request(
     assert "1 usage event(s) lost" in caplog.text
     journal.fan_out()
     assert len(recent.recent()) == 3  # the in-memory views still see them
+
+
+def test_the_recent_view_catches_up_when_read(tmp_path: Path) -> None:
+    journal = UsageJournal(tmp_path)
+    recent = RecentUsage()
+    journal.subscribe(recent.take)
+    recent.catch_up = journal.fan_out
+    journal.record(record(1))
+    # No fan-out tick has run: reading the view delivers what is pending first.
+    assert [r.request_id for r in recent.recent()] == ["req-1"]

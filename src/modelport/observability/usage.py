@@ -8,7 +8,7 @@ requests are also kept in memory, fed by the journal's fan-out, and shown at
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from modelport.core.usage import UsageRecord
@@ -29,6 +29,9 @@ class RecentUsage:
 
     def __init__(self, size: int = 1000) -> None:
         self._records: deque[UsageRecord] = deque(maxlen=size)
+        # Called (on the event loop) before each read: the journal's ``fan_out``, so a request
+        # answered a moment ago is shown at once rather than after the next fan-out tick.
+        self.catch_up: Callable[[], None] | None = None
 
     def record(self, record: UsageRecord) -> None:
         self._records.append(record)
@@ -38,4 +41,7 @@ class RecentUsage:
         self._records.extend(records)
 
     def recent(self, limit: int = 100) -> list[UsageRecord]:
+        """The last ``limit`` records, oldest first. Call it on the event loop."""
+        if self.catch_up is not None:
+            self.catch_up()
         return list(self._records)[-limit:]
