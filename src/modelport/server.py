@@ -70,6 +70,7 @@ class ModelportServer:
             settings.home / "usage", segment_bytes=settings.usage_segment_bytes
         )
         self.journal.subscribe(self.usage.take)
+        self.usage.catch_up = self.journal.fan_out
         self.loader: UsageLoader | None = None
         self.alerts: Alerts | None = None
         self.slo: SloBook | None = None
