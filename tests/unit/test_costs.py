@@ -151,7 +151,11 @@ def test_uptime_opens_and_closes_replica_intervals(db: Database) -> None:
         uptime = ReplicaUptime(db, heartbeat_s=0.05)
         await uptime.start()
         uptime.set_replicas("bc@r1", 2)
-        await asyncio.sleep(0.2)  # a few heartbeats
+        await asyncio.sleep(0.2)  # a few heartbeats: running intervals are seen later
+        with db.session() as session:
+            running = session.scalars(select(ReplicaUptimeRow)).all()
+        assert len(running) == 2
+        assert all(r.stopped_at is None and r.seen_at > r.started_at for r in running)
         uptime.set_replicas("bc@r1", 1)  # scaled down: replica 1 stops
         uptime.set_replicas("bc@r1", 0)
         await uptime.close()
