@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import pytest
 import yaml
 from scipy import stats
 
+from modelport.control.drift import DriftService
 from modelport.control.rollouts import plan_of
 from modelport.core.errors import InvalidRequest, ValidationFailed
 from modelport.core.intent import intent_digest, parse_intent
 from modelport.core.signature import Signature, TensorSpec
 from modelport.observability.drift import (
+    FeatureScore,
     Profile,
     RevisionDrift,
     Thresholds,
@@ -35,6 +38,7 @@ from modelport.observability.sampling import (
     features_of,
     predicted_classes,
 )
+from modelport.store import Database
 
 RNG = np.random.default_rng(7)
 
@@ -313,3 +317,53 @@ def test_a_bad_output_drift_gate_names_its_field() -> None:
         parse_intent(_INTENT + "  output_drift: {max_psi: 0, min_samples: 1.5}\n")
     fields = [e["field"] for e in bad.value.details["errors"]]
     assert fields == ["rollout.output_drift.max_psi", "rollout.output_drift.min_samples"]
+
+
+# -- drift alerts --------------------------------------------------------------------------------
+
+
+class _Alerts:
+    """Records what the drift scorer asks of ``observability.alerts.Alerts``."""
+
+    def __init__(self, open_keys: set[str]) -> None:
+        self.keys = set(open_keys)
+        self.calls: list[tuple[str, str]] = []
+
+    async def open_keys(self) -> set[str]:
+        return set(self.keys)
+
+    async def open(self, key: str, kind: str, endpoint: str, summary: str, data: dict) -> bool:
+        assert kind == "drift" and endpoint in summary
+        self.calls.append(("open", summary))
+        self.keys.add(key)
+        return True
+
+    async def close(self, key: str) -> bool:
+        self.calls.append(("close", key))
+        self.keys.discard(key)
+        return True
+
+
+def _score(feature: str, status: str) -> FeatureScore:
+    return FeatureScore(feature, "input", status, 0.0, 0.0, 1.0, 500, 200)  # type: ignore[arg-type]
+
+
+def test_one_alert_per_episode_and_episodes_left_open_are_closed_after_a_restart() -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        alerts = _Alerts({"drift:old:r1", "slo:old"})
+        service = DriftService(Database("sqlite://"), Sampler(1.0), alerts=alerts)  # type: ignore[arg-type]
+        await service.start()
+        await service.close()
+        assert service.alerting == {("old", "r1")}  # taken up from the last run
+        drifted = {("e", "r1"): [_score("a", "drift"), _score("b", "ok")]}
+        await service._alert(drifted, set())
+        await service._alert(drifted, set())  # still drifting: the same episode
+        await service._alert({("e", "r1"): [_score("a", "warn")]}, set())
+        await service._alert({("old", "r1"): [_score("a", "ok")]}, set())
+        return alerts.calls
+
+    assert asyncio.run(scenario()) == [
+        ("open", "drift on endpoint 'e' revision r1: a"),
+        ("close", "drift:e:r1"),
+        ("close", "drift:old:r1"),
+    ]

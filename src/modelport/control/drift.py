@@ -54,6 +54,7 @@ _Key = tuple[str, str]  # (endpoint, revision label)
 # (endpoint, revision, status, judged, latency ms, input tokens, output tokens, audio seconds)
 _Usage = tuple[str, str, int, bool, float, int, int, float]
 _USAGE_LENGTHS = ("input_tokens", "output_tokens", "audio_seconds")
+_ALERT_PREFIX = "drift:"  # alert keys are drift:<endpoint>:<revision>
 
 
 def store_profile(
@@ -139,6 +140,16 @@ class DriftService:
     # -- the loop -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Take up the drift episodes a previous run left open (so they close when the drift
+        is over), then score every ``interval_s``."""
+        if self.alerts is not None:
+            keys = await self.alerts.open_keys()
+            self.alerting = frozenset(
+                (endpoint, revision)
+                for key in keys
+                if key.startswith(_ALERT_PREFIX)
+                for endpoint, _, revision in [key[len(_ALERT_PREFIX) :].rpartition(":")]
+            )
         self._task = asyncio.create_task(self._loop(), name="modelport-drift")
 
     async def close(self) -> None:
@@ -269,12 +280,12 @@ class DriftService:
         for key in gone & alerting:  # the endpoint was deleted: its episode ends
             alerting.discard(key)
             if self.alerts is not None:
-                await self.alerts.close(f"drift:{key[0]}:{key[1]}")
+                await self.alerts.close(f"{_ALERT_PREFIX}{key[0]}:{key[1]}")
         for (endpoint, revision), scores in scored.items():
             key = (endpoint, revision)
             drifted = [s for s in scores if s.status == "drift"]
             judged = any(s.status in ("ok", "warn") for s in scores)
-            alert_key = f"drift:{endpoint}:{revision}"
+            alert_key = f"{_ALERT_PREFIX}{endpoint}:{revision}"
             if drifted and key not in alerting:
                 names = ", ".join(s.feature for s in drifted)
                 summary = f"drift on endpoint '{endpoint}' revision {revision}: {names}"
