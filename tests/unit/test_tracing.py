@@ -130,6 +130,68 @@ async def test_the_gateway_continues_the_trace_and_hands_it_to_the_replica(repli
     assert sent == f"00-{TRACE_ID}-{client.span_id}-01".encode()
 
 
+STREAM = [
+    b": modelport-units input_tokens=3\n\n",
+    b'id: 1\ndata: {"choices": [{"delta": {"content": "hi"}}]}\n\n',
+    b": modelport-units input_tokens=3,output_tokens=1\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+async def test_a_streams_spans_carry_its_tokens() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in STREAM)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    upstream = Upstream("127.0.0.1", server.sockets[0].getsockname()[1])
+    pool = UpstreamPool()
+    app = GatewayApp(pool, max_body_bytes=4096, usage=RecentUsage())
+    app.publish_keys({hashlib.sha256(KEY.encode()).hexdigest(): KeyPrincipal("k1", "p", "n")})
+    route = Route("chat", "llm", 2, b"{}", b"secret", (upstream,), task="chat")
+    app.publish_routes(RoutingSnapshot.of([Traffic.single(route)]))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+    }
+    body = b'{"model": "chat", "messages": [], "stream": true}'
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    with otlp_receiver() as receiver:
+        tracing.configure_tracing(receiver.url, "modelport-test")
+        try:
+            await tracing.traced_gateway(app)(scope, receive, send)
+        finally:
+            tracing.shutdown_tracing()
+            await pool.close()
+            server.close()
+    spans = {span.kind: span for span in receiver.spans}
+    for span in spans.values():
+        assert span.attributes["gen_ai.usage.input_tokens"] == 3
+        assert span.attributes["gen_ai.usage.output_tokens"] == 1
+        assert span.attributes["gen_ai.response.model"] == "llm"
+        assert span.attributes["gen_ai.operation.name"] == "chat"
+    assert spans["server"].name == "POST /v1/chat/completions"
+    assert spans["client"].name == "chat chat"
+
+
 async def test_without_an_endpoint_nothing_is_traced_or_propagated(replica) -> None:
     upstream, requests = replica
     tracing.configure_tracing("", "modelport-test")
