@@ -6,7 +6,8 @@ day rollups, whole hours from hour rollups, and minute rollups at the two edges,
 window is exact to the minute (the minute it starts in is counted whole).
 
 ``SloBook`` re-evaluates every endpoint every few seconds in a thread, keeps the result for
-``snapshot()`` (the metrics read it), opens and closes SLO alerts, and answers
+``snapshot()`` (the metrics read it), opens SLO alerts as their rules fire and closes them
+once clear for ``resolve_after_s`` (at once when the SLO itself is gone), and answers
 ``latency_target_ms(endpoint)`` from memory for the usage loader, which counts an event as
 slow when it took longer.
 """
@@ -171,12 +172,18 @@ class SloBook:
         alerts: Alerts | None = None,
         *,
         interval_s: float = 5.0,
+        resolve_after_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.alerts = alerts
         self.interval_s = interval_s
+        self.resolve_after_s = resolve_after_s
         self.clock = clock
+        # Open alerts whose condition cleared, and since when: each closes once it has stayed
+        # clear for resolve_after_s, so a rate hovering at a threshold is one episode, not
+        # an opened and resolved notice every few seconds.
+        self._clear_since: dict[str, float] = {}
         # Both replaced whole, never changed in place: readers in other threads (the usage
         # loader, the metrics collector) see one complete version or the next.
         self._targets: Mapping[str, float] = {}
@@ -220,7 +227,7 @@ class SloBook:
         statuses = await asyncio.to_thread(self._read, now)
         self._statuses = statuses
         if self.alerts is not None:
-            await self._reconcile(statuses)
+            await self._reconcile(statuses, now)
         return statuses
 
     def _read(self, now: float) -> dict[str, SloStatus]:
@@ -237,13 +244,25 @@ class SloBook:
             }
             return _statuses(session, specs, now)
 
-    async def _reconcile(self, statuses: Mapping[str, SloStatus]) -> None:
+    async def _reconcile(self, statuses: Mapping[str, SloStatus], now: float) -> None:
         assert self.alerts is not None
         wanted = {c.key: c for status in statuses.values() for c in status.alerts()}
         current = {k for k in await self.alerts.open_keys() if k.startswith(ALERT_PREFIX)}
-        # Also closes the alerts of endpoints deleted, or whose SLO was removed.
+        tracked = {
+            f"{ALERT_PREFIX}{status.endpoint}:{o.objective.name}:"
+            for status in statuses.values()
+            for o in status.objectives
+        }
         for key in sorted(current - wanted.keys()):
-            await self.alerts.close(key)
+            cleared = self._clear_since.setdefault(key, now)
+            # An endpoint deleted, or an objective removed from its SLO: nothing to wait for.
+            gone = not key.startswith(tuple(tracked))
+            if gone or now - cleared >= self.resolve_after_s:
+                await self.alerts.close(key)
+                self._clear_since.pop(key, None)
+        for key in list(self._clear_since):
+            if key in wanted or key not in current:
+                del self._clear_since[key]
         for key, condition in wanted.items():
             if key not in current:
                 await self.alerts.open(
