@@ -241,3 +241,14 @@ def test_allocate_gives_the_rest_to_the_largest_remainders() -> None:
 def test_allocate_refuses_no_weight() -> None:
     with pytest.raises(ValueError, match="not all zero"):
         allocate(5, [0, 0])
+
+
+def test_integer_rounding_matches_exact_fractions() -> None:
+    import random
+
+    rng = random.Random(9)
+    for _ in range(5000):
+        price, us = rng.randrange(0, 10**12), rng.randrange(0, 10 * US_PER_HOUR)
+        assert replica_cost(price, us) == round(Fraction(price * us, US_PER_HOUR))
+    for numerator in range(-20, 20):
+        assert round_nano(Fraction(numerator, 4)) == round(Fraction(numerator, 4))

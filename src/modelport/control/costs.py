@@ -58,6 +58,7 @@ _CONSUMER_FILTERS = ("team", "project", "customer", "key")
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)(m|h|d|w)$")
 _AGO_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _HOUR = timedelta(hours=1)
+_ROLLUPS = UsageRollupRow.__table__
 # Times a report may name: from the epoch on, and not so far ahead that arithmetic overflows.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -186,31 +187,32 @@ def _usage(
     session: Session, since: datetime, until: datetime, endpoint: str | None
 ) -> list[_Usage]:
     columns = (
-        UsageRollupRow.bucket_start,
-        UsageRollupRow.endpoint,
-        UsageRollupRow.revision,
-        UsageRollupRow.team,
-        UsageRollupRow.project,
-        UsageRollupRow.key_id,
-        UsageRollupRow.customer,
+        _ROLLUPS.c.bucket_start,
+        _ROLLUPS.c.endpoint,
+        _ROLLUPS.c.revision,
+        _ROLLUPS.c.team,
+        _ROLLUPS.c.project,
+        _ROLLUPS.c.key_id,
+        _ROLLUPS.c.customer,
     )
     query = (
         select(
             *columns,
-            UsageRollupRow.requests,
-            UsageRollupRow.upstream_ms_sum,
-            UsageRollupRow.cost_nanousd,
+            _ROLLUPS.c.requests,
+            _ROLLUPS.c.upstream_ms_sum,
+            _ROLLUPS.c.cost_nanousd,
         )
         .where(
-            UsageRollupRow.granularity == "hour",
-            UsageRollupRow.bucket_start >= since,
-            UsageRollupRow.bucket_start < until,
+            _ROLLUPS.c.granularity == "hour",
+            _ROLLUPS.c.bucket_start >= since,
+            _ROLLUPS.c.bucket_start < until,
         )
         .order_by(*columns)
     )
     if endpoint is not None:
-        query = query.where(UsageRollupRow.endpoint == endpoint)
+        query = query.where(_ROLLUPS.c.endpoint == endpoint)
     merged: dict[tuple[Any, ...], _Usage] = {}
+    # Through the table (Core), not the mapped class: no ORM bookkeeping for a month of rows.
     # Rollup rows also differ by model version and task: one consumer's hour is their sum.
     for hour, ep, rev, team, project, key_id, customer, requests, upstream, cost in session.execute(
         query

@@ -103,7 +103,17 @@ def format_usd(nano: int) -> str:
 
 def round_nano(amount: Fraction) -> int:
     """An exact amount of nano-USD rounded to a whole one, half to even."""
-    return round(amount)
+    return _divide(amount.numerator, amount.denominator)
+
+
+def _divide(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` (denominator > 0) rounded half to even, in integers: what
+    ``round(Fraction(...))`` gives, without building the fraction (reports do this a lot)."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +238,7 @@ def hour_pieces(
 
 def replica_cost(nano_per_hour: int, microseconds: int) -> int:
     """What ``microseconds`` of replica time cost at an hourly price, rounded once."""
-    return round_nano(Fraction(nano_per_hour * microseconds, US_PER_HOUR))
+    return _divide(nano_per_hour * microseconds, US_PER_HOUR)
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
