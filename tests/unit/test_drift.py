@@ -206,6 +206,16 @@ def test_sampler_drops_when_full_and_drains_in_order() -> None:
     assert sampler.drain() == []
 
 
+def test_sampler_is_bounded_in_bytes() -> None:
+    sampler = Sampler(1.0, max_bytes=10)
+    sampler.offer(Sample("e", "r1", b"x" * 6, None, b"", None))
+    sampler.offer(Sample("e", "r1", b"y" * 6, None, b"", None))  # 12 bytes queued: dropped
+    assert sampler.dropped == 1
+    assert len(sampler.drain()) == 1
+    sampler.offer(Sample("e", "r1", b"z" * 6, None, b"", None))  # drained: room again
+    assert [s.request for s in sampler.drain()] == [b"z" * 6]
+
+
 def test_features_of_a_tabular_sample() -> None:
     profile = Profile("tabular", (), ("a", "b"), "input", 0)
     request, _ = _v2("inputs", "input", np.array([[1, 2], [3, 4]], dtype=np.float32))

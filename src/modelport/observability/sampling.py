@@ -49,18 +49,30 @@ class Sample(NamedTuple):
 
 class Sampler:
     """A bounded queue of sampled calls. The gateway draws ``random() < rate`` itself, so a
-    call that is not sampled costs one comparison; ``offer`` is one length check and one
-    append. The drift scorer's thread drains it (deque appends and pops are atomic)."""
+    call that is not sampled costs one comparison; ``offer`` is a few additions and one
+    append. The drift scorer's thread drains it (deque appends and pops are atomic).
 
-    def __init__(self, rate: float, capacity: int = 2048) -> None:
+    Bounded in samples and in bytes: the bodies stay alive while queued. The byte count is
+    two counters with one writer each (the loop adds, the draining thread subtracts), so
+    neither side needs a lock."""
+
+    def __init__(
+        self, rate: float, capacity: int = 1024, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.rate = rate
         self.dropped = 0
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes_in = 0  # written on the event loop only
+        self._bytes_out = 0  # written by the draining thread only
         self._queue: deque[Sample] = deque()
 
     def offer(self, sample: Sample) -> None:
         """Queue one sampled call, or drop it when the queue is full."""
-        if len(self._queue) < self._capacity:
+        size = len(sample.request) + len(sample.response)
+        queued = self._bytes_in - self._bytes_out
+        if len(self._queue) < self._capacity and queued + size <= self._max_bytes:
+            self._bytes_in += size
             self._queue.append(sample)
         else:
             self.dropped += 1
@@ -70,7 +82,9 @@ class Sampler:
         taken: list[Sample] = []
         queue = self._queue
         while queue and len(taken) < limit:
-            taken.append(queue.popleft())
+            sample = queue.popleft()
+            self._bytes_out += len(sample.request) + len(sample.response)
+            taken.append(sample)
         return taken
 
 
