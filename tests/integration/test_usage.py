@@ -226,3 +226,45 @@ def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
         assert len(events) == counted  # rollups and raw events agree
         assert len({e["request_id"] for e in events}) == counted  # no request twice
     assert len(journal) <= 1, journal  # the killed run's segments were loaded and deleted
+
+
+def test_chats_are_metered_with_their_tokens_and_time_to_first_token(tmp_path: Path) -> None:
+    with (
+        demo_server(
+            tmp_path / "home",
+            "chat-small",
+            env={"MODELPORT_DEMO_MODELS": "chat-small", "MODELPORT_USAGE_LOAD_INTERVAL_S": "0.2"},
+        ) as server,
+        server.client() as admin,
+    ):
+        key = admin.create_key("default", "chat", team="assistants")["key"]
+        chat = {
+            "model": "chat-small",
+            "messages": [{"role": "user", "content": "Say hi"}],
+            "max_tokens": 8,
+            "user": "chat-customer",  # OpenAI's field names the customer
+        }
+        with data_plane(server, key) as v1:
+            whole = v1.post("/v1/chat/completions", json=chat, timeout=60)
+            assert whole.status_code == 200, whole.text
+            with v1.stream(
+                "POST", "/v1/chat/completions", json={**chat, "stream": True}, timeout=60
+            ) as stream:
+                assert stream.status_code == 200
+                text = "".join(stream.iter_text())
+        assert text.rstrip().endswith("data: [DONE]")
+        settled(admin, 2, by="customer", since="1h", customer="chat-customer")
+        events = admin.usage_events(since="1h", customer="chat-customer")
+    streamed = next(e for e in events if e["streamed"])
+    answered = next(e for e in events if not e["streamed"])
+    usage = whole.json()["usage"]
+    assert (answered["input_tokens"], answered["output_tokens"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+    assert answered["ttft_ms"] is None
+    assert answered["team"] == "assistants" and answered["task"] == "chat"
+    assert streamed["input_tokens"] == usage["prompt_tokens"]
+    assert 0 < streamed["output_tokens"] <= 8
+    assert 0 < streamed["ttft_ms"] <= streamed["latency_ms"]
+    assert 0 < streamed["upstream_ms"] <= streamed["latency_ms"]
