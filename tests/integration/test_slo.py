@@ -108,6 +108,25 @@ def test_bad_input_is_4xx_naming_the_field_and_stores_nothing(
     assert "has no SLO" in plain["message"]
 
 
+def test_cli_manages_webhooks(running: RunningServer) -> None:
+    server = ["--url", running.url, "--token", running.admin_token]
+    runner = CliRunner()
+    added = runner.invoke(
+        app, ["alerts", "webhooks", "add", "https://hooks.example.com/x", *server]
+    )
+    assert added.exit_code == 0, added.output
+    assert "secret (shown only now): mpw_" in added.output
+    listed = runner.invoke(app, ["alerts", "webhooks", "list", "--json", *server])
+    (webhook,) = [w for w in json.loads(listed.output) if w["url"].startswith("https://hooks")]
+    assert "secret" not in webhook and "mpw_" not in listed.output
+    bad = runner.invoke(app, ["alerts", "webhooks", "add", "gopher://x", *server])
+    assert bad.exit_code == 1 and "url must be an http:// or https:// URL" in bad.output
+    deleted = runner.invoke(app, ["alerts", "webhooks", "delete", webhook["id"], *server])
+    assert deleted.exit_code == 0, deleted.output
+    episodes = runner.invoke(app, ["alerts", "list", "--state", "open", "--json", *server])
+    assert episodes.exit_code == 0 and isinstance(json.loads(episodes.output), list)
+
+
 def test_slow_requests_burn_the_budget_and_page_once(
     running: RunningServer, admin: Client, receiver: Receiver
 ) -> None:
