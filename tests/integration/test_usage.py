@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 import time
 from collections import Counter
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from modelport.cli import app
 from modelport.client import Client, ModelportClientError
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
@@ -148,6 +151,41 @@ def test_bad_report_parameters_are_4xx_naming_them(
     error = response.json()["error"]
     assert error["details"]["param"] == field
     assert field in error["message"]
+
+
+def test_the_cli_reports_usage_as_a_table_json_or_csv(
+    usage_server: RunningServer, admin: Client
+) -> None:
+    key = admin.create_key("default", "cli-usage", team="cli-team")["key"]
+    with data_plane(usage_server, key) as v2:
+        for count in (2, 7):
+            headers = {"X-Modelport-Customer": "cli-customer"}
+            assert v2.post(INFER, json=rows(count), headers=headers).status_code == 200
+    settled(admin, 2, by="customer", since="1h", team="cli-team")
+    runner = CliRunner()
+
+    def usage(*args: str) -> tuple[int, str]:
+        server = ["--url", usage_server.url, "--token", usage_server.admin_token]
+        result = runner.invoke(app, ["usage", *args, *server])
+        return result.exit_code, result.output
+
+    code, output = usage(
+        "--by", "customer", "--since", "1h", "--team", "cli-team", "--format", "csv"
+    )
+    assert code == 0, output
+    (row,) = csv.DictReader(io.StringIO(output))
+    assert (row["customer"], row["requests"], row["rows"]) == ("cli-customer", "2", "9")
+    code, output = usage(
+        "--by", "customer", "--since", "1h", "--team", "cli-team", "--format", "json"
+    )
+    assert code == 0, output
+    assert json.loads(output)["total"]["rows"] == 9
+    code, output = usage("--by", "customer", "--since", "1h", "--team", "cli-team")
+    assert code == 0, output
+    assert "cli-customer" in output and "total" in output
+    code, output = usage("--by", "team", "--since", "last week")
+    assert code == 1
+    assert "since" in output
 
 
 def test_a_bad_team_stores_no_key(admin: Client) -> None:

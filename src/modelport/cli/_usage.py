@@ -26,6 +26,9 @@ _COLUMNS = [
 ]
 
 
+_UNITS = frozenset({"input_tokens", "output_tokens", "audio_seconds", "images", "rows"})
+
+
 def _cell(name: str, value: Any) -> str:
     if value is None:
         return "-"
@@ -79,15 +82,17 @@ def usage(
         out.print_json(data=report)
         return
     group = _GROUPS.get(by, [by])
-    table = Table(*group, *(title for _, title in _COLUMNS))
+    total = report["total"]
+    # Units nobody used (audio on a tabular endpoint...) only widen the table: left out.
+    columns = [(n, t) for n, t in _COLUMNS if n not in _UNITS or total[n]]
+    table = Table(*group, *(title for _, title in columns))
     for row in report["rows"]:
         table.add_row(
             *(row[name] or '""' for name in group),
-            *(_cell(name, row[name]) for name, _ in _COLUMNS),
+            *(_cell(name, row[name]) for name, _ in columns),
         )
-    total = report["total"]
     table.add_row(
-        "total", *([""] * (len(group) - 1)), *(_cell(name, total[name]) for name, _ in _COLUMNS)
+        "total", *([""] * (len(group) - 1)), *(_cell(name, total[name]) for name, _ in columns)
     )
     out.print(f"usage by {by} from {report['since']} to {report['until']}", highlight=False)
     out.print(table)
