@@ -5,7 +5,8 @@ No replica runs for them: the gateway forwards straight to the URL, rewriting th
 and adding the credential, which is a secret's name here and its value only in the gateway.
 Options: ``url`` (for ``openai-upstream`` the base ending in ``/v1``; for ``v2-upstream`` the
 server root), ``model`` (the name the server knows; default: the endpoint's), ``credential``
-(a secret's name, sent as ``Authorization: Bearer``).
+(a secret's name, sent as ``Authorization: Bearer``). An OpenAI-compatible server is
+metered with the ``usage`` it reports (``gateway/openai_usage.py``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ like any other replica. It cannot run on a CPU-only machine; the command line is
 Options map to ``vllm serve`` flags: ``max_model_len``, ``gpu_memory_utilization``,
 ``tensor_parallel_size``, ``dtype``, ``quantization``, and ``extra_args`` (a list, verbatim).
 The API key that the gateway sends reaches vLLM through ``VLLM_API_KEY``, never argv.
+vLLM reports units as OpenAI ``usage`` (the gateway asks streams for it: ``include_usage``),
+and continues the gateway's trace when given ``--otlp-traces-endpoint`` in ``extra_args``.
 """
 
 from __future__ import annotations
