@@ -315,6 +315,9 @@ def test_bad_report_inputs_are_400s_naming_the_field(db: Database) -> None:
             ({"by": "team", "since": "24x"}, "since"),
             ({"by": "team", "until": "2026-13-01"}, "until"),
             ({"by": "team", "since": "1h", "until": "2h"}, "since"),
+            ({"by": "team", "since": "99999999999d"}, "since"),
+            ({"by": "team", "until": "9999-12-31T23:59:59.5"}, "until"),
+            ({"by": "team", "since": "1969-12-31"}, "since"),
         ]:
             with pytest.raises(InvalidRequest) as caught:
                 reports.report(session, now=NOW, **kwargs)  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MINUTE, _HOUR, _DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # room to round up to a whole day
 _MAX_EVENTS = 1000
 
 
@@ -74,7 +75,10 @@ def parse_when(value: str, now: datetime, param: str) -> datetime:
             f"2026-01-31T00:00:00Z; got {value!r}",
             param=param,
         )
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if not _EPOCH <= when < _LATEST:
+        raise InvalidRequest(f"{param} must lie between 1970 and 9999; got {value!r}", param=param)
+    return when
 
 
 def _floor(when: datetime, size: timedelta) -> datetime:
