@@ -78,10 +78,12 @@ def test_a_torn_last_line_waits_until_it_is_whole() -> None:
 
 def test_bad_lines_are_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
     good = orjson.dumps(record(1))
-    lines = [b"{not json", b"[1, 2]", b'{"endpoint": "x"}', b"", good]
+    # Parseable JSON with a wrong type would fail at the database, batch after batch.
+    wrong_type = good.replace(b'"status":200', b'"status":"200"')
+    lines = [b"{not json", b"[1, 2]", b'{"endpoint": "x"}', b"", wrong_type, good]
     parsed = list(iter_records(lines))
-    assert parsed[:4] == [None, None, None, None]
-    assert parsed[4] is not None and parsed[4].request_id == "req-1"
+    assert parsed[:5] == [None] * 5
+    assert parsed[5] is not None and parsed[5].request_id == "req-1"
     assert "skipping a usage journal line" in caplog.text
 
 

@@ -108,6 +108,23 @@ class UsageRecord:
             **{name: raw_units[name] for name in ("requests", *_NAMES) if name in raw_units}
         )
         record = cls(units=units, **values)
-        if not isinstance(record.event_id, str) or not isinstance(record.status, int):
-            raise TypeError("event_id must be a string and status an integer")
+        for item in (record, units):
+            for f in fields(item):
+                value = getattr(item, f.name)
+                wanted = _TYPES.get(str(f.type))
+                if wanted is not None and not (
+                    isinstance(value, wanted) and (bool not in wanted) == (type(value) is not bool)
+                ):
+                    raise TypeError(f"{f.name} is {type(value).__name__}, not {f.type}")
         return record
+
+
+# What a journal line's values must be (JSON has no other way to spell them); a line that
+# breaks this is refused whole rather than stopping the loader at the database.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "float | None": (int, float, type(None)),
+    "bool": (bool,),
+}
