@@ -149,3 +149,10 @@ def test_the_recent_view_catches_up_when_read(tmp_path: Path) -> None:
     journal.record(record(1))
     # No fan-out tick has run: reading the view delivers what is pending first.
     assert [r.request_id for r in recent.recent()] == ["req-1"]
+
+
+def test_a_record_json_cannot_hold_is_lost_not_raised(tmp_path: Path) -> None:
+    journal = UsageJournal(tmp_path)
+    journal.record(record(1, units=Units(rows=2**70)))  # an upstream's absurd units header
+    assert journal.lost == 1
+    assert read_all(tmp_path) == []

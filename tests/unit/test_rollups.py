@@ -347,3 +347,21 @@ def test_since_accepts_durations_and_iso_times(text: str, expected: datetime) ->
 
 def test_rollup_dimensions_are_the_events_columns() -> None:
     assert set(ROLLUP_DIMENSIONS) <= {c.name for c in UsageEventRow.__table__.columns}
+
+
+def test_an_event_the_database_refuses_is_skipped_not_retried_forever(
+    db: Database, tmp_path: Path
+) -> None:
+    directory = tmp_path / "usage"
+    at = NOW.timestamp()
+    # Year 31690: no database (nor Python datetime) stores it.
+    write(directory, [record(1, at), record(2, 1e15), record(3, at)])
+    assert loader(db, directory).load_once() == 2
+    assert not segments(directory)  # read to its end, and deleted
+    with db.session() as session:
+        stored = set(session.scalars(select(UsageEventRow.request_id)))
+        requests = session.scalar(
+            select(func.sum(UsageRollupRow.requests)).where(UsageRollupRow.granularity == "day")
+        )
+    assert stored == {"req-1", "req-3"}
+    assert requests == 2

@@ -328,14 +328,12 @@ class UsageLoader:
                     break
                 records = [record for record in iter_records(lines) if record is not None]
                 offset += used
-                with self.db.session() as session:
-                    stored += store_batch(
-                        session,
-                        records,
-                        cost_of=self.cost_of,
-                        latency_target_ms=self.latency_target_ms,
-                    )
-                    _store_offset(session, segment.name, offset)
+                try:
+                    with self.db.session() as session:
+                        stored += self._store(session, records)
+                        _store_offset(session, segment.name, offset)
+                except Exception:
+                    stored += self._store_one_by_one(records, segment.name, offset)
                 handle.seek(offset)
         if finished:
             if tail:
@@ -349,6 +347,28 @@ class UsageLoader:
                 session.execute(
                     delete(UsageOffsetRow).where(UsageOffsetRow.segment == segment.name)
                 )
+        return stored
+
+    def _store(self, session: Session, records: Sequence[UsageRecord]) -> int:
+        return store_batch(
+            session, records, cost_of=self.cost_of, latency_target_ms=self.latency_target_ms
+        )
+
+    def _store_one_by_one(self, records: Sequence[UsageRecord], segment: str, offset: int) -> int:
+        """A batch the database refused: if the database is there, one of its records is
+        unstorable (a number too large...): store the others one by one, skip that one, and
+        move on; a poison line must not hold up every line after it."""
+        with self.db.session() as session:
+            session.execute(select(1))  # down or locked: raises, and the batch is retried
+        stored = 0
+        for record in records:
+            try:
+                with self.db.session() as session:
+                    stored += self._store(session, [record])
+            except Exception:
+                log.exception("skipping usage event %s: the database refuses it", record.event_id)
+        with self.db.session() as session:
+            _store_offset(session, segment, offset)
         return stored
 
     def _prune(self, gone: list[str], now: float) -> None:

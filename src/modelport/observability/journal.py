@@ -113,7 +113,11 @@ class UsageJournal:
 
     def record(self, record: UsageRecord) -> None:
         """Write one record's line. Runs on the request path: one dumps, one write."""
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError as exc:  # an upstream reported units past 64 bits
+            self._lost(exc)
+            return
         try:
             if self._fd < 0 or self._written >= self._segment_bytes:
                 self._rotate()
@@ -130,7 +134,7 @@ class UsageJournal:
         if self._consumers:
             self._pending.append(record)
 
-    def _lost(self, error: OSError) -> None:
+    def _lost(self, error: Exception) -> None:
         self.lost += 1
         now = time.monotonic()
         if now - self._lost_logged_at >= _LOST_LOG_EVERY_S:
