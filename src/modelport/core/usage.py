@@ -101,30 +101,37 @@ class UsageRecord:
         Unknown keys are ignored so that a newer gateway's journal still loads; a missing
         required key or a wrong type raises ``KeyError``/``TypeError``/``ValueError``.
         """
-        known = {f.name for f in fields(cls)}
-        values = {name: value for name, value in data.items() if name in known}
+        values = {name: value for name, value in data.items() if name in _RECORD_CHECKS}
         raw_units = values.pop("units", None) or {}
-        units = Units(
-            **{name: raw_units[name] for name in ("requests", *_NAMES) if name in raw_units}
-        )
-        record = cls(units=units, **values)
-        for item in (record, units):
-            for f in fields(item):
-                value = getattr(item, f.name)
-                wanted = _TYPES.get(str(f.type))
-                if wanted is not None and not (
-                    isinstance(value, wanted) and (bool not in wanted) == (type(value) is not bool)
-                ):
-                    raise TypeError(f"{f.name} is {type(value).__name__}, not {f.type}")
-        return record
+        if not isinstance(raw_units, dict):
+            raise TypeError("units is not an object")
+        counts = {name: value for name, value in raw_units.items() if name in _UNIT_CHECKS}
+        for checks, item in ((_RECORD_CHECKS, values), (_UNIT_CHECKS, counts)):
+            for name, value in item.items():
+                wanted = checks[name]
+                # Exact types: a JSON ``true`` is no number, and a number no boolean.
+                if wanted and type(value) not in wanted:
+                    allowed = " or ".join(sorted(t.__name__ for t in wanted))
+                    raise TypeError(f"{name} is {type(value).__name__}, not {allowed}")
+        return cls(units=Units(**counts), **values)
 
 
 # What a journal line's values must be (JSON has no other way to spell them); a line that
 # breaks this is refused whole rather than stopping the loader at the database.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "float | None": (int, float, type(None)),
-    "bool": (bool,),
+_TYPES: dict[str, frozenset[type]] = {
+    "str": frozenset({str}),
+    "int": frozenset({int}),
+    "float": frozenset({int, float}),
+    "float | None": frozenset({int, float, type(None)}),
+    "bool": frozenset({bool}),
 }
+
+
+def _checks(cls: type) -> dict[str, frozenset[type]]:
+    """Each field of ``cls`` and the JSON types its value may have (none: not checked).
+    Worked out once: the loader parses every journal line with them."""
+    return {f.name: _TYPES.get(str(f.type), frozenset()) for f in fields(cls)}
+
+
+_RECORD_CHECKS = _checks(UsageRecord)
+_UNIT_CHECKS = _checks(Units)
