@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from modelport.control import costs, prices
+from modelport.control.times import parse_time
 from modelport.control.uptime import ReplicaUptime, hardware_of
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.observability.pricing import Price, PriceBook
@@ -369,11 +370,11 @@ def test_bad_reports_name_the_field(
 
 def test_parse_time() -> None:
     now = datetime(2026, 11, 30, 6, 30, tzinfo=UTC)
-    assert costs.parse_time("24h", "since", now) == now - timedelta(hours=24)
-    assert costs.parse_time("7d", "since", now) == now - timedelta(days=7)
-    assert costs.parse_time("month", "since", now) == datetime(2026, 11, 1, tzinfo=UTC)
-    assert costs.parse_time("2026-11-02", "since", now) == datetime(2026, 11, 2, tzinfo=UTC)
+    assert parse_time("24h", "since", now) == now - timedelta(hours=24)
+    assert parse_time("7d", "since", now) == now - timedelta(days=7)
+    assert parse_time("month", "since", now) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_time("2026-11-02", "since", now) == datetime(2026, 11, 2, tzinfo=UTC)
     for bad in ("yesterday-ish", "99999999999w", "0001-01-01", "9999-12-31T23:59:59", ""):
         with pytest.raises(InvalidRequest) as caught:
-            costs.parse_time(bad, "until", now)
+            parse_time(bad, "until", now)
         assert caught.value.details["param"] == "until"

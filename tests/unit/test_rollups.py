@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 
 from modelport.control import keys as key_service
 from modelport.control import usage as reports
+from modelport.control.times import parse_time
 from modelport.control.usage_loader import UsageLoader, bucket_start, store_batch
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.core.usage import Units, UsageRecord
@@ -342,7 +343,7 @@ def test_bad_report_inputs_are_400s_naming_the_field(db: Database) -> None:
     ],
 )
 def test_since_accepts_durations_and_iso_times(text: str, expected: datetime) -> None:
-    assert reports.parse_when(text, NOW, "since") == expected
+    assert parse_time(text, "since", NOW) == expected
 
 
 def test_rollup_dimensions_are_the_events_columns() -> None:

@@ -17,7 +17,6 @@ Reports cover whole hours (the rollups' grain): ``since`` is rounded down and ``
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from modelport.store.tables import (
     UsageRollupRow,
 )
 
-__all__ = ["REPORT_DIMENSIONS", "CostFilters", "cost_report", "parse_time"]
+__all__ = ["REPORT_DIMENSIONS", "CostFilters", "cost_report"]
 
 #: ``by=`` of a report, and the usage dimension (rollup column) each one groups by.
 REPORT_DIMENSIONS = {
@@ -55,40 +54,8 @@ REPORT_DIMENSIONS = {
     "key": "key_id",
 }
 _CONSUMER_FILTERS = ("team", "project", "customer", "key")
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)(m|h|d|w)$")
-_AGO_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _HOUR = timedelta(hours=1)
 _ROLLUPS = UsageRollupRow.__table__
-# Times a report may name: from the epoch on, and not so far ahead that arithmetic overflows.
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-
-
-def parse_time(value: str, field: str, now: datetime) -> datetime:
-    """``24h``/``7d``/``30m``/``2w`` ago, ``month`` (the start of this UTC month), ``today``,
-    or an ISO 8601 date or time (UTC if no zone); a clear 400 naming ``field`` otherwise."""
-    text = value.strip()
-    moment: datetime | None = None
-    try:
-        if match := _AGO.match(text):
-            moment = now - timedelta(seconds=float(match[1]) * _AGO_SECONDS[match[2]])
-        elif text == "month":
-            moment = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        elif text == "today":
-            moment = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        else:
-            parsed = datetime.fromisoformat(text)
-            moment = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-            moment = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        moment = None
-    if moment is None or not _EARLIEST <= moment <= _LATEST:
-        raise InvalidRequest(
-            f"{field} {value[:64]!r} is not a time: give a duration ago such as 24h, 7d or 30m, "
-            "'month', 'today', or an ISO 8601 date or time after 1970 such as 2026-11-01",
-            param=field,
-        )
-    return moment
 
 
 @dataclass(frozen=True, slots=True)

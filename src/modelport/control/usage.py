@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from modelport.control.keys import key_teams
+from modelport.control.times import parse_time
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.store.tables import ROLLUP_SUMS, UsageEventRow, UsageRollupRow
 
@@ -26,7 +26,6 @@ __all__ = [
     "BY",
     "FILTERS",
     "events",
-    "parse_when",
     "plan",
     "report",
     "report_csv",
@@ -50,35 +49,9 @@ FILTERS: Mapping[str, str] = {
     "revision": "revision",
     "key": "key_id",
 }
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MINUTE, _HOUR, _DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # room to round up to a whole day
 _MAX_EVENTS = 1000
-
-
-def parse_when(value: str, now: datetime, param: str) -> datetime:
-    """``90m``, ``24h``, ``7d`` (that long before ``now``) or an ISO-8601 time (UTC if it has
-    no zone); anything else is a 400 naming ``param``."""
-    text = value.strip()
-    match = _DURATION.match(text)
-    try:
-        if match:
-            return now - timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
-        when = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        when = None
-    if when is None:
-        raise InvalidRequest(
-            f"{param} must be a duration such as 90m, 24h or 7d, or an ISO-8601 time such as "
-            f"2026-01-31T00:00:00Z; got {value!r}",
-            param=param,
-        )
-    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    if not _EPOCH <= when < _LATEST:
-        raise InvalidRequest(f"{param} must lie between 1970 and 9999; got {value!r}", param=param)
-    return when
 
 
 def _floor(when: datetime, size: timedelta) -> datetime:
@@ -118,8 +91,8 @@ def _window(
     since: str | None, until: str | None, now: datetime | None
 ) -> tuple[datetime, datetime]:
     now = now or datetime.now(UTC)
-    end = parse_when(until, now, "until") if until else now
-    start = parse_when(since or "24h", now, "since")
+    end = parse_time(until, "until", now) if until else now
+    start = parse_time(since or "24h", "since", now)
     if start >= end:
         raise InvalidRequest(
             f"since ({start.isoformat()}) must be before until ({end.isoformat()})",

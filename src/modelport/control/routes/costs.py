@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from modelport.control import costs as service
 from modelport.control.deps import AdminDep, PlaneDep, SessionDep
+from modelport.control.times import parse_time
 
 router = APIRouter(prefix="/costs", tags=["costs"])
 
@@ -34,8 +35,8 @@ def cost_report(
         session,
         plane.prices,
         by=by,
-        since=service.parse_time(since, "since", now),
-        until=service.parse_time(until, "until", now) if until else now,
+        since=parse_time(since, "since", now),
+        until=parse_time(until, "until", now) if until else now,
         filters=service.CostFilters(
             team=team, project=project, customer=customer, key=key, endpoint=endpoint
         ),
