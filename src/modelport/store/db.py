@@ -38,12 +38,11 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (every head: features add their
-        tables on branches of their own)."""
+        """Bring the schema to the newest Alembic revision."""
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         config.attributes["engine"] = self.engine
-        command.upgrade(config, "heads")
+        command.upgrade(config, "head")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
