@@ -1,5 +1,6 @@
-"""Logging, the recent-usage ring, per-revision SLO windows and shadow comparisons; metrics,
-the usage journal and drift come in later issues."""
+"""Stage 4's pure parts: logs and traces, the usage journal and recent-usage ring, metrics,
+per-revision SLO windows, error-budget math, alerts, drift statistics and sampling, price
+arithmetic, shadow comparisons. Nothing here touches the database: that is ``control``'s."""
 
 from modelport.observability.logs import configure_logging
 from modelport.observability.shadow import ShadowComparison, ShadowReports
