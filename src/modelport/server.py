@@ -26,7 +26,7 @@ from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
 from modelport.control.slo import SloBook
 from modelport.control.uptime import ReplicaUptime
-from modelport.control.usage_loader import UsageLoader
+from modelport.control.usage_process import UsageLoaderProcess
 from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
 from modelport.demo import DEMOS
@@ -71,7 +71,7 @@ class ModelportServer:
         )
         self.journal.subscribe(self.usage.take)
         self.usage.catch_up = self.journal.fan_out
-        self.loader: UsageLoader | None = None
+        self.loader: UsageLoaderProcess | None = None
         self.alerts: Alerts | None = None
         self.slo: SloBook | None = None
         self.windows = RevisionWindows()
@@ -130,25 +130,25 @@ class ModelportServer:
         # Sends what a stopped run left pending; open episodes are not sent again.
         self.alerts = Alerts(DbEpisodeStore(db))
         await self.alerts.start()
-        # Before the loader: it counts an event slower than its endpoint's p95 target as slow,
-        # and asks the book (from memory) for the target.
         self.slo = SloBook(db, self.alerts, interval_s=settings.slo_eval_interval_s)
         await self.slo.start()
-        # Before the loader: it prices each event it stores at the prices of the event's time
-        # (the API refreshes this book whenever a price is set).
+        # The API's view of the price catalog (refreshed whenever a price is set); the loader
+        # keeps its own, read from the database before each pass.
         prices = PriceBook()
         await asyncio.to_thread(price_catalog.refresh, db, prices)
-        # Loads what a previous run journaled but did not load (a crash), then keeps up.
-        self.loader = UsageLoader(
-            db,
-            self.journal.directory,
-            cost_of=prices.cost_of,
-            latency_target_ms=self.slo.latency_target_ms,
-            active_segment=lambda: self.journal.active_segment,
-            interval_s=settings.usage_load_interval_s,
-            retention_days=settings.usage_retention_days,
+        # Loads what a previous run journaled but did not load (a crash), then keeps up; in
+        # its own process, re-reading prices and latency targets from the database.
+        self.loader = UsageLoaderProcess(
+            {
+                "database_url": settings.resolved_database_url,
+                "directory": str(self.journal.directory),
+                "interval_s": settings.usage_load_interval_s,
+                "retention_days": settings.usage_retention_days,
+                "log_level": settings.log_level,
+                "log_format": settings.log_format,
+            }
         )
-        self.loader.start()
+        await self.loader.start()
         backend = LocalBackend(
             logs_dir=settings.logs_dir,
             health_interval_s=settings.health_interval_s,
@@ -259,7 +259,7 @@ class ModelportServer:
         # No request is in flight any more: journal the last events, then load them.
         await self.journal.close()
         if self.loader is not None:
-            await asyncio.to_thread(self.loader.close)
+            await self.loader.close()
         if self.controller is not None:
             await self.controller.close()
         if self.drift is not None:

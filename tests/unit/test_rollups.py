@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -76,10 +77,13 @@ def many(count: int, start: float, spread_s: float) -> list[UsageRecord]:
     return [record(n, start + spread_s * n / count) for n in range(count)]
 
 
-def write(directory: Path, records: list[UsageRecord]) -> UsageJournal:
+def write(directory: Path, records: list[UsageRecord], *, keep_open: bool = False) -> UsageJournal:
+    """A journal of ``records``; closed (its segment finished) unless ``keep_open``."""
     journal = UsageJournal(directory)
     for one in records:
         journal.record(one)
+    if not keep_open:
+        asyncio.run(journal.close())
     return journal
 
 
@@ -97,8 +101,8 @@ def test_loading_the_same_journal_twice_stores_each_event_once(
 ) -> None:
     directory = tmp_path / "usage"
     records = many(300, NOW.timestamp() - 3600, 3000)
-    journal = write(directory, records)
-    first = loader(db, directory, active_segment=lambda: journal.active_segment)
+    write(directory, records)
+    first = loader(db, directory)
     assert first.load_once() == 300
     with db.session() as session:
         rollups_before = session.execute(select(UsageRollupRow)).scalars().all()
@@ -256,16 +260,18 @@ def test_torn_and_bad_lines_are_skipped_and_finished_segments_deleted(
     db: Database, tmp_path: Path
 ) -> None:
     directory = tmp_path / "usage"
-    journal = write(directory, many(5, NOW.timestamp(), 10))
+    journal = write(directory, many(5, NOW.timestamp(), 10), keep_open=True)
     (segment,) = segments(directory)
     with segment.open("ab") as handle:
         handle.write(b'{"not": "a record"}\n{broken json\n')
         handle.write(orjson.dumps(record(99, NOW.timestamp()))[:30])  # torn by a SIGKILL
     # While the journal still writes it, the torn tail may be a line being written: kept.
-    live = loader(db, directory, active_segment=lambda: journal.active_segment)
+    live = loader(db, directory)
     assert live.load_once() == 5
     assert segment.exists()
-    # Once it is finished (the writer died), it is read to its end and deleted.
+    # Once it is finished (the writer closed it, or died: either drops its lock), it is read
+    # to its end and deleted.
+    asyncio.run(journal.close())
     assert loader(db, directory).load_once() == 0
     assert not segment.exists()
     assert count_events(db) == 5
@@ -291,9 +297,7 @@ def test_raw_events_past_the_retention_are_deleted_rollups_kept(
 def test_loader_thread_loads_and_does_a_final_load_on_close(db: Database, tmp_path: Path) -> None:
     directory = tmp_path / "usage"
     journal = UsageJournal(directory)
-    background = loader(
-        db, directory, active_segment=lambda: journal.active_segment, interval_s=0.05
-    )
+    background = loader(db, directory, interval_s=0.05)
     background.start()
     for n in range(10):
         journal.record(record(n, time.time()))

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from modelport.core.usage import UsageRecord
-from modelport.observability.journal import complete_lines, iter_records, segments
+from modelport.observability.journal import complete_lines, is_written, iter_records, segments
 from modelport.store import Database
 from modelport.store.tables import (
     ROLLUP_DIMENSIONS,
@@ -297,10 +297,18 @@ def _store_offset(session: Session, segment: str, offset: int) -> None:
 
 
 class UsageLoader:
-    """Loads the journal in ``directory`` into ``db`` every ``interval_s``, in its own thread.
+    """Loads the journal in ``directory`` into ``db`` every ``interval_s``.
 
-    ``active_segment`` names the segment the journal writes now (never deleted; a line
-    being written is left for the next pass); every other segment is finished.
+    The server runs it in a process of its own (``control/usage_process.py``), so its work
+    never holds the interpreter lock the gateway serves with; :meth:`start` runs it in a
+    thread instead, for tests and tools. ``active_segment`` says whether a segment is still
+    being written (a line past its last newline is left for the next pass, and it is never
+    deleted); by default, whether a journal holds its lock.
+
+    ``refresh``, if given, is called at the start of every pass to re-read what pricing and
+    SLO counting need (prices, latency targets) from the database. Events are then stored
+    only up to the time it was called: a price set later takes effect later (never in the
+    past), so every stored event is priced with the prices of its own time.
     """
 
     def __init__(
@@ -308,9 +316,10 @@ class UsageLoader:
         db: Database,
         directory: Path,
         *,
-        active_segment: Callable[[], str | None] = lambda: None,
+        active_segment: Callable[[Path], bool] = is_written,
         cost_of: CostOf = _no_cost,
         latency_target_ms: LatencyTarget = _no_target,
+        refresh: Callable[[], None] | None = None,
         interval_s: float = 1.0,
         retention_days: float = 30.0,
         batch_bytes: int = 1024 * 1024,
@@ -319,6 +328,8 @@ class UsageLoader:
         self.directory = directory
         self.cost_of = cost_of
         self.latency_target_ms = latency_target_ms
+        self._refresh = refresh
+        self._horizon = float("inf")  # events after this wait for the next pass
         self._active = active_segment
         self._interval_s = interval_s
         self._retention = timedelta(days=retention_days)
@@ -344,10 +355,11 @@ class UsageLoader:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self._load_logged()
-        self._load_logged()  # what was written up to shutdown
+            self.load_logged()
+        self.load_logged()  # what was written up to shutdown
 
-    def _load_logged(self) -> None:
+    def load_logged(self) -> None:
+        """:meth:`load_once`, logging (not raising) a failure: the next pass retries."""
         try:
             self.load_once()
         except Exception:
@@ -359,6 +371,10 @@ class UsageLoader:
         """Load every segment to its last whole line; how many new events were stored."""
         with self._lock:
             stored = 0
+            if self._refresh is not None:
+                # Taken before the refresh reads prices: one set after it takes effect after.
+                self._horizon = time.time()
+                self._refresh()
             with self.db.session() as session:
                 offsets = {
                     row.segment: row.offset for row in session.scalars(select(UsageOffsetRow))
@@ -376,7 +392,7 @@ class UsageLoader:
     def _load_segment(self, segment: Path, offset: int) -> int:
         # Decided before reading: a segment the journal has left gets no more lines, so what
         # is past its last newline then is a line torn by a crash, not one being written.
-        finished = segment.name != self._active()
+        finished = not self._active(segment)
         stored = 0
         tail = b""
         try:
@@ -395,14 +411,26 @@ class UsageLoader:
                 if used == 0:
                     tail = data
                     break
-                records = [record for record in iter_records(lines) if record is not None]
-                offset += used
-                try:
-                    with self.db.session() as session:
-                        stored += self._store(session, records)
-                        _store_offset(session, segment.name, offset)
-                except Exception:
-                    stored += self._store_one_by_one(records, segment.name, offset)
+                parsed = list(iter_records(lines))  # one per line, None for a bad one
+                later = next(
+                    (i for i, r in enumerate(parsed) if r is not None and r.at > self._horizon),
+                    None,
+                )
+                if later is not None:  # newer than the prices read: the next pass takes them
+                    parsed = parsed[:later]
+                    used = sum(len(line) + 1 for line in lines[:later])
+                    finished = False  # so the segment is not done with either
+                if used:
+                    records = [record for record in parsed if record is not None]
+                    offset += used
+                    try:
+                        with self.db.session() as session:
+                            stored += self._store(session, records)
+                            _store_offset(session, segment.name, offset)
+                    except Exception:
+                        stored += self._store_one_by_one(records, segment.name, offset)
+                if later is not None:
+                    break
                 handle.seek(offset)
         if finished:
             if tail:

@@ -8,8 +8,9 @@ power loss can take. No lock and no await on the request path.
 
 Files are segments named by their creation time (``<ns>.jsonl``), so sorting names sorts
 them; a process always starts a new segment (never appends after what may be a torn last
-line of a crashed one) and rotates to a new one past ``segment_bytes``. The loader
-(``control/usage_loader.py``) reads them into the database and deletes finished ones.
+line of a crashed one) and rotates to a new one past ``segment_bytes``. The segment being
+written is locked (``flock``): the loader (``control/usage_loader.py``, in a process of its
+own) reads segments into the database and deletes those no journal holds any more.
 
 Fan-out: consumers (the recent-usage ring, metrics) subscribe and get the records written
 since their last call, on the event loop, every ``fanout_interval_s``: never per request.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -35,6 +37,7 @@ __all__ = [
     "UsageConsumer",
     "UsageJournal",
     "complete_lines",
+    "is_written",
     "iter_records",
     "segments",
 ]
@@ -62,6 +65,22 @@ def complete_lines(data: bytes) -> tuple[list[bytes], int]:
     if end == 0:
         return [], 0
     return data[: end - 1].split(b"\n"), end
+
+
+def is_written(segment: Path) -> bool:
+    """Whether a journal, in this process or another, still writes ``segment`` (it holds
+    the segment's lock until it moves on to the next one, or dies)."""
+    try:
+        fd = os.open(segment, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock, if this probe took it
+    return False
 
 
 class UsageJournal:
@@ -155,6 +174,9 @@ class UsageJournal:
                 break
             except FileExistsError:
                 stamp += 1
+        # The lock says "still being written" to the loader, in whatever process it runs; the
+        # kernel drops it when the descriptor closes, a SIGKILL included.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if self._fd >= 0:
             self._retired.append(self._fd)
         self._fd, self._segment, self._written = fd, segment, 0
