@@ -42,7 +42,7 @@ __all__ = ["UsageLoaderProcess", "main"]
 
 log = logging.getLogger("modelport.usage")
 
-_NICENESS = 10  # below the gateway and the replicas: it catches up when they are idle
+_NICENESS = 10  # below the gateway and the replicas, without starving under load
 _STOP_TIMEOUT_S = 60.0
 _RESTART_DELAY_S = 1.0
 _LOCK_SUFFIX = ".loader-lock"  # beside the journal directory, which holds only segments
