@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from modelport.control.usage import FILTERS as USAGE_FILTERS
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.observability.pricing import (
     US_PER_HOUR,
@@ -44,15 +45,9 @@ from modelport.store.tables import (
 
 __all__ = ["REPORT_DIMENSIONS", "CostFilters", "cost_report"]
 
-#: ``by=`` of a report, and the usage dimension (rollup column) each one groups by.
-REPORT_DIMENSIONS = {
-    "team": "team",
-    "project": "project",
-    "customer": "customer",
-    "endpoint": "endpoint",
-    "revision": "revision",
-    "key": "key_id",
-}
+#: ``by=`` of a report, and the usage dimension (rollup column) each one groups by: the same
+#: names as the usage report's filters.
+REPORT_DIMENSIONS = USAGE_FILTERS
 _CONSUMER_FILTERS = ("team", "project", "customer", "key")
 _HOUR = timedelta(hours=1)
 _ROLLUPS = UsageRollupRow.__table__
