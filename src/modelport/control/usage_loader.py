@@ -13,6 +13,7 @@ are kept).
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -218,13 +219,14 @@ def store_batch(
     if not fresh:
         return 0
     rows = [event_row(record, _priced(cost_of, record)) for record in fresh.values()]
+    rollups = rollup_rows(rows, latency_target_ms)  # first: storing converts the rows
     _execute_many(connection, _insert(session, _EVENTS).on_conflict_do_nothing(), rows)
     upsert = _insert(session, _ROLLUPS)
     upsert = upsert.on_conflict_do_update(
         index_elements=["granularity", "bucket_start", *ROLLUP_DIMENSIONS],
         set_={name: _ROLLUPS.c[name] + upsert.excluded[name] for name in ROLLUP_SUMS},
     )
-    _execute_many(connection, upsert, rollup_rows(rows, latency_target_ms))
+    _execute_many(connection, upsert, rollups)
     return len(rows)
 
 
@@ -243,7 +245,7 @@ def _stored_ids(connection: Connection, ids: list[str]) -> list[str]:
 
 def _execute_many(connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
     """``statement`` once per row of ``rows``, compiled once and handed to the driver's own
-    executemany.
+    executemany. The rows' values are converted in place to what the driver takes.
 
     The loader shares the interpreter (and its lock) with the gateway: SQLAlchemy's generic
     executemany spends more time per row building parameters than the database spends
@@ -259,14 +261,14 @@ def _execute_many(connection: Connection, statement: Any, rows: list[dict[str, A
         processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             convert[name] = processor
-    plain = [name for name in names if name not in convert]
-    params: list[Any] = []
-    for row in rows:
-        values = {name: row[name] for name in plain}
-        for name, processor in convert.items():
-            values[name] = processor(row[name])
-        params.append(tuple(values[name] for name in names) if compiled.positional else values)
-    connection.exec_driver_sql(compiled.string, params)
+    for name, processor in convert.items():  # in place: the rows are the loader's own
+        for row in rows:
+            row[name] = processor(row[name])
+    if compiled.positional:
+        pick = operator.itemgetter(*names)  # more than one name: a tuple per row
+        connection.exec_driver_sql(compiled.string, [pick(row) for row in rows])
+    else:
+        connection.exec_driver_sql(compiled.string, rows)
 
 
 def _priced(cost_of: CostOf, record: UsageRecord) -> int:
