@@ -34,4 +34,12 @@ def test_serve_demo_on_postgresql(tmp_path, postgres_url: str) -> None:
         stop_server(server)
     with psycopg.connect(dsn.rsplit("/", 1)[0] + "/serve_demo") as connection:
         names = connection.execute("SELECT name FROM endpoints").fetchall()
+        events = connection.execute("SELECT endpoint, rows FROM usage_events").fetchall()
+        rolled = connection.execute(
+            "SELECT granularity, requests, rows FROM usage_rollups ORDER BY granularity"
+        ).fetchall()
     assert names == [("breast-cancer",)]  # the state really lives in PostgreSQL
+    # The usage loader (its own process) stored the request there too, once, on shutdown
+    # at the latest.
+    assert events == [("breast-cancer", 3)]
+    assert rolled == [("day", 1, 3), ("hour", 1, 3), ("minute", 1, 3)]
