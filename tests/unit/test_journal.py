@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from modelport.core.usage import Units, UsageRecord
 from modelport.observability.journal import (
     UsageJournal,
     complete_lines,
+    is_written,
     iter_records,
     segments,
 )
@@ -156,3 +159,34 @@ def test_a_record_json_cannot_hold_is_lost_not_raised(tmp_path: Path) -> None:
     journal.record(record(1, units=Units(rows=2**70)))  # an upstream's absurd units header
     assert journal.lost == 1
     assert read_all(tmp_path) == []
+
+
+def test_a_segment_is_written_while_a_live_journal_holds_it(tmp_path: Path) -> None:
+    """The loader, in another process, tells a finished segment by the journal's lock: held
+    while the journal writes it, gone when the journal moves on, closes or is killed."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from modelport.core.usage import UsageRecord\n"
+        "from modelport.observability.journal import UsageJournal\n"
+        "journal = UsageJournal(Path(sys.argv[1]))\n"
+        "journal.record(UsageRecord('r', 'e', 'r1', 'k', 'p', '', 200, 1.0))\n"
+        "print('written', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "written"
+        (segment,) = segments(tmp_path)
+        assert is_written(segment)
+        assert is_written(segment)  # probing does not take the lock away
+    finally:
+        child.kill()  # SIGKILL: no cleanup of its own
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert not is_written(segment)
+    assert [r.request_id for r in read_all(tmp_path)] == ["r"]

@@ -370,3 +370,27 @@ def test_an_event_the_database_refuses_is_skipped_not_retried_forever(
         )
     assert stored == {"req-1", "req-3"}
     assert requests == 2
+
+
+def test_events_newer_than_the_prices_read_wait_for_the_next_pass(
+    db: Database, tmp_path: Path
+) -> None:
+    """With ``refresh`` (the loader process re-reads prices before each pass), an event
+    newer than that read is left for the next pass: a price set after the read takes effect
+    after it, so the event would otherwise be priced at prices older than its own time."""
+    directory = tmp_path / "usage"
+    now = time.time()
+    write(directory, [record(1, now - 10), record(2, now - 5), record(3, now + 3600)])
+    reads: list[float] = []
+    waiting = loader(db, directory, refresh=lambda: reads.append(time.time()))
+    assert waiting.load_once() == 2
+    assert len(reads) == 1
+    with db.session() as session:
+        assert set(session.scalars(select(UsageEventRow.request_id))) == {"req-1", "req-2"}
+    # The segment is finished (its journal closed) but not done with: kept, not deleted.
+    assert len(segments(directory)) == 1
+    assert waiting.load_once() == 0  # still in the future
+    # Once that time has come (here: a loader without a horizon), the rest is loaded once.
+    assert loader(db, directory).load_once() == 1
+    assert count_events(db) == 3
+    assert not segments(directory)
