@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -216,6 +218,42 @@ def _drive(
             with lock:
                 tally[outcome] += 1
             time.sleep(0.015)
+
+
+def loader_pids(server: RunningServer) -> list[int]:
+    """The usage loader processes the server started (children in sessions of their own)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.process.pid and b"modelport.control.usage_process" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_killed_loader_is_started_again_and_loses_nothing(
+    usage_server: RunningServer, admin: Client
+) -> None:
+    key = admin.create_key("default", "loader-kill", team="loader-kill")["key"]
+    (first,) = loader_pids(usage_server)
+    os.kill(first, signal.SIGKILL)
+    with data_plane(usage_server, key) as http:
+        for _ in range(5):  # journaled while no loader runs
+            assert http.post(INFER, json=rows(2)).status_code == 200
+    wait_for(
+        lambda: len(loader_pids(usage_server)) == 1 and loader_pids(usage_server) != [first],
+        timeout=20,
+        message="a new usage loader",
+    )
+    report = settled(admin, 5, team="loader-kill")
+    assert report["total"]["requests"] == 5  # type: ignore[index]
+    assert report["total"]["rows"] == 10  # type: ignore[index]
+    assert "the usage loader exited" in usage_server.log.read_text()
 
 
 def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
