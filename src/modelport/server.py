@@ -218,6 +218,11 @@ class ModelportServer:
             replicas=self.plane.replica_counts,
             rollouts=self.controller.progress,
             budgets=self.slo.snapshot,
+            serving=lambda: (
+                (name, label)
+                for name, traffic in self.gateway.snapshot.routes.items()
+                for label in traffic.revisions
+            ),
         )
         self._control = create_control_app(self.plane, self.controller)
         if self.demo:

@@ -4,6 +4,7 @@ built on them (pure logic; promtool checks the exposition and the dashboard's qu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import shutil
@@ -198,6 +199,38 @@ def test_label_sets_are_made_once_and_reused() -> None:
 
 
 # -- live state ----------------------------------------------------------------------------
+
+
+def test_a_retired_revisions_series_go_after_two_scrapes_without_it() -> None:
+    """Series of a revision that no longer serves are dropped (many rollouts must not pile
+    up series), but only at the second scrape without it: the first still shows its last
+    values. A revision that serves again keeps its series."""
+    metrics = ModelportMetrics()
+    serving = {("bc", "r1"), ("bc", "r2"), ("chat", "r1")}
+    metrics.watch(serving=lambda: serving)
+    retired = dataclasses.replace(_record(units=Units(rows=3)), revision="r2")
+    stream = _record("chat", "chat", units=Units(input_tokens=4, output_tokens=5), ttft_ms=9.0)
+    metrics.consume([_record(units=Units(rows=1)), retired, stream])
+
+    def revisions() -> set[tuple[str, str]]:
+        return {
+            (
+                dict(labels).get("endpoint") or dict(labels)["gen_ai_request_model"],
+                dict(labels)["revision"],
+            )
+            for _, labels in _samples(metrics)
+            if "revision" in dict(labels)
+        }
+
+    assert revisions() == serving
+    serving.discard(("bc", "r2"))
+    serving.discard(("chat", "r1"))
+    assert revisions() == {("bc", "r1"), ("bc", "r2"), ("chat", "r1")}  # first scrape without
+    assert revisions() == {("bc", "r1")}  # second: gone, tokens and time to first token too
+    assert _value(metrics, "modelport_rows_total", revision="r1") == 1
+    metrics.consume([retired])  # a straggler after the retirement: counted again, then gone
+    assert ("bc", "r2") in revisions()
+    assert ("bc", "r2") not in revisions()
 
 
 def test_live_state_is_read_at_each_scrape() -> None:

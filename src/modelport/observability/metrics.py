@@ -149,6 +149,23 @@ class _Series:
         self.overhead = metrics.overhead.labels(endpoint, revision, task)
         self.optional: dict[str, Any] = {}
 
+    def remove(self, status: int) -> None:
+        """Take this label set's series out of every metric (its revision was retired)."""
+        metrics = self.metrics
+        endpoint, revision, task = self.labels
+        metrics.requests.remove(endpoint, revision, task, str(status))
+        metrics.duration.remove(*self.genai, str(status) if status >= 400 else "")
+        metrics.overhead.remove(*self.labels)
+        for name in self.optional:
+            if name in ("input", "output"):
+                metrics.tokens.remove(*self.genai, name)
+            elif name in ("ttft", "tpot"):
+                (metrics.ttft if name == "ttft" else metrics.tpot).remove(*self.genai)
+            else:
+                {"audio": metrics.audio, "images": metrics.images, "rows": metrics.rows}[
+                    name
+                ].remove(*self.labels)
+
     def child(self, name: str) -> Any:
         """A child made on first use, so that a tabular endpoint shows no token series."""
         child = self.optional.get(name)
@@ -223,6 +240,11 @@ class ModelportMetrics:
             registry=registry,
         )
         self._series: dict[tuple[str, str, str, int], _Series] = {}
+        # What serves now, as (endpoint, revision) pairs; series of other revisions are
+        # dropped once they were absent at two scrapes in a row (the first still shows their
+        # last values), so retired revisions do not pile up over many rollouts.
+        self._serving: Callable[[], Iterable[tuple[str, str]]] | None = None
+        self._absent: set[tuple[str, str, str, int]] = set()
         self._live = _LiveState()
         registry.register(self._live)
 
@@ -277,6 +299,7 @@ class ModelportMetrics:
         replicas: Callable[[], Iterable[ReplicaCount]] | None = None,
         rollouts: Callable[[], Iterable[RolloutProgress]] | None = None,
         budgets: Callable[[], Any] | None = None,
+        serving: Callable[[], Iterable[tuple[str, str]]] | None = None,
     ) -> None:
         """Register the providers of live state read at each scrape. ``budgets`` returns an
         SLO snapshot (``SloBook.snapshot()``): ``Budget`` items, or a mapping of endpoint to
@@ -290,12 +313,24 @@ class ModelportMetrics:
             live.rollouts = rollouts
         if budgets is not None:
             live.budgets = budgets
+        if serving is not None:
+            self._serving = serving
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition Prometheus asked for (``Accept``), and its content type. Call on the
         event loop: the live-state providers read structures the loop changes."""
+        self._forget_retired()
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+    def _forget_retired(self) -> None:
+        if self._serving is None:
+            return
+        serving = set(_read(self._serving, "serving revisions"))
+        absent = {key for key in self._series if (key[0], key[1]) not in serving}
+        for key in absent & self._absent:
+            self._series.pop(key).remove(key[3])
+        self._absent = absent - self._absent
 
 
 # -- the live-state collector -------------------------------------------------------------------
