@@ -38,7 +38,7 @@ from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
 from modelport.core.errors import Conflict, NotFound, Unavailable
 from modelport.core.intent import Intent
-from modelport.observability.metrics import RolloutProgress
+from modelport.observability.live_metrics import RolloutProgress
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
 from modelport.store.tables import RolloutRow

@@ -36,7 +36,7 @@ from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.settings import Settings
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
-from modelport.observability.metrics import ReplicaCount
+from modelport.observability.live_metrics import ReplicaCount
 from modelport.observability.pricing import PriceBook
 from modelport.runtimes.registry import OPENAI_USAGE_RUNTIMES, REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from modelport.core.routing import Route, RoutingSnapshot, Upstream
-from modelport.observability.metrics import Load
+from modelport.observability.live_metrics import Load
 
 __all__ = ["LeastOutstanding"]
 
