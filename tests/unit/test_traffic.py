@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from modelport.control.analysis import Gates, judge
+from modelport.control.analysis import Gates, Verdict, both, judge
 from modelport.control.traffic import traffic_of
 from modelport.core.errors import NotFound
 from modelport.core.intent import Routing, parse_intent
@@ -150,3 +150,14 @@ def test_a_revision_without_ready_replicas_leaves_its_share_to_the_stable_one() 
         {"r1": ROUTES["r1"], "r2": starting}, stable="r1", candidate="r2", weight=90
     )
     assert _share(traffic, 200) == {"r1": 200}
+
+
+def test_two_gates_fail_on_either_and_pass_on_both() -> None:
+    passed, held, failed = Verdict("pass", "p"), Verdict("wait", "w"), Verdict("fail", "f")
+    assert both(passed, None) is passed
+    assert both(failed, passed) is failed
+    assert both(passed, failed) is failed
+    assert both(held, failed) is failed
+    assert both(passed, held) is held  # a passing SLO waits for the other gate's evidence
+    assert both(held, passed) is held
+    assert both(passed, passed) is passed  # the SLO's reason is the one shown

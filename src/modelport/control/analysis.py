@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from modelport.observability.windows import WindowStats
 
-__all__ = ["Gates", "Verdict", "judge"]
+__all__ = ["Gates", "Verdict", "both", "judge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +64,14 @@ def judge(stats: WindowStats, gates: Gates, elapsed_s: float) -> Verdict:
         f"{stats.requests} requests, error rate {stats.error_rate:.2%}, "
         f"p95 {stats.p95_ms or 0:.1f} ms: within the SLO",
     )
+
+
+def both(first: Verdict, second: Verdict | None) -> Verdict:
+    """Two gates on one step (the SLO, and another such as output drift; ``None``: none):
+    either failing fails it, it passes once both pass, and otherwise it waits for the one
+    that does not pass yet."""
+    if second is None or first.decision == "fail":
+        return first
+    if second.decision == "fail" or (first.decision == "pass" and second.decision == "wait"):
+        return second
+    return first

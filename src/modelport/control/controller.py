@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from modelport.control import apply as apply_service
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as rollout_service
-from modelport.control.analysis import Gates, Verdict, judge
+from modelport.control.analysis import Gates, Verdict, both, judge
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
@@ -368,14 +368,11 @@ class RolloutController:
         data = {"window": stats.to_dict(), "step": run.step, "traffic_percent": self._weight(run)}
         if run.strategy == "shadow":
             data["shadow"] = self.shadows.report(run.endpoint, run.target)
-        verdict = self._output_drift(run, verdict, data)
         if verdict.decision == "fail":
-            why = (
-                verdict.reason
-                if verdict.reason.startswith("output drift")
-                else f"SLO breached: {verdict.reason}"
-            )
-            await self._roll_back(run, RolloutState.ROLLED_BACK, why, data)
+            verdict = Verdict("fail", f"SLO breached: {verdict.reason}")
+        verdict = both(verdict, self._output_drift(run, data))
+        if verdict.decision == "fail":
+            await self._roll_back(run, RolloutState.ROLLED_BACK, verdict.reason, data)
         elif verdict.decision == "pass":
             if run.step + 1 < len(run.steps):
                 await self._enter_step(run, run.step + 1, f"step passed: {verdict.reason}", data)
@@ -390,19 +387,17 @@ class RolloutController:
             else:
                 await self._promote(run, f"last step passed: {verdict.reason}", data)
 
-    def _output_drift(self, run: RolloutRun, verdict: Verdict, data: dict[str, Any]) -> Verdict:
-        """Apply the rollout's output-drift gate, if it has one, to the SLO's verdict: drift
-        fails a step; too few sampled outputs hold back a step that would pass."""
+    def _output_drift(self, run: RolloutRun, data: dict[str, Any]) -> Verdict | None:
+        """The rollout's output-drift gate, if it has one (not for shadow rollouts, whose
+        candidate answers nobody): drift fails the step, too few sampled outputs hold it."""
         gate = run.plan.get("output_drift")
-        if not gate or verdict.decision == "fail" or run.strategy == "shadow":
-            return verdict
+        if not gate or run.strategy == "shadow":
+            return None
         if self.drift is None:
             return Verdict("wait", "output drift: drift monitoring is not running")
         drift = self.drift.canary(run.endpoint, run.source, run.target, gate)
         data["output_drift"] = drift.data
-        if drift.decision == "fail" or (verdict.decision == "pass" and drift.decision == "wait"):
-            return Verdict(drift.decision, drift.reason)
-        return verdict
+        return Verdict(drift.decision, drift.reason)
 
     # -- moves --------------------------------------------------------------------------------
 
