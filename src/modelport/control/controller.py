@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -33,6 +32,7 @@ from modelport.control.analysis import Gates, Verdict, both, judge
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
+from modelport.control.rollout_run import RolloutRun
 from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
@@ -48,33 +48,6 @@ __all__ = ["RolloutController", "RolloutRun"]
 log = logging.getLogger("modelport.rollouts")
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class RolloutRun:
-    """A rollout in progress, as the controller tracks it between ticks."""
-
-    rollout_id: int
-    endpoint: str
-    source: str  # the stable revision's label
-    target: str  # the new revision's label
-    plan: dict[str, Any]
-    state: RolloutState
-    step: int
-    mark: float = 0.0  # windows clock when the step began: its window starts here
-    started: float = field(default_factory=time.monotonic)  # when the step (or warm-up) began
-    # A rollback already done in traffic whose write failed: (state, event, message, data).
-    unsettled: tuple[RolloutState, str, str, dict[str, Any]] | None = None
-
-    @property
-    def strategy(self) -> str:
-        return str(self.plan["strategy"])
-
-    @property
-    def steps(self) -> list[int]:
-        if self.strategy == "canary":
-            return list(self.plan["steps"])
-        return [100] if self.strategy == "blue-green" else [0]
 
 
 class RolloutController:
@@ -506,16 +479,9 @@ class RolloutController:
         run.started = time.monotonic()
 
     def run_of(self, rollout: RolloutRow) -> RolloutRun:
-        """The controller's record of a stored rollout (call inside the rollout's session)."""
-        run = RolloutRun(
-            rollout_id=rollout.id,
-            endpoint=rollout.endpoint.name,
-            source=f"r{rollout.from_revision}",
-            target=f"r{rollout.to_revision}",
-            plan=rollout.plan,
-            state=RolloutState(rollout.state),
-            step=rollout.step,
-        )
+        """The controller's record of a stored rollout (call inside the rollout's session),
+        its step's clock started now."""
+        run = RolloutRun.of(rollout)
         self._restart_clock(run)
         return run
 
