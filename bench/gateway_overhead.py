@@ -348,18 +348,26 @@ def _print_table(report: dict[str, Any]) -> None:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description="Requests/s and latency straight to a worker vs through the gateway."
-    )
+Measure = Callable[[Path, Processes, argparse.Namespace], dict[str, Any]]
+
+
+def bench_args(description: str, rounds: int) -> argparse.Namespace:
+    """The options every side-by-side benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
-    parser.add_argument("--rounds", type=int, default=2, help="phases per target, alternating")
+    parser.add_argument("--rounds", type=int, default=rounds, help="phases per side, alternating")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--seconds, --rounds and --concurrency must be positive")
+    return args
 
+
+def measured(measure: Measure, args: argparse.Namespace, logs: tuple[str, ...]) -> dict[str, Any]:
+    """``measure`` in a temporary directory; every process it started is stopped at the end,
+    on Ctrl-C and SIGTERM too (``KeyboardInterrupt`` then reaches the caller); on a failure
+    the tail of each of ``logs`` is shown."""
     # Ctrl-C and SIGTERM take the same way out, through the finally below (set explicitly:
     # a shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -368,17 +376,24 @@ def main() -> int:
         tmp = Path(name)
         processes = Processes(tmp)
         try:
-            report = _setup_and_measure(tmp, processes, args)
+            return measure(tmp, processes, args)
         except KeyboardInterrupt:
-            print("interrupted; stopping the server and the worker", file=sys.stderr)
-            return 130
+            print("interrupted; stopping what the benchmark started", file=sys.stderr)
+            raise
         except Exception:
-            for log in ("server", "worker"):
+            for log in logs:
                 print(f"--- {log} log (last lines) ---\n{processes.tail(log)}", file=sys.stderr)
             raise
         finally:
             processes.stop_all()
 
+
+def main() -> int:
+    args = bench_args("Requests/s and latency straight to a worker vs through the gateway.", 2)
+    try:
+        report = measured(_setup_and_measure, args, ("server", "worker"))
+    except KeyboardInterrupt:
+        return 130
     if args.json:
         print(json.dumps(report, indent=2))
     else:

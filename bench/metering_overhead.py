@@ -21,10 +21,8 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,17 @@ from modelport.gateway.upstream import UpstreamPool
 
 try:
     from bench._harness import Phase, drive
-    from bench.gateway_overhead import BODY, ENDPOINT, PATH, Processes, _base_env, _free_port, _run
+    from bench.gateway_overhead import (
+        BODY,
+        ENDPOINT,
+        PATH,
+        Processes,
+        _base_env,
+        _free_port,
+        _run,
+        bench_args,
+        measured,
+    )
     from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
     from _harness import Phase, drive  # type: ignore[no-redef,import-not-found]
@@ -49,6 +57,8 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
         _base_env,
         _free_port,
         _run,
+        bench_args,
+        measured,
     )
     from gateway_overhead import _wait_until as wait_until  # type: ignore[import-not-found]
 
@@ -244,33 +254,11 @@ def _print_table(report: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description="Requests/s and latency through the gateway with metering on and off."
-    )
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="phases per mode, alternating")
-    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args()
-    if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1:
-        parser.error("--seconds, --rounds and --concurrency must be positive")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with tempfile.TemporaryDirectory(prefix="modelport-bench-", ignore_cleanup_errors=True) as name:
-        tmp = Path(name)
-        processes = Processes(tmp)
-        try:
-            report = _setup_and_measure(tmp, processes, args)
-        except KeyboardInterrupt:
-            print("interrupted; stopping the servers", file=sys.stderr)
-            return 130
-        except Exception:
-            for mode in MODES:
-                log = f"server-{mode}"
-                print(f"--- {log} log (last lines) ---\n{processes.tail(log)}", file=sys.stderr)
-            raise
-        finally:
-            processes.stop_all()
+    args = bench_args("Requests/s and latency through the gateway with metering on and off.", 3)
+    try:
+        report = measured(_setup_and_measure, args, tuple(f"server-{mode}" for mode in MODES))
+    except KeyboardInterrupt:
+        return 130
     if args.json:
         print(json.dumps(report, indent=2))
     else:
