@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The tests start their own throwaway PostgreSQL server (Debian's binaries) and make their
-# test speech with espeak-ng; promtool (Debian package prometheus) checks the /metrics output.
-SYSTEM_PACKAGES := postgresql espeak-ng prometheus
+# test speech with espeak-ng; promtool (Debian package prometheus) checks the /metrics output;
+# redis-server holds limits and budgets shared by several gateways in their tests.
+SYSTEM_PACKAGES := postgresql espeak-ng prometheus redis-server
 system:
-	@{ ls /usr/lib/postgresql/*/bin/initdb && command -v espeak-ng && command -v promtool; } >/dev/null 2>&1 || { \
+	@{ ls /usr/lib/postgresql/*/bin/initdb && command -v espeak-ng && command -v promtool && command -v redis-server; } >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 run: install
