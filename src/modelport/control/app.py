@@ -54,14 +54,22 @@ _ARTIFACTS = f"{PREFIX}/artifacts"
 _CLOSE = (b"connection", b"close")
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status)
+    response = JSONResponse(body, status_code=status)
+    response.raw_headers.extend(headers)
+    return response
 
 
 async def _modelport_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelportError)
-    return _error(exc.status, exc.code, exc.message, exc.details)
+    return _error(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -206,6 +214,7 @@ async def _refuse(send: Send, exc: ModelportError) -> None:
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         _CLOSE,
+        *exc.headers,
     ]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

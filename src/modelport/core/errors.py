@@ -12,6 +12,7 @@ Every error a user can cause is a ``ModelportError`` with a stable ``code``, an 
      +-- Conflict (409, conflict)
      +-- RequestTimeout (408, request_timeout)
      +-- PayloadTooLarge (413, payload_too_large)
+     +-- TooManyRequests (429, rate_limited)
      +-- BadGateway (502, bad_gateway)
      +-- Unavailable (503, unavailable)
      +-- GatewayTimeout (504, gateway_timeout)
@@ -37,6 +38,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RequestTimeout",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
@@ -61,6 +63,8 @@ class ModelportError(Exception):
 
     status: int = 500
     code: str = "internal"
+    #: Response headers every transport adds to the error's answer (``Retry-After``, ...).
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -115,6 +119,21 @@ class Conflict(ModelportError):
 class PayloadTooLarge(ModelportError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(ModelportError):
+    """A limit, a budget or the authentication-failure throttle refused the request; its
+    ``headers`` say when to come back (``Retry-After``) and, for rate limits, OpenAI's
+    ``x-ratelimit-*`` figures."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (), **details: Any
+    ) -> None:
+        super().__init__(message, **details)
+        self.headers = headers
 
 
 class Unavailable(ModelportError):

@@ -206,7 +206,7 @@ class GatewayApp:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
             body = exc.to_openai() if is_openai else {"error": exc.message}
-            headers = [(b"x-request-id", request_id)]
+            headers = [(b"x-request-id", request_id), *exc.headers]
             if exc.status in _CLOSE_AFTER:
                 # The rest of the body may still be on its way: drop the connection instead of
                 # reading it (each trickled byte would keep the connection alive).
