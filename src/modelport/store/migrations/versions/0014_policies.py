@@ -1,0 +1,21 @@
+"""Policies as code, versioned; rollout approvals (F).
+
+Revision ID: 0014
+Revises: 0008
+"""
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0014"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Filled in by its part."""
+
+
+def downgrade() -> None:
+    """Filled in by its part."""
