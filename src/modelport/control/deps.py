@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the control plane, a DB session, and the admin check."""
+"""FastAPI dependencies: the control plane, a DB session, the calling actor, and the admin
+check."""
 
 from __future__ import annotations
 
@@ -12,8 +13,19 @@ from modelport.control.controller import RolloutController
 from modelport.control.plane import ControlPlane
 from modelport.core.asgi import bearer_token
 from modelport.core.errors import Unauthorized
+from modelport.governance.identity import Actor
 
-__all__ = ["AdminDep", "ControllerDep", "PlaneDep", "SessionDep", "check_admin"]
+__all__ = [
+    "ADMIN",
+    "ActorDep",
+    "AdminDep",
+    "ControllerDep",
+    "PlaneDep",
+    "SessionDep",
+    "check_admin",
+]
+
+ADMIN = Actor("admin", "admin")  # the bootstrap admin: whoever holds the admin token
 
 
 def _plane(request: Request) -> ControlPlane:
@@ -44,14 +56,26 @@ def check_admin(plane: ControlPlane, token: bytes | None) -> None:
         raise Unauthorized("invalid admin token")
 
 
-def _admin(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) -> str:
-    # The ASGI guard in app.py already checked this before reading the body; checking again
-    # keeps every route safe when the app is mounted without it (as in unit tests).
+def _actor(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) -> Actor:
+    # The guard in app.py authenticated and authorized the request and left its actor here.
+    # Without the guard (the app mounted bare), only the admin token is accepted, so a route
+    # is never open.
+    state = request.scope.get("state") or {}
+    actor = state.get("actor")
+    if isinstance(actor, Actor):
+        return actor
     check_admin(plane, bearer_token(request.scope))
-    return "admin"
+    return ADMIN
+
+
+def _admin(request: Request, plane: Annotated[ControlPlane, Depends(_plane)]) -> str:
+    # The guard authorized the request against the access table (control/access.py); the
+    # name of whoever it let in is what routes record (``created_by``).
+    return _actor(request, plane).name
 
 
 PlaneDep = Annotated[ControlPlane, Depends(_plane)]
 ControllerDep = Annotated[RolloutController, Depends(_controller)]
 SessionDep = Annotated[Session, Depends(_session)]
 AdminDep = Annotated[str, Depends(_admin)]
+ActorDep = Annotated[Actor, Depends(_actor)]
