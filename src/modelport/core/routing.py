@@ -116,6 +116,9 @@ class Traffic:
         default_factory=lambda: MappingProxyType({})
     )
     timeout_s: float | None = None  # the endpoint's deadline per request; None: the server's
+    # Who may call: "project:x", "team:y", "key:<id>" (the intent's ``consumers``, with the
+    # endpoint's own project added); empty: every key (snapshots built by hand, tests).
+    consumers: frozenset[str] = frozenset()
 
     @property
     def endpoint(self) -> str:
@@ -145,3 +148,23 @@ class KeyPrincipal:
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # The team the key's spending is reported under; "" when the key has none.
     team: str = ""
+    # Endpoint names the key may call; empty: every endpoint whose consumers admit its project.
+    scopes: frozenset[str] = frozenset()
+    expires_at: float | None = None  # unix time after which the gateway refuses the key
+    can_pin: bool = False  # may pin a revision (``ep@rN``, ``/versions/rN``)
+    can_route_by_header: bool = False  # header segment rules apply to its requests
+    # Customers it may name in ``X-Modelport-Customer`` / OpenAI ``user``; "*" any.
+    customers: frozenset[str] = frozenset()
+    # The consumers entries that admit this key ("project:x", "team:y", "key:id"), computed
+    # once so the scope check is a set intersection per request.
+    grants: frozenset[str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grants = {f"project:{self.project}", f"key:{self.key_id}"}
+        if self.team:
+            grants.add(f"team:{self.team}")
+        object.__setattr__(self, "grants", frozenset(grants))
+
+    def may_name_customer(self, customer: str) -> bool:
+        """Whether the key may bill or route as ``customer``."""
+        return customer in self.customers or "*" in self.customers

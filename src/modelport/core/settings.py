@@ -216,6 +216,17 @@ class Settings(BaseSettings):
         description="'json': every process (server and replicas) logs one JSON object per "
         "line, with the request id of the request a line concerns.",
     )
+    auth_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Failed authentications from one address within a minute after which "
+        "its requests are refused with 429 until the minute has passed. 0: off.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) that encrypts secrets at rest. "
+        "Unset: read from (or created in) $MODELPORT_HOME/secrets.key, mode 0600.",
+    )
 
     @field_validator("home")
     @classmethod
