@@ -52,6 +52,7 @@ from modelport.gateway.hops import HOPS_HEADER, Hops
 from modelport.gateway.streaming import relay_stream
 from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamPool
+from modelport.governance.admission import Admission, Caller, estimate_input_tokens
 from modelport.observability.sampling import Sample, Sampler, header_length
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.usage import RecentUsage, UsageSink
@@ -69,6 +70,7 @@ _SERVER_METADATA = orjson.dumps(
 _TIMEOUT_HEADER = b"x-modelport-timeout"
 _V2_HEADER_LENGTH = b"inference-header-content-length"
 _CLOSE_AFTER = frozenset({408, 413})
+_CLIENT_GONE = 499
 _T = TypeVar("_T")
 
 _MAX_ID = 128
@@ -80,6 +82,18 @@ def _client_id(value: bytes | None) -> bytes | None:
     Ids are logged, metered and echoed back: an odd one must not break any of that."""
     if value and len(value) <= _MAX_ID and value.isascii() and value.decode().isprintable():
         return value
+    return None
+
+
+def _max_output(payload: dict[str, Any] | None) -> int | None:
+    """The output tokens an OpenAI call asks for at most (``max_completion_tokens``, else
+    ``max_tokens``), if it says; the worker validates the value, admission only reads it."""
+    if payload is None:
+        return None
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
     return None
 
 
@@ -120,6 +134,8 @@ class GatewayApp:
         self.shadows = shadows if shadows is not None else ShadowReports()
         # Drift sampling of V2 calls (None: off); set by the server.
         self.sampler: Sampler | None = None
+        # Rate limits, concurrency and budgets (None: off, and costs nothing); set by the server.
+        self.admission: Admission | None = None
         # Until the control plane says it has published every endpoint it starts with, the
         # server is not ready; after that, once each of them had a ready replica, it is.
         self.started = False
@@ -263,7 +279,10 @@ class GatewayApp:
             self._customer(scope, call)
             if route is None:
                 route, call.judged = choose(traffic, scope, call.principal, call.customer)
-            await self._forward(receive, send, traffic, route, call)
+            if self.admission is not None:
+                await self._admitted(self.admission, receive, send, traffic, route, call)
+            else:
+                await self._forward(receive, send, traffic, route, call)
         elif action == "ready" and scope["method"] == "GET":
             ready = bool((route or traffic.primary).replicas)
             await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
@@ -309,12 +328,54 @@ class GatewayApp:
         else:
             route, call.judged = choose(traffic, scope, call.principal, call.customer)
         call.api_path, call.body, call.payload = path, body, payload
-        if stream:
+        if self.admission is not None:
+            await self._admitted(self.admission, receive, send, traffic, route, call, stream)
+        elif stream:
             await self._stream(receive, send, traffic, route, call)
         else:
             await self._forward(receive, send, traffic, route, call)
 
     # -- forwarding ---------------------------------------------------------------------------
+
+    async def _admitted(
+        self,
+        admission: Admission,
+        receive: Receive,
+        send: Send,
+        traffic: Traffic,
+        route: Route,
+        call: Call,
+        stream: bool = False,
+    ) -> None:
+        """Forward the call if admission lets it through (else its 429 propagates).
+
+        The hold is released when the call is metered (``_meter``), on every way out; the
+        ``finally`` only catches a way out that meters nothing (the task cancelled), so a
+        concurrency slot or a budget reservation can never leak."""
+        principal = call.principal
+        caller = Caller(
+            key_id=principal.key_id,
+            project=principal.project,
+            team=principal.team,
+            customer=call.customer[:_MAX_ID] if call.customer else "",
+            endpoint=route.endpoint,
+            model=route.model,
+            task=route.task,
+            input_estimate=estimate_input_tokens(len(call.body)),
+            max_output=_max_output(call.payload),
+        )
+        hold = await admission.admit(caller)
+        call.hold = hold
+        call.reply_headers.extend(hold.headers)
+        try:
+            if stream:
+                await self._stream(receive, send, traffic, route, call)
+            else:
+                await self._forward(receive, send, traffic, route, call)
+        finally:
+            if call.hold is not None:
+                call.hold = None
+                hold.release(_CLIENT_GONE, None)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         declared = header(scope, b"content-length")
@@ -409,8 +470,16 @@ class GatewayApp:
             ttft_ms = None if first_token_at is None else (first_token_at - call.started) * 1000
             self._meter(route, call, status, units, streamed=True, ttft_ms=ttft_ms)
 
+        hold = call.hold
         await relay_stream(
-            stream, receive, send, route, call.reply_headers, self._chunk_timeout_s, meter
+            stream,
+            receive,
+            send,
+            route,
+            call.reply_headers,
+            self._chunk_timeout_s,
+            meter,
+            None if hold is None else hold.delivered,
         )
 
     def _failed(self, route: Route, call: Call, error: ModelportError) -> None:
@@ -434,8 +503,13 @@ class GatewayApp:
         streamed: bool = False,
         ttft_ms: float | None = None,
     ) -> None:
-        """Record one answered call's usage event (in the journal, before it is sent)."""
+        """Record one answered call's usage event (in the journal, before it is sent), and
+        give back what admission held for it."""
         latency_ms = call.elapsed_ms()
+        hold = call.hold
+        if hold is not None:
+            call.hold = None  # released exactly once, whichever way out meters first
+            hold.release(status, units)
         if call.judged and not 400 <= status < 500:
             # Only server faults (and successes) are evidence about a revision; a client's
             # mistake, or a client that hung up, says nothing about it.

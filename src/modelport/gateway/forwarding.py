@@ -33,6 +33,7 @@ from modelport.gateway.upstream import (
     UpstreamResponse,
     UpstreamStream,
 )
+from modelport.governance.admission import Hold
 from modelport.observability import logs, tracing
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
@@ -56,6 +57,7 @@ class Call:
         "customer",
         "deadline",
         "endpoint",
+        "hold",
         "hops",
         "judged",
         "payload",
@@ -96,6 +98,8 @@ class Call:
         self.hops: Hops | None = None
         self.endpoint = ""  # the endpoint the client called, for the hop header
         self.route: Route | None = None  # the revision being tried now
+        # What admission holds for the call (None: admission off), released when metered.
+        self.hold: Hold | None = None
         # What to send: the OpenAI path ("" for V2 inference), the body as the client sent
         # it, and its parsed JSON when an external server needs its model name changed.
         self.api_path = ""

@@ -69,18 +69,22 @@ async def relay_stream(
     reply: list[tuple[bytes, bytes]],
     chunk_timeout_s: float,
     meter: StreamMeter | None = None,
+    delivered: Callable[[int], None] | None = None,
 ) -> tuple[int, Units]:
     """Relay ``upstream`` to the client; the status to meter and the units delivered.
 
     ``meter(status, units, first_token_at)`` is called once, BEFORE the stream's last chunk
     (or error event) is sent: the usage is in the journal before the client has its answer.
     ``first_token_at`` is the ``perf_counter`` time the first event was sent (None if none).
+    ``delivered(tokens)`` is told the output tokens sent so far after each chunk that
+    carried some (admission's tokens-per-minute limits count them as they go).
     """
     if upstream.status != 200:
         return await _answer_whole(upstream, send, route, reply, meter), Units()
     headers = [*_SSE_HEADERS, *reply, (b"x-modelport-revision", route.revision)]
     units = Units()
-    delivered = 0  # token events the client received, counted by their SSE ids
+    sent = 0  # token events the client received, counted by their SSE ids
+    told = 0  # what ``delivered`` was last told
     status = 200
     gone = False
     first_at: float | None = None
@@ -114,17 +118,22 @@ async def relay_stream(
                 units = Units.decode(chunk[len(UNITS_SSE_PREFIX) :].strip())
                 continue
             if foreign is None and chunk.startswith(b"id: "):
-                delivered = int(chunk[4 : chunk.index(b"\n")])
+                sent = int(chunk[4 : chunk.index(b"\n")])
             if first_at is None and not chunk.startswith(b":"):
                 first_at = time.perf_counter()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if delivered is not None:
+                tokens = sent if foreign is None else foreign.content_events
+                if tokens != told:
+                    told = tokens
+                    delivered(tokens)
         done()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except (TimeoutError, UpstreamError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
         if metered:
             # Only the last, empty chunk failed: the answer was complete, and is metered so.
             return status, units
-        units.output_tokens = delivered if foreign is None else foreign.content_events
+        units.output_tokens = sent if foreign is None else foreign.content_events
         if gone:
             status = _CLIENT_GONE
             done()
