@@ -363,6 +363,7 @@ class GatewayApp:
             task=route.task,
             input_estimate=estimate_input_tokens(len(call.body)),
             max_output=_max_output(call.payload),
+            version=route.version,
         )
         hold = await admission.admit(caller)
         call.hold = hold
@@ -509,7 +510,9 @@ class GatewayApp:
         hold = call.hold
         if hold is not None:
             call.hold = None  # released exactly once, whichever way out meters first
-            hold.release(status, units)
+            # The units the event is journaled with (a budget settles at exactly its cost);
+            # None stays for calls that meter nothing (refused, cancelled).
+            hold.release(status, units if units is not None else Units())
         if call.judged and not 400 <= status < 500:
             # Only server faults (and successes) are evidence about a revision; a client's
             # mistake, or a client that hung up, says nothing about it.

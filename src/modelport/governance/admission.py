@@ -36,6 +36,7 @@ class Caller:
     task: str
     input_estimate: int  # prompt tokens estimated from the body (bytes // 4, at least 1)
     max_output: int | None  # max_tokens / max_completion_tokens asked, if any
+    version: int = 0  # the routed model version: budgets price by it (``model:version``)
 
 
 class Hold(Protocol):
@@ -48,8 +49,8 @@ class Hold(Protocol):
         """The output tokens streamed SO FAR (a running total, not a delta); called per chunk."""
 
     def release(self, status: int, units: Units | None) -> None:
-        """The call is over (called exactly once): its status and what it consumed (None: unknown
-        or nothing, e.g. a refusal by a later guard, status 429)."""
+        """The call is over (called exactly once): its status and the units its usage event
+        is journaled with (None: no event, e.g. a refusal by a later guard, status 429)."""
 
 
 class Guard(Protocol):
