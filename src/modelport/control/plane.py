@@ -23,6 +23,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control import rollouts as rollout_service
+from modelport.control.audit import AuditLog
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.drift import store_profile
@@ -96,6 +97,7 @@ class ControlPlane:
         self.usage = usage
         self.prices = PriceBook()  # the price catalog in memory (control/prices.py fills it)
         self.secrets = secrets
+        self.audit = AuditLog(db, settings)  # who changed what (control/audit.py)
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -135,6 +137,7 @@ class ControlPlane:
         """Start the stable revision of every stored endpoint (and the candidate of a rollout
         in progress, which the rollout controller then resumes), and publish keys and routes."""
         self._loop = asyncio.get_running_loop()
+        self.audit.start()
         await self.backend.start()
         await self.refresh_keys()
         for name, deployments, routing in await asyncio.to_thread(self._load):
@@ -150,6 +153,7 @@ class ControlPlane:
         for task in [*self._retirements.values(), *self._draining]:
             task.cancel()
         await self.backend.close()
+        await asyncio.to_thread(self.audit.close)
         self._loop = None
 
     def _load(self) -> list[tuple[str, list[Deployment], Routing | None]]:

@@ -228,6 +228,41 @@ class Settings(BaseSettings):
         "Unset: read from (or created in) $MODELPORT_HOME/secrets.key, mode 0600.",
     )
 
+    audit_anchor: str = Field(
+        default="",
+        description="Where the audit chain's head is copied outside the database: a file "
+        "(JSON lines, fsynced; empty: $MODELPORT_HOME/audit-anchors.jsonl), an http(s) URL "
+        "it is POSTed to, or 'off'.",
+    )
+    audit_anchor_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="How often the audit chain's head is anchored, when it moved.",
+    )
+
+    oidc_issuer: str = Field(
+        default="",
+        description="OpenID Connect issuer whose bearer tokens (RS256/ES256 JWTs) the control "
+        "plane accepts, checked against the token's 'iss'. Empty: OIDC off.",
+    )
+    oidc_audience: str = Field(
+        default="",
+        description="The 'aud' an OIDC token must carry (the client id registered for "
+        "Modelport). Required when MODELPORT_OIDC_ISSUER is set.",
+    )
+    oidc_jwks_url: str = Field(
+        default="",
+        description="Where the issuer's signing keys (JWKS) are fetched; cached, and fetched "
+        "again for an unknown key id at most every 30 s. Empty: the 'jwks_uri' of "
+        "ISSUER/.well-known/openid-configuration.",
+    )
+    oidc_user_claim: str = Field(
+        default="sub",
+        description="The OIDC token claim whose value names the Modelport user (and so its "
+        "roles), e.g. 'sub', 'email' or 'preferred_username'.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
