@@ -3,6 +3,7 @@ check."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -22,6 +23,7 @@ __all__ = [
     "ControllerDep",
     "PlaneDep",
     "SessionDep",
+    "audit_change",
     "check_admin",
 ]
 
@@ -79,3 +81,31 @@ ControllerDep = Annotated[RolloutController, Depends(_controller)]
 SessionDep = Annotated[Session, Depends(_session)]
 AdminDep = Annotated[str, Depends(_admin)]
 ActorDep = Annotated[Actor, Depends(_actor)]
+
+
+async def audit_change(
+    plane: ControlPlane,
+    request: Request,
+    actor: Actor,
+    *,
+    action: str,
+    target: str,
+    before: object = None,
+    after: object = None,
+) -> None:
+    """Append a change to the audit log (``plane.audit``), in a thread: the write blocks."""
+    audit = getattr(plane, "audit", None)  # the audit log is optional in bare unit setups
+    if audit is None:
+        return
+    state = request.scope.get("state") or {}
+    client = request.scope.get("client")
+    await asyncio.to_thread(
+        audit.record,
+        actor=actor,
+        action=action,
+        target=target,
+        request_id=str(state.get("request_id", "")),
+        source=client[0] if client else "",
+        before=before,
+        after=after,
+    )

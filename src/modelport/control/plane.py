@@ -27,8 +27,9 @@ from modelport.control.audit import AuditLog
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.drift import store_profile
+from modelport.control.identity import IdentityBook
 from modelport.control.schemas import VersionCreate, VersionPublic
-from modelport.control.traffic import traffic_of
+from modelport.control.traffic import DEFAULT_CONSUMERS, consumers_of, traffic_of
 from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.enums import ReplicaState
 from modelport.core.errors import ModelportError, Unavailable
@@ -69,6 +70,7 @@ class _Serving:
     shadow_sample: float = 0.0  # share mirrored to the candidate instead
     previous: str | None = None  # a former stable revision kept warm (blue-green)
     routing: Routing | None = None
+    consumers: frozenset[str] = DEFAULT_CONSUMERS  # who may call (control/traffic.py)
 
 
 class ControlPlane:
@@ -98,6 +100,8 @@ class ControlPlane:
         self.prices = PriceBook()  # the price catalog in memory (control/prices.py fills it)
         self.secrets = secrets
         self.audit = AuditLog(db, settings)  # who changed what (control/audit.py)
+        # Users and their roles, in memory: the guard authenticates without a query.
+        self.identities = IdentityBook(db)
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -140,9 +144,10 @@ class ControlPlane:
         self.audit.start()
         await self.backend.start()
         await self.refresh_keys()
-        for name, deployments, routing in await asyncio.to_thread(self._load):
+        await self.identities.refresh()
+        for name, deployments, routing, consumers in await asyncio.to_thread(self._load):
             try:
-                await self.serve(name, deployments[0], routing=routing)
+                await self.serve(name, deployments[0], routing=routing, consumers=consumers)
                 for candidate in deployments[1:]:
                     await self.run_revision(name, candidate)
             except Exception:  # one endpoint that cannot start must not keep the rest down
@@ -156,7 +161,7 @@ class ControlPlane:
         await asyncio.to_thread(self.audit.close)
         self._loop = None
 
-    def _load(self) -> list[tuple[str, list[Deployment], Routing | None]]:
+    def _load(self) -> list[tuple[str, list[Deployment], Routing | None, frozenset[str]]]:
         loaded = []
         with self.db.session() as session:
             for row in endpoint_service.list_endpoints(session):
@@ -171,7 +176,10 @@ class ControlPlane:
                 except ModelportError as exc:  # e.g. a deleted secret: keep the rest serving
                     log.error("endpoint %s not deployed: %s", row.name, exc.message)
                     continue
-                loaded.append((row.name, deployments, endpoint_service.routing_of(row)))
+                intent = endpoint_service.intent_of(row)
+                loaded.append(
+                    (row.name, deployments, endpoint_service.routing_of(row), consumers_of(intent))
+                )
         return loaded
 
     def prepare(self, row: EndpointRow, revision: RevisionRow) -> Deployment:
@@ -182,7 +190,12 @@ class ControlPlane:
     # -- revisions and traffic ----------------------------------------------------------------
 
     async def serve(
-        self, name: str, deployment: Deployment, *, routing: Routing | None = None
+        self,
+        name: str,
+        deployment: Deployment,
+        *,
+        routing: Routing | None = None,
+        consumers: frozenset[str] | None = None,
     ) -> None:
         """Make ``deployment`` the endpoint's only revision, taking all of its traffic. If its
         replicas cannot be started, the endpoint is left as it was and the error raised."""
@@ -193,6 +206,11 @@ class ControlPlane:
                 revisions={deployment.label: deployment},
                 stable=deployment.label,
                 routing=routing if routing is not None else (old.routing if old else None),
+                consumers=(
+                    consumers
+                    if consumers is not None
+                    else (old.consumers if old else DEFAULT_CONSUMERS)
+                ),
             )
             try:
                 await self._start(deployment)
@@ -251,6 +269,7 @@ class ControlPlane:
         weight: float | None = None,
         shadow_sample: float | None = None,
         routing: Routing | None = None,
+        consumers: frozenset[str] | None = None,
     ) -> None:
         """Change how much traffic the candidate answers (or mirrors); published at once. An
         endpoint not deployed reads its routing from its stored intent when it is."""
@@ -263,6 +282,8 @@ class ControlPlane:
             serving.shadow_sample = shadow_sample
         if routing is not None:
             serving.routing = routing
+        if consumers is not None:
+            serving.consumers = consumers
         self.refresh_routes()
 
     async def switch(self, name: str, label: str, *, keep_previous_s: float = 0.0) -> None:
@@ -446,6 +467,7 @@ class ControlPlane:
             shadow_sample=serving.shadow_sample,
             previous=serving.previous,
             routing=serving.routing,
+            consumers=serving.consumers,
         )
 
     async def refresh_keys(self) -> None:
