@@ -28,6 +28,7 @@ from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.drift import store_profile
 from modelport.control.identity import IdentityBook
+from modelport.control.policies import Policies
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import DEFAULT_CONSUMERS, consumers_of, traffic_of
 from modelport.control.upstream_policy import check_upstream_url
@@ -102,6 +103,8 @@ class ControlPlane:
         self.audit = AuditLog(db, settings)  # who changed what (control/audit.py)
         # Users and their roles, in memory: the guard authenticates without a query.
         self.identities = IdentityBook(db)
+        # Policies in force, in memory: checked at plan, apply, promote and key creation.
+        self.policies = Policies(db, artifacts, self.audit)
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -145,6 +148,7 @@ class ControlPlane:
         await self.backend.start()
         await self.refresh_keys()
         await self.identities.refresh()
+        await asyncio.to_thread(self.policies.load)
         for name, deployments, routing, consumers in await asyncio.to_thread(self._load):
             try:
                 await self.serve(name, deployments[0], routing=routing, consumers=consumers)
