@@ -52,7 +52,7 @@ class Actor:
 
     name: str
     kind: ActorKind
-    teams: Mapping[str, str] = field(default=_EMPTY)
+    teams: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # mappingproxy is unhashable
     project: str = ""  # for kind "key": the key's project (read-only usage access)
     admin: bool = False  # a user marked admin holds the installation, like the admin token
 
