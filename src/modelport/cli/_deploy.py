@@ -170,3 +170,8 @@ _steer(
     "Send all traffic back to the previous revision now (undoes a finished promotion too).",
 )
 _steer("abort", "Stop the rollout and send all traffic back to the stable revision.")
+_steer(
+    "approve",
+    "Approve the rollout's promotion as a second person (four-eyes); the one who started it "
+    "cannot. A rollout waiting for approval at its last step is promoted at once.",
+)

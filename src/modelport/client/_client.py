@@ -239,7 +239,7 @@ class Client:
         return self._list("GET", f"/api/v1/endpoints/{endpoint}/rollouts")
 
     def rollout_action(self, endpoint: str, action: str) -> dict[str, Any]:
-        """``pause``, ``resume``, ``promote``, ``rollback`` or ``abort``."""
+        """``pause``, ``resume``, ``promote``, ``rollback``, ``abort`` or ``approve``."""
         return self._object("POST", f"/api/v1/endpoints/{endpoint}/rollout/{action}")
 
     def wait_rollout(
@@ -305,6 +305,32 @@ class Client:
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._object("DELETE", f"/api/v1/keys/{key_id}")
+
+    def put_policy(self, name: str, text: str | Path) -> dict[str, Any]:
+        """Store a new version of a policy (its YAML, or a path to it) and put it in force."""
+        if isinstance(text, Path):
+            text = text.read_text()
+        return self._object("PUT", f"/api/v1/policies/{name}", json={"text": text})
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/api/v1/policies")
+
+    def policy(self, name: str) -> dict[str, Any]:
+        """One policy with every version."""
+        return self._object("GET", f"/api/v1/policies/{name}")
+
+    def delete_policy(self, name: str) -> dict[str, Any]:
+        """Disable a policy (its history stays; ``put_policy`` enables it again)."""
+        return self._object("DELETE", f"/api/v1/policies/{name}")
+
+    def test_policies(
+        self, intent: str | Path, *, stage: str = "apply", filename: str | None = None
+    ) -> dict[str, Any]:
+        """Every policy rule's verdict on an intent file (a dry run: nothing stored)."""
+        if isinstance(intent, Path):
+            filename, intent = filename or intent.name, intent.read_text()
+        body = {"intent": intent, "stage": stage, "filename": filename or "modelport.yaml"}
+        return self._object("POST", "/api/v1/policies/test", json=body)
 
     def put_secret(self, name: str, value: str) -> None:
         """Store a credential for an external model server; it can never be read back."""
