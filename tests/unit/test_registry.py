@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelport.control import endpoints, keys, registry
+from modelport.control.schemas import KeyCreate
 from modelport.core.errors import Conflict, InvalidRequest, NotFound
 from modelport.core.names import parse_model_ref
 from modelport.demo import build_demo
@@ -120,7 +121,7 @@ def test_endpoint_names_are_unique_and_checked(db, store, demo_model) -> None:
 
 def test_keys_are_stored_hashed_and_revocable(db) -> None:
     with db.session() as session:
-        row, key = keys.create_key(session, project="default", name="ci")
+        row, key = keys.create_key(session, KeyCreate(project="default", name="ci"))
         key_id = row.id
     assert key.startswith("mp_") and row.prefix == key[:11]
     with db.session() as session:

@@ -7,14 +7,14 @@ from collections import Counter
 import pytest
 
 from modelport.control.analysis import Gates, Verdict, both, judge
-from modelport.control.traffic import traffic_of
+from modelport.control.traffic import consumers_of, traffic_of
 from modelport.core.errors import NotFound
 from modelport.core.intent import Routing, parse_intent
 from modelport.core.routing import KeyPrincipal, Route, Upstream
 from modelport.gateway.traffic import bucket_of, choose, pinned
 from modelport.observability.windows import WindowStats
 
-KEY = KeyPrincipal("key-1", "crm", "tests")
+KEY = KeyPrincipal("key-1", "crm", "tests", can_route_by_header=True)
 
 
 def _route(label: str) -> Route:
@@ -161,3 +161,22 @@ def test_two_gates_fail_on_either_and_pass_on_both() -> None:
     assert both(passed, held) is held  # a passing SLO waits for the other gate's evidence
     assert both(held, passed) is held
     assert both(passed, passed) is passed  # the SLO's reason is the one shown
+
+
+def test_header_rules_apply_only_to_keys_allowed_to_route_by_header() -> None:
+    routing = _routing("  segments:\n    - match: {header: {X-Tier: beta}}\n      revision: r2\n")
+    traffic = traffic_of(ROUTES, stable="r1", routing=routing)
+    plain = KeyPrincipal("key-2", "crm", "tests")
+    assert choose(traffic, _scope(**{"x-tier": "beta"}), plain, None) == (ROUTES["r1"], True)
+    assert choose(traffic, _scope(**{"x-tier": "beta"}), KEY, None) == (ROUTES["r2"], False)
+
+
+def test_consumers_always_hold_the_endpoints_own_project() -> None:
+    text = (
+        "endpoint: ep\ntask: tabular\nmodel: m:1\nproject: crm\nconsumers: [team:ads, key:key_1]\n"
+    )
+    intent = parse_intent(text)
+    assert consumers_of(intent) == {"project:crm", "team:ads", "key:key_1"}
+    assert consumers_of(None) == {"project:default"}
+    traffic = traffic_of(ROUTES, stable="r1", consumers=consumers_of(intent))
+    assert traffic.consumers == {"project:crm", "team:ads", "key:key_1"}

@@ -34,6 +34,7 @@ from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.rollout_run import RolloutRun
 from modelport.control.schemas import ApplyResult, RolloutPublic
+from modelport.control.traffic import consumers_of
 from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
 from modelport.core.errors import Conflict, NotFound, Unavailable
@@ -137,7 +138,9 @@ class RolloutController:
             if result.action == "created":
                 assert deployment is not None
                 try:
-                    await self.plane.serve(name, deployment, routing=intent.routing)
+                    await self.plane.serve(
+                        name, deployment, routing=intent.routing, consumers=consumers_of(intent)
+                    )
                 except Exception as exc:
                     await self._db(lambda s: endpoint_service.delete_endpoint(s, name))
                     raise Unavailable(
@@ -152,9 +155,9 @@ class RolloutController:
                     why = f"revision {run.target} could not start: {exc}"
                     await self._roll_back(run, RolloutState.ROLLED_BACK, why, {})
                     raise Unavailable(f"{why}; the rollout was rolled back") from exc
-                self.plane.set_traffic(name, routing=intent.routing)
+                self.plane.set_traffic(name, routing=intent.routing, consumers=consumers_of(intent))
             elif result.action == "updated":
-                self.plane.set_traffic(name, routing=intent.routing)
+                self.plane.set_traffic(name, routing=intent.routing, consumers=consumers_of(intent))
         return result
 
     def _applied(

@@ -20,6 +20,7 @@ __all__ = [
     "delete_endpoint",
     "get_endpoint",
     "get_revision",
+    "intent_of",
     "list_endpoints",
     "routing_of",
     "set_stable",
@@ -138,6 +139,11 @@ def routing_of(row: EndpointRow) -> Routing | None:
     if row.intent is None:
         return None
     return Intent.model_validate(row.intent).routing
+
+
+def intent_of(row: EndpointRow) -> Intent | None:
+    """The intent the endpoint was applied from, if any."""
+    return None if row.intent is None else Intent.model_validate(row.intent)
 
 
 def delete_endpoint(session: Session, name: str) -> None:

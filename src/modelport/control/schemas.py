@@ -26,6 +26,7 @@ __all__ = [
     "KeyCreate",
     "KeyCreated",
     "KeyPublic",
+    "KeyRotate",
     "ModelCreate",
     "ModelPublic",
     "RevisionPublic",
@@ -106,9 +107,38 @@ class EndpointCreate(_In):
 
 
 class KeyCreate(_In):
-    project: str = Field(examples=["default"])
+    project: str = Field(examples=["default"], description="The project the key belongs to.")
     name: str = Field(min_length=1, max_length=64)
-    team: str = Field(default="", max_length=64, examples=["search"])
+    team: str = Field(
+        default="",
+        max_length=64,
+        description="Must be the project's team if given (the key's team is its project's).",
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Endpoints the key may call; empty: every endpoint open to its project.",
+    )
+    expires_at: datetime | None = Field(default=None, description="When the key stops working.")
+    permissions: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Data-plane privileges: pin, route_by_header, any_customer.",
+    )
+    customers: list[str] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Customers the key may name (X-Modelport-Customer, OpenAI 'user').",
+    )
+
+
+class KeyRotate(_In):
+    grace: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds the old key keeps working (at most 30 days).",
+    )
 
 
 class ArtifactPublic(BaseModel):
@@ -240,6 +270,13 @@ class KeyPublic(BaseModel):
     team: str = ""
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    scopes: list[str] = Field(default_factory=list)
+    permissions: list[str] = Field(default_factory=list)
+    customers: list[str] = Field(default_factory=list)
+    rotated_from: str | None = None
+    replaced_by: str | None = None
+    created_by: str = ""
 
 
 class KeyCreated(KeyPublic):

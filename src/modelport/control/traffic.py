@@ -6,10 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from modelport.core.intent import Routing
+from modelport.core.intent import Intent, Routing
 from modelport.core.routing import BUCKETS, Route, SegmentRule, Traffic
 
-__all__ = ["traffic_of"]
+__all__ = ["DEFAULT_CONSUMERS", "consumers_of", "traffic_of"]
+
+# An endpoint created without an intent belongs to project "default": its keys may call it.
+DEFAULT_CONSUMERS = frozenset({"project:default"})
+
+
+def consumers_of(intent: Intent | None) -> frozenset[str]:
+    """Who may call an endpoint: its own project's keys, and the intent's ``consumers``
+    (``project:x``, ``team:y``, ``key:<id>``). The own project is always in: a team cannot
+    lock itself out of its endpoint by naming others."""
+    if intent is None:
+        return DEFAULT_CONSUMERS
+    return frozenset({f"project:{intent.project}", *intent.consumers})
 
 
 def traffic_of(
@@ -21,6 +33,7 @@ def traffic_of(
     shadow_sample: float = 0.0,
     previous: str | None = None,
     routing: Routing | None = None,
+    consumers: frozenset[str] = DEFAULT_CONSUMERS,
 ) -> Traffic:
     """The gateway's view of one endpoint.
 
@@ -72,4 +85,5 @@ def traffic_of(
         shadow_sample=shadow_sample,
         fallback=MappingProxyType(fallback),
         timeout_s=routing.timeout_s if routing is not None else None,
+        consumers=consumers,
     )

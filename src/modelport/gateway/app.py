@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ from modelport.core.errors import (
 )
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.usage import Units, UsageRecord
-from modelport.gateway import openai
+from modelport.gateway import access, openai
 from modelport.gateway.balancing import LeastOutstanding
 from modelport.gateway.forwarding import Call, Forwarder, Outcome
 from modelport.gateway.hops import HOPS_HEADER, Hops
@@ -53,6 +53,7 @@ from modelport.gateway.streaming import relay_stream
 from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamPool
 from modelport.governance.admission import Admission, Caller, estimate_input_tokens
+from modelport.governance.auth_failures import AuthFailureThrottle
 from modelport.observability.sampling import Sample, Sampler, header_length
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.usage import RecentUsage, UsageSink
@@ -136,6 +137,11 @@ class GatewayApp:
         self.sampler: Sampler | None = None
         # Rate limits, concurrency and budgets (None: off, and costs nothing); set by the server.
         self.admission: Admission | None = None
+        # Repeated failed authentications per client address -> 429 (None: off).
+        self.auth_failures: AuthFailureThrottle | None = None
+        # Called with every data-plane 403 (keyword arguments of AuditLog.denied: actor_name,
+        # action, target, request_id, source, reason); set by the server. Must not block.
+        self.on_denied: Callable[..., None] | None = None
         # Until the control plane says it has published every endpoint it starts with, the
         # server is not ready; after that, once each of them had a ready replica, it is.
         self.started = False
@@ -206,8 +212,9 @@ class GatewayApp:
                 hops = value
         request_id = _client_id(client_id) or os.urandom(16).hex().encode()
         is_openai = path.startswith("/v1/")
+        principal: KeyPrincipal | None = None
         try:
-            principal = self._authenticate(authorization)
+            principal = self._authenticate(authorization, scope)
             asked = _client_timeout(timeout) if timeout is not None else None
             call = Call(scope, request_id, principal, started, self._timeout_s, asked)
             if hops is not None:
@@ -221,6 +228,8 @@ class GatewayApp:
             else:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
+            if exc.status == 403 and self.on_denied is not None and principal is not None:
+                self._denied(scope, principal, request_id, exc)
             body = exc.to_openai() if is_openai else {"error": exc.message}
             headers = [(b"x-request-id", request_id), *exc.headers]
             if exc.status in _CLOSE_AFTER:
@@ -229,23 +238,54 @@ class GatewayApp:
                 headers.append((b"connection", b"close"))
             await send_json(send, exc.status, body, headers)
 
-    def _authenticate(self, authorization: bytes | None) -> KeyPrincipal:
+    def _authenticate(self, authorization: bytes | None, scope: Scope) -> KeyPrincipal:
+        throttle = self.auth_failures
+        client = scope.get("client")
+        address = client[0] if client else ""
+        if throttle is not None:
+            throttle.check(address)  # one dict read unless this address failed lately
         token = bearer_credential(authorization)
         if token is None:
+            # Not counted: a missing credential guesses nothing.
             raise Unauthorized(
                 "missing API key: send 'Authorization: Bearer <key>' (create one with "
                 "'modelport keys create')"
             )
         digest = hashlib.sha256(token).hexdigest()
         principal = self.keys.get(digest)
-        if principal is None:
-            raise Unauthorized("invalid or revoked API key")
+        try:
+            if principal is None:
+                raise Unauthorized("invalid or revoked API key")
+            if principal.expires_at is not None:
+                access.check_live(principal)
+        except Unauthorized:
+            if throttle is not None:
+                throttle.failed(address)
+            raise
         return principal
+
+    def _denied(
+        self, scope: Scope, principal: KeyPrincipal, request_id: bytes, exc: ModelportError
+    ) -> None:
+        assert self.on_denied is not None
+        client = scope.get("client")
+        try:
+            self.on_denied(
+                actor_name=f"key:{principal.key_id}",
+                action="access.denied",
+                target=f"endpoint:{exc.details.get('endpoint', '')}",
+                request_id=request_id.decode(errors="replace"),
+                source=client[0] if client else "",
+                reason=exc.message,
+            )
+        except Exception:  # the audit must never turn a 403 into a 500
+            log.exception("recording a denied request failed")
 
     def _traffic(self, name: str, call: Call) -> Traffic:
         traffic = self.snapshot.routes.get(name)
         if traffic is None:
             raise NotFound(f"endpoint '{name}' does not exist", param="model")
+        access.check_endpoint(call.principal, name, traffic)
         if call.hops is not None:
             call.hops.arrive(self._hop_id, name)
         call.endpoint = name
@@ -257,6 +297,9 @@ class GatewayApp:
         customer = header(scope, b"x-modelport-customer")
         if customer:
             call.customer = customer[:_MAX_ID].decode(errors="replace")
+            access.check_customer(
+                call.principal, call.customer, "X-Modelport-Customer", call.endpoint or ""
+            )
 
     # -- Open Inference Protocol (V2) ---------------------------------------------------------
 
@@ -267,6 +310,7 @@ class GatewayApp:
         traffic = self._traffic(name, call)
         route: Route | None = None
         if action.startswith("versions/"):
+            access.check_pin(call.principal, name)
             label, _, action = action[9:].partition("/")
             route = pinned(traffic, label)
             call.judged = False
@@ -298,7 +342,7 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, path: str, call: Call
     ) -> None:
         if scope["method"] == "GET" and path == "/v1/models":
-            body = openai.models_list(self.snapshot.routes)
+            body = openai.models_list(access.visible(call.principal, self.snapshot.routes))
             await send_bytes(send, 200, body, [_JSON, *call.reply_headers])
             return
         tasks = openai.OPENAI_TASKS.get(path)
@@ -312,17 +356,21 @@ class GatewayApp:
         else:
             name, payload = openai.model_from_json(body)
             stream = payload.get("stream") is True
-            user = payload.get("user")
-            call.customer = user if isinstance(user, str) else None
-        self._customer(scope, call)
         name, _, label = name.partition("@")  # "endpoint@r2" pins a revision
         traffic = self._traffic(name, call)
+        if payload is not None:
+            user = payload.get("user")
+            if isinstance(user, str) and user:
+                call.customer = user
+                access.check_customer(call.principal, user, "user", name)
+        self._customer(scope, call)
         if traffic.primary.task not in tasks:
             raise InvalidRequest(
                 f"endpoint '{name}' serves task {traffic.primary.task}, which {path} does not take",
                 param="model",
             )
         if label:
+            access.check_pin(call.principal, name)
             route = pinned(traffic, label)
             call.judged = False
         else:

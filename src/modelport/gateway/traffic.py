@@ -46,6 +46,9 @@ def choose(
     verdict by choosing where its requests go."""
     for rule in traffic.segments:
         if rule.kind == "header":
+            # Choosing a revision by header is a privilege: other keys follow the weights.
+            if not principal.can_route_by_header:
+                continue
             value = header(scope, rule.header)
             matched = value is not None and value.decode(errors="replace") == rule.value
         elif rule.kind == "customer":

@@ -217,9 +217,22 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     project: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
+    # The project's team, copied at creation: usage, limits and budgets are kept per team.
     team: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # After this the gateway refuses the key (401 naming the expiry); a rotated key gets
+    # now + grace here.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Endpoint names the key may call; empty: every endpoint open to its project.
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Data-plane privileges: "pin", "route_by_header", "any_customer".
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Customers the key may name (X-Modelport-Customer, OpenAI ``user``).
+    customers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rotated_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    replaced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
 
 class UsageEventRow(Base):
@@ -379,7 +392,7 @@ class AlertWebhookRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(256))
+    secret: Mapped[str] = mapped_column(Text)  # encrypted (governance/secrets.py)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
