@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -41,7 +41,7 @@ from modelport.store import Database
 from modelport.store.audit_tables import AuditEntryRow, AuditHeadRow
 from modelport.store.tables import utcnow
 
-__all__ = ["AuditFilter", "AuditLog", "Named"]
+__all__ = ["AuditFilter", "AuditLog", "Named", "entry_dict", "origin"]
 
 log = logging.getLogger("modelport.audit")
 
@@ -130,6 +130,43 @@ class AuditLog:
                 details=details or {},
             )
 
+    def change(
+        self,
+        scope: Mapping[str, Any],
+        actor: Named,
+        *,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a change a request made (blocking: from the route's worker thread, after
+        the change succeeded), with the request's id and source address. The change is
+        committed already, so a failed write is logged (with the entry) rather than turned
+        into an error answer that would claim it did not happen."""
+        request_id, source = origin(scope)
+        try:
+            self.record(
+                actor=actor,
+                action=action,
+                target=target,
+                request_id=request_id,
+                source=source,
+                before=before,
+                after=after,
+                details=details,
+            )
+        except Exception:
+            log.exception(
+                "audit entry not stored: actor=%s action=%s target=%s request_id=%s source=%s",
+                actor.name,
+                action,
+                target,
+                request_id,
+                source,
+            )
+
     def denied(
         self,
         *,
@@ -194,8 +231,9 @@ class AuditLog:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def entries(self, session: Session, query: AuditFilter) -> list[Entry]:
-        """Entries matching ``query``, oldest first."""
+    def entries(self, session: Session, query: AuditFilter, *, newest: bool = False) -> list[Entry]:
+        """Entries matching ``query``, oldest first: the first ``limit`` after ``after_seq``,
+        or (``newest``) the last ``limit``."""
         stmt = select(AuditEntryRow).where(AuditEntryRow.seq > query.after_seq)
         if query.actor:
             stmt = stmt.where(AuditEntryRow.actor == query.actor)
@@ -208,10 +246,11 @@ class AuditLog:
             stmt = stmt.where(AuditEntryRow.target == query.target)
         if query.since:
             stmt = stmt.where(AuditEntryRow.at >= query.since)
-        stmt = stmt.order_by(AuditEntryRow.seq)
+        stmt = stmt.order_by(AuditEntryRow.seq.desc() if newest else AuditEntryRow.seq)
         if query.limit is not None:
             stmt = stmt.limit(query.limit)
-        return [_entry(row) for row in session.scalars(stmt)]
+        found = [_entry(row) for row in session.scalars(stmt)]
+        return found[::-1] if newest else found
 
     def stream(self, query: AuditFilter, page: int = 1000) -> Iterator[Entry]:
         """Every entry matching ``query`` (its limit ignored), read a page at a time, each
@@ -243,11 +282,15 @@ class AuditLog:
                 return Anchor(0, GENESIS)
             return Anchor(row.seq, row.hash)
 
+    def anchors(self) -> list[Anchor]:
+        """The anchors the configured file holds (none for a webhook: its receiver has them)."""
+        return self.sink.read() if self.sink is not None else []
+
     def verify(self, anchors: Sequence[Anchor] | None = None) -> Verification:
         """Recompute the whole chain and check it against the head row and the anchors (the
         configured anchor file's, unless ``anchors`` are given)."""
         if anchors is None:
-            anchors = self.sink.read() if self.sink is not None else []
+            anchors = self.anchors()
         before = self.head()
         return verify(
             self.stream(AuditFilter(limit=None)), anchors, head=before, head_now=self.head
@@ -305,6 +348,40 @@ class AuditLog:
         self.sink.write(anchor)
         self._anchored = anchor
         return anchor
+
+
+def origin(scope: Mapping[str, Any]) -> tuple[str, str]:
+    """A request's id and source address: the ones the control guard put on
+    ``scope["state"]``, else the ``x-request-id`` header and the peer address."""
+    state = scope.get("state") or {}
+    request_id = str(state.get("request_id") or "")
+    if not request_id:
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+                break
+    client = scope.get("client")
+    return request_id, str(client[0]) if client else ""
+
+
+def entry_dict(entry: Entry) -> dict[str, Any]:
+    """An entry as the API and the export show it (its hash included: anyone holding an
+    export can verify it)."""
+    return {
+        "seq": entry.seq,
+        "at": entry.at.isoformat(timespec="microseconds"),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "request_id": entry.request_id,
+        "source": entry.source,
+        "before": entry.before,
+        "after": entry.after,
+        "outcome": entry.outcome,
+        "details": entry.details,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 def _row(entry: Entry) -> AuditEntryRow:
