@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _cost, _policy, _slo
+from modelport.cli import _audit, _cost, _policy, _slo
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -30,6 +30,7 @@ app.add_typer(rollout_app, name="rollout")
 _cost.register(app)
 _slo.register(app)
 _policy.register(app)
+_audit.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +76,7 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json().get("error")
-            except ValueError:
-                error = response.text
-            if isinstance(error, dict):
-                raise ModelportClientError(
-                    response.status_code,
-                    error.get("code", ""),
-                    error.get("message", ""),
-                    error.get("details"),
-                )
-            raise ModelportClientError(response.status_code, "error", str(error))
+            raise _refusal(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -501,3 +491,64 @@ class Client:
         if endpoint is not None:
             params["endpoint"] = endpoint
         return self._list("GET", "/api/v1/alerts", params=params)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Audit entries, oldest first: the newest ``limit`` matching, or the first ``limit``
+        after seq ``after``. ``action`` may be a prefix ending in '.' (``rollouts.``)."""
+        params = _present(actor=actor, action=action, target=target, since=since, after=after)
+        return self._list("GET", "/api/v1/audit", params={**params, "limit": limit})
+
+    def export_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: str | None = None,
+    ) -> Iterator[bytes]:
+        """Every matching audit entry as JSON lines (one ``bytes`` each, newline included),
+        streamed: a log of any size is never held in memory."""
+        params = _present(actor=actor, action=action, target=target, since=since)
+        with self._http.stream("GET", "/api/v1/audit/export", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _refusal(response)
+            for line in response.iter_lines():
+                if line:
+                    yield line.encode() + b"\n"
+
+    def verify_audit(self, anchors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Recompute the audit chain: ``ok``, ``checked`` and the ``first_problem`` (seq,
+        kind: altered, inserted, removed or truncated, message). ``anchors`` ({seq, hash})
+        kept elsewhere (a webhook's) are checked besides the server's anchor file."""
+        return self._object("POST", "/api/v1/audit/verify", json={"anchors": anchors or []})
+
+
+def _refusal(response: httpx.Response) -> ModelportClientError:
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        error = response.text
+    if isinstance(error, dict):
+        return ModelportClientError(
+            response.status_code,
+            error.get("code", ""),
+            error.get("message", ""),
+            error.get("details"),
+        )
+    return ModelportClientError(response.status_code, "error", str(error))
+
+
+def _present(**params: Any) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}
