@@ -28,6 +28,7 @@ from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.drift import store_profile
 from modelport.control.identity import IdentityBook
+from modelport.control.limits import LimitBook
 from modelport.control.policies import Policies
 from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.traffic import DEFAULT_CONSUMERS, consumers_of, traffic_of
@@ -105,6 +106,8 @@ class ControlPlane:
         self.identities = IdentityBook(db)
         # Policies in force, in memory: checked at plan, apply, promote and key creation.
         self.policies = Policies(db, artifacts, self.audit)
+        # Rate limits, published to the gateway's guards on every change (control/limits.py).
+        self.limits = LimitBook(db)
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -149,6 +152,7 @@ class ControlPlane:
         await self.refresh_keys()
         await self.identities.refresh()
         await asyncio.to_thread(self.policies.load)
+        await self.limits.refresh()
         for name, deployments, routing, consumers in await asyncio.to_thread(self._load):
             try:
                 await self.serve(name, deployments[0], routing=routing, consumers=consumers)

@@ -263,6 +263,24 @@ class Settings(BaseSettings):
         "roles), e.g. 'sub', 'email' or 'preferred_username'.",
     )
 
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:port/db, rediss:// for TLS) where rate limit "
+        "counters live, so that several gateways share them. Unset: each server counts in "
+        "its own memory.",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="Longest wait for Redis on a request. After a failure, requests do not "
+        "wait on Redis again for 5 s.",
+    )
+    limits_fail_open: bool = Field(
+        default=True,
+        description="When Redis cannot be reached: true admits requests unthrottled (a "
+        "limiter outage does not stop the data plane), false refuses them with 503.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
