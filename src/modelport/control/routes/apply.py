@@ -19,4 +19,7 @@ async def apply(body: ApplyRequest, controller: ControllerDep, actor: AdminDep) 
     # Off the loop: parsing and validating 64 KB of YAML is CPU work that would stall the
     # gateway sharing this loop (and its health checks).
     intent = await asyncio.to_thread(parse_intent, body.intent, filename=body.filename)
-    return await controller.apply(intent, dry_run=body.dry_run, actor=actor)
+    result = await controller.apply(intent, dry_run=body.dry_run, actor=actor)
+    if not body.dry_run:  # the intent's limits reach the gateway with the endpoint
+        await controller.plane.limits.refresh()
+    return result
