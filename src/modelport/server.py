@@ -19,7 +19,7 @@ from modelport.backends import LocalBackend
 from modelport.control import ControlPlane, RolloutController, create_control_app, registry
 from modelport.control import endpoints as endpoint_service
 from modelport.control import prices as price_catalog
-from modelport.control.alerts import DbEpisodeStore
+from modelport.control.alerts import DbEpisodeStore, seal_webhook_secrets
 from modelport.control.app import ControlApp
 from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
@@ -32,6 +32,8 @@ from modelport.core.settings import Settings
 from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
+from modelport.governance.auth_failures import AuthFailureThrottle
+from modelport.governance.secrets import SecretCipher
 from modelport.observability import (
     RecentUsage,
     RevisionWindows,
@@ -90,6 +92,10 @@ class ModelportServer:
         self.sampler = Sampler(settings.drift_sample_rate)
         if settings.metering and settings.drift_sample_rate > 0:
             self.gateway.sampler = self.sampler
+        # Repeated failed authentications per address, on both planes (the control plane's
+        # guard may share it): 429 until the minute has passed.
+        self.auth_failures = AuthFailureThrottle(settings.auth_failures_per_minute)
+        self.gateway.auth_failures = self.auth_failures
         self.drift: DriftService | None = None
         self.metrics = ModelportMetrics()
         self.journal.subscribe(self.metrics.consume)
@@ -126,9 +132,18 @@ class ModelportServer:
         token, created = load_or_create_admin_token(settings.admin_token_path)
         db = Database(settings.resolved_database_url)
         await asyncio.to_thread(db.migrate)
+        # Secrets at rest: the key is never in the database. Plaintext left by an older
+        # version is encrypted now; a key that does not open what is stored stops the start.
+        secrets_key = settings.secrets_key
+        cipher = SecretCipher.from_settings(
+            secrets_key.get_secret_value() if secrets_key is not None else None, settings.home
+        )
+        secret_store = SecretStore(settings.home / "secrets", cipher)
+        await asyncio.to_thread(secret_store.seal)
+        await asyncio.to_thread(seal_webhook_secrets, db, cipher)
         await self.journal.start()
         # Sends what a stopped run left pending; open episodes are not sent again.
-        self.alerts = Alerts(DbEpisodeStore(db))
+        self.alerts = Alerts(DbEpisodeStore(db, cipher))
         await self.alerts.start()
         self.slo = SloBook(db, self.alerts, interval_s=settings.slo_eval_interval_s)
         await self.slo.start()
@@ -181,9 +196,20 @@ class ModelportServer:
             publish_routes=self.gateway.publish_routes,
             publish_keys=self.gateway.publish_keys,
             usage=self.usage,
-            secrets=SecretStore(settings.home / "secrets"),
+            secrets=secret_store,
         )
         self.plane.prices = prices
+        # Data-plane 403s and throttled addresses go to the audit log (queued, off the loop).
+        audit = self.plane.audit
+        self.gateway.on_denied = audit.denied
+        self.auth_failures.on_throttled = lambda address: audit.denied(
+            actor_name="anonymous",
+            action="auth.throttled",
+            target="authentication",
+            request_id="",
+            source=address,
+            reason="repeated failed authentications: refused with 429 for a minute",
+        )
         await self.plane.start()
         self.drift = DriftService(
             db,

@@ -28,6 +28,7 @@ from modelport.control.alerts import (
 )
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.core.settings import Settings
+from modelport.governance.secrets import SecretCipher
 from modelport.observability.alerts import Alerts, Webhook, WebhookSender, sign
 from modelport.store import Database
 from modelport.store.tables import AlertWebhookRow
@@ -131,12 +132,14 @@ async def test_retried_after_a_500_and_delivered_once_per_episode(
         created = create_webhook(
             session, WebhookCreate(url=receiver.url, secret=SECRET), _settings(tmp_path)
         )
-    alerts = Alerts(DbEpisodeStore(db), WebhookSender(backoff_s=0.05))
+    # The secret is stored encrypted, under the key in the settings' home.
+    cipher = SecretCipher.from_settings(None, tmp_path)
+    alerts = Alerts(DbEpisodeStore(db, cipher), WebhookSender(backoff_s=0.05))
     assert await alerts.open("k1", "slo_burn", "e", "burning", {"rate": 20.0})
     assert not await alerts.open("k1", "slo_burn", "e", "burning again", {})  # same episode
     await alerts.drain()
     # The same key again from a restarted server: still the same episode, nothing sent.
-    restarted = Alerts(DbEpisodeStore(db), WebhookSender(backoff_s=0.05))
+    restarted = Alerts(DbEpisodeStore(db, cipher), WebhookSender(backoff_s=0.05))
     await restarted.start()
     assert not await restarted.open("k1", "slo_burn", "e", "burning", {})
     await restarted.drain()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.core.settings import Settings
+from modelport.governance.secrets import SecretCipher, SecretsKeyError
 from modelport.observability.alerts import Delivery, Episode, Event, Webhook
 from modelport.store import Database
 from modelport.store.tables import AlertEpisodeRow, AlertWebhookRow
@@ -34,6 +35,7 @@ __all__ = [
     "delete_webhook",
     "list_episodes",
     "list_webhooks",
+    "seal_webhook_secrets",
 ]
 
 _MAX_URL = 2048
@@ -122,12 +124,22 @@ def _public(row: AlertWebhookRow) -> WebhookPublic:
     )
 
 
-def create_webhook(session: Session, body: WebhookCreate, settings: Settings) -> WebhookCreated:
-    """Store a webhook; the answer holds its secret, the only time it is shown."""
+def create_webhook(
+    session: Session, body: WebhookCreate, settings: Settings, cipher: SecretCipher | None = None
+) -> WebhookCreated:
+    """Store a webhook; the answer holds its secret, the only time it is shown. The stored
+    secret is encrypted (``cipher``, by default the one the settings name)."""
     url = check_webhook_url(body.url, settings)
     secret = body.secret or "mpw_" + secrets.token_urlsafe(32)
+    if cipher is None:
+        secret_key = settings.secrets_key
+        configured = secret_key.get_secret_value() if secret_key is not None else None
+        cipher = SecretCipher.from_settings(configured, settings.home)
     row = AlertWebhookRow(
-        id="wh_" + secrets.token_hex(8), url=url, secret=secret, description=body.description
+        id="wh_" + secrets.token_hex(8),
+        url=url,
+        secret=cipher.encrypt(secret),
+        description=body.description,
     )
     session.add(row)
     session.flush()
@@ -197,8 +209,11 @@ def _episode(row: AlertEpisodeRow) -> Episode:
 class DbEpisodeStore:
     """The ``EpisodeStore`` in the database. Blocking: called in threads."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cipher: SecretCipher | None = None) -> None:
         self.db = db
+        # Opens the webhooks' encrypted secrets; without one, only plaintext (old) rows can be
+        # used and an encrypted one raises SecretsKeyError.
+        self.cipher = cipher
 
     def open_keys(self) -> set[str]:
         with self.db.session() as session:
@@ -243,7 +258,15 @@ class DbEpisodeStore:
     def webhooks(self) -> list[Webhook]:
         with self.db.session() as session:
             rows = session.scalars(select(AlertWebhookRow).order_by(AlertWebhookRow.created_at))
-            return [Webhook(row.id, row.url, row.secret) for row in rows]
+            return [Webhook(row.id, row.url, self._open(row)) for row in rows]
+
+    def _open(self, row: AlertWebhookRow) -> str:
+        what = f"the signing secret of webhook '{row.id}'"
+        if self.cipher is None:
+            if SecretCipher.is_sealed(row.secret):
+                raise SecretsKeyError(f"{what} is encrypted and no secrets key was given")
+            return row.secret
+        return self.cipher.decrypt(row.secret, what=what)
 
     def delivered(self, episode_id: int, event: Event, outcome: Delivery) -> None:
         with self.db.session() as session:
@@ -268,3 +291,18 @@ class DbEpisodeStore:
                 if row.close_delivery == "pending":
                     pending.append((_episode(row), "alert.resolved"))
         return pending
+
+
+def seal_webhook_secrets(db: Database, cipher: SecretCipher) -> int:
+    """Encrypt the signing secrets stored in plaintext (before encryption at rest), and check
+    that the encrypted ones open with ``cipher`` (``SecretsKeyError`` if not). Returns how
+    many were encrypted. Blocking: called once at start, in a thread."""
+    sealed = 0
+    with db.session() as session:
+        for row in session.scalars(select(AlertWebhookRow)):
+            if cipher.is_sealed(row.secret):
+                cipher.decrypt(row.secret, what=f"the signing secret of webhook '{row.id}'")
+            else:
+                row.secret = cipher.encrypt(row.secret)
+                sealed += 1
+    return sealed

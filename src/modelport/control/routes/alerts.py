@@ -20,7 +20,7 @@ async def create_webhook(body: WebhookCreate, plane: PlaneDep, _: AdminDep) -> W
 
     def create() -> WebhookCreated:
         with plane.db.session() as session:
-            return service.create_webhook(session, body, plane.settings)
+            return service.create_webhook(session, body, plane.settings, plane.secrets.cipher)
 
     # In a thread: the URL's host is resolved, and the database is blocking I/O.
     return await asyncio.to_thread(create)
