@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _audit, _cost, _policy, _slo
+from modelport.cli import _audit, _cost, _limits, _policy, _slo
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -31,6 +31,7 @@ _cost.register(app)
 _slo.register(app)
 _policy.register(app)
 _audit.register(app)
+_limits.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

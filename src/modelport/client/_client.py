@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -420,6 +421,29 @@ class Client:
 
     # -- cost -------------------------------------------------------------------------------
 
+    def set_limit(
+        self,
+        kind: str,
+        name: str,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        concurrency: int | None = None,
+    ) -> dict[str, Any]:
+        """Set (replace) the rate limits of one scope: ``kind`` is key, project, team,
+        customer or endpoint; None leaves that kind unlimited."""
+        body = {"rpm": rpm, "tpm": tpm, "concurrency": concurrency}
+        return self._object("PUT", f"/api/v1/limits/{kind}/{_segment(name)}", json=body)
+
+    def list_limits(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every limit (set through the API, and by endpoint intents), or one kind's."""
+        params = {"kind": kind} if kind else {}
+        return self._list("GET", "/api/v1/limits", params=params)
+
+    def delete_limit(self, kind: str, name: str) -> dict[str, Any]:
+        """Remove the limits set through the API on one scope."""
+        return self._object("DELETE", f"/api/v1/limits/{kind}/{_segment(name)}")
+
     def set_prices(
         self,
         prices: dict[str, str],
@@ -552,3 +576,8 @@ def _refusal(response: httpx.Response) -> ModelportClientError:
 
 def _present(**params: Any) -> dict[str, Any]:
     return {name: value for name, value in params.items() if value is not None}
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment (customer names may hold any character)."""
+    return urllib.parse.quote(value, safe="")
