@@ -5,22 +5,34 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from modelport.control import alerts as service
 from modelport.control.alerts import EpisodePublic, WebhookCreate, WebhookCreated, WebhookPublic
-from modelport.control.deps import AdminDep, PlaneDep, SessionDep
+from modelport.control.deps import ActorDep, AdminDep, PlaneDep, SessionDep
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 
 @router.post("/webhooks", status_code=201)
-async def create_webhook(body: WebhookCreate, plane: PlaneDep, _: AdminDep) -> WebhookCreated:
+async def create_webhook(
+    body: WebhookCreate, request: Request, plane: PlaneDep, actor: ActorDep
+) -> WebhookCreated:
     """A webhook every alert notice is POSTed to, signed with its secret (shown only here)."""
 
     def create() -> WebhookCreated:
         with plane.db.session() as session:
-            return service.create_webhook(session, body, plane.settings, plane.secrets.cipher)
+            created = service.create_webhook(session, body, plane.settings, plane.secrets.cipher)
+        # The public view only: the signing secret stays out of the log.
+        public = WebhookPublic.model_validate(created.model_dump(exclude={"secret"}))
+        plane.audit.change(
+            request.scope,
+            actor,
+            action="alerts.webhook_create",
+            target=f"webhook:{created.id}",
+            after=public.model_dump(mode="json"),
+        )
+        return created
 
     # In a thread: the URL's host is resolved, and the database is blocking I/O.
     return await asyncio.to_thread(create)
@@ -32,10 +44,15 @@ def list_webhooks(session: SessionDep, _: AdminDep) -> list[WebhookPublic]:
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204)
-async def delete_webhook(webhook_id: str, plane: PlaneDep, _: AdminDep) -> Response:
+async def delete_webhook(
+    webhook_id: str, request: Request, plane: PlaneDep, actor: ActorDep
+) -> Response:
     def delete() -> None:
         with plane.db.session() as session:
             service.delete_webhook(session, webhook_id)
+        plane.audit.change(
+            request.scope, actor, action="alerts.webhook_delete", target=f"webhook:{webhook_id}"
+        )
 
     await asyncio.to_thread(delete)
     return Response(status_code=204)

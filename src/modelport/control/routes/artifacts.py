@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from modelport.control.deps import AdminDep, PlaneDep
+from modelport.control.deps import ActorDep, PlaneDep
 from modelport.control.schemas import ArtifactPublic
 from modelport.core.errors import InvalidRequest, PayloadTooLarge
 
@@ -17,7 +17,7 @@ _FLUSH_BYTES = 1024 * 1024
 
 @router.post("", status_code=201)
 async def upload_artifact(
-    request: Request, plane: PlaneDep, _: AdminDep, filename: str, archive: bool = False
+    request: Request, plane: PlaneDep, actor: ActorDep, filename: str, archive: bool = False
 ) -> ArtifactPublic:
     """Body: the raw file bytes, or (``archive=true``) a tar of a directory."""
     limit = plane.settings.max_artifact_bytes
@@ -44,9 +44,20 @@ async def upload_artifact(
     except BaseException:
         upload.unlink(missing_ok=True)
         raise
-    artifact = await asyncio.to_thread(
-        plane.artifacts.ingest_upload, upload, filename=filename, archive=archive
-    )
-    return ArtifactPublic(
-        digest=artifact.digest, size_bytes=artifact.size_bytes, files=artifact.files
-    )
+
+    def ingest() -> ArtifactPublic:
+        artifact = plane.artifacts.ingest_upload(upload, filename=filename, archive=archive)
+        public = ArtifactPublic(
+            digest=artifact.digest, size_bytes=artifact.size_bytes, files=artifact.files
+        )
+        plane.audit.change(
+            request.scope,
+            actor,
+            action="artifacts.upload",
+            target=f"artifact:{artifact.digest}",
+            after=public.model_dump(mode="json"),
+            details={"filename": filename[:200]},
+        )
+        return public
+
+    return await asyncio.to_thread(ingest)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control import prices as service
-from modelport.control.deps import AdminDep, PlaneDep, SessionDep
+from modelport.control.deps import ActorDep, AdminDep, PlaneDep, SessionDep
 from modelport.observability.pricing import format_usd
 from modelport.store.tables import PriceRow
 
@@ -68,21 +68,32 @@ def _public(rows: list[PriceRow], now: datetime) -> list[PricePublic]:
 
 
 @router.post("", status_code=201)
-async def set_prices(body: PriceSet, plane: PlaneDep, actor: AdminDep) -> list[PricePublic]:
+async def set_prices(
+    body: PriceSet, request: Request, plane: PlaneDep, actor: ActorDep
+) -> list[PricePublic]:
     """Add prices; each is in force from ``effective_from`` until a newer one starts.
     Past times are refused: history is never repriced."""
 
     def store() -> list[PricePublic]:
         try:
             with plane.db.session() as session:
-                rows = service.set_prices(session, **body.model_dump(), created_by=actor)
+                rows = service.set_prices(session, **body.model_dump(), created_by=actor.name)
                 # Into the book before the commit: an event answered after effective_from
                 # and loaded before this call returns is priced with the new price, too.
                 plane.prices.replace(service.load_prices(session))
-                return _public(rows, datetime.now(UTC))
+                public = _public(rows, datetime.now(UTC))
         except Exception:
             service.refresh(plane.db, plane.prices)  # the commit failed: back to what is stored
             raise
+        target = public[0].target if public else ""
+        plane.audit.change(
+            request.scope,
+            actor,
+            action="prices.set",
+            target=f"price:{public[0].kind}:{target}" if public else "price:",
+            after=[p.model_dump(mode="json") for p in public],
+        )
+        return public
 
     return await asyncio.to_thread(store)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelport.control.deps import AdminDep, PlaneDep
+from modelport.control.deps import ActorDep, AdminDep, PlaneDep
 
 router = APIRouter(prefix="/secrets", tags=["secrets"])
 
@@ -17,8 +17,13 @@ class SecretSet(BaseModel):
 
 
 @router.put("/{name}", status_code=204)
-def put_secret(name: str, body: SecretSet, plane: PlaneDep, _: AdminDep) -> Response:
+def put_secret(
+    name: str, body: SecretSet, request: Request, plane: PlaneDep, actor: ActorDep
+) -> Response:
     plane.secrets.put(name, body.value)
+    # The name only: neither the value nor its digest (a short secret's digest can be
+    # guessed back) goes in the log.
+    plane.audit.change(request.scope, actor, action="secrets.put", target=f"secret:{name}")
     return Response(status_code=204)
 
 
@@ -28,6 +33,7 @@ def list_secrets(plane: PlaneDep, _: AdminDep) -> list[dict[str, str]]:
 
 
 @router.delete("/{name}", status_code=204)
-def delete_secret(name: str, plane: PlaneDep, _: AdminDep) -> Response:
+def delete_secret(name: str, request: Request, plane: PlaneDep, actor: ActorDep) -> Response:
     plane.secrets.delete(name)
+    plane.audit.change(request.scope, actor, action="secrets.delete", target=f"secret:{name}")
     return Response(status_code=204)
