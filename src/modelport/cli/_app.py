@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -209,18 +210,58 @@ def endpoints_delete(name: str, url: Url = None, token: Token = None) -> None:
 # -- keys ------------------------------------------------------------------------------------
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: str, option: str) -> int:
+    """Seconds from ``90``, ``30m``, ``12h``, ``30d`` or ``2w``."""
+    text = value.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    if not number.isdigit():
+        raise typer.BadParameter(
+            f"{value!r} is not a duration such as 3600, 30m, 12h or 30d", param_hint=option
+        )
+    return int(number) * (unit or 1)
+
+
 @keys_app.command("create")
 def keys_create(
     project: Annotated[str, typer.Option(help="Project the key belongs to.")] = "default",
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "cli",
-    team: Annotated[str, typer.Option(help="Team its usage and cost are reported under.")] = "",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="An endpoint the key may call (repeat); none: all of its project's."),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30d or 12h; none: no expiry.")
+    ] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(help="Data-plane privilege (repeat): pin, route_by_header, any_customer."),
+    ] = None,
+    customer: Annotated[
+        list[str] | None, typer.Option(help="A customer the key may name (repeat).")
+    ] = None,
+    team: Annotated[str, typer.Option(help="Must be the project's team if given.")] = "",
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
     """Create an API key; the key is printed only this once."""
+    expires_at = None
+    if expires is not None:
+        expires_at = datetime.now(UTC) + timedelta(seconds=_duration(expires, "--expires"))
     with _client(url, token) as client:
-        key = client.create_key(project, name, team)
+        key = client.create_key(
+            project,
+            name,
+            team,
+            scopes=scope or [],
+            expires_at=expires_at,
+            permissions=permission or [],
+            customers=customer or [],
+        )
     if as_json:
         _print(key, True)
     else:
@@ -229,11 +270,29 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """List keys (never their secrets)."""
+def keys_list(
+    project: Annotated[str | None, typer.Option(help="Only this project's keys.")] = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """List keys by prefix (never their secrets)."""
     with _client(url, token) as client:
         _print(
-            client.list_keys(), as_json, ["id", "prefix", "project", "team", "name", "revoked_at"]
+            client.list_keys(project),
+            as_json,
+            [
+                "id",
+                "prefix",
+                "project",
+                "team",
+                "name",
+                "scopes",
+                "permissions",
+                "expires_at",
+                "revoked_at",
+                "replaced_by",
+            ],
         )
 
 
@@ -243,6 +302,30 @@ def keys_revoke(key_id: str, url: Url = None, token: Token = None) -> None:
     with _client(url, token) as client:
         client.revoke_key(key_id)
     out.print(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: str,
+    grace: Annotated[
+        str, typer.Option(help="How long the old key keeps working, e.g. 1h or 0.")
+    ] = "1h",
+    url: Url = None,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Replace a key with a new one of the same settings; the new key is printed only once."""
+    seconds = _duration(grace, "--grace")
+    with _client(url, token) as client:
+        key = client.rotate_key(key_id, grace=seconds)
+    if as_json:
+        _print(key, True)
+    else:
+        out.print(key["key"])
+        err.print(
+            f"[dim]id {key['id']} replaces {key_id}, which works {seconds} s more: "
+            "store the key now[/dim]"
+        )
 
 
 def main() -> None:

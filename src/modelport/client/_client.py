@@ -8,6 +8,7 @@ import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -287,15 +288,40 @@ class Client:
                 f"endpoint {name!r} still {endpoint['status']} after {timeout:g} s"
             ) from None
 
-    def create_key(self, project: str, name: str, team: str = "") -> dict[str, Any]:
-        body = {"project": project, "name": name, "team": team}
+    def create_key(
+        self,
+        project: str,
+        name: str,
+        team: str = "",
+        *,
+        scopes: list[str] | None = None,
+        expires_at: datetime | None = None,
+        permissions: list[str] | None = None,
+        customers: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A new API key of ``project``; the answer's ``key`` is shown only this once."""
+        body: dict[str, Any] = {
+            "project": project,
+            "name": name,
+            "team": team,
+            "scopes": scopes or [],
+            "permissions": permissions or [],
+            "customers": customers or [],
+        }
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
         return self._object("POST", "/api/v1/keys", json=body)
 
-    def list_keys(self) -> list[dict[str, Any]]:
-        return self._list("GET", "/api/v1/keys")
+    def list_keys(self, project: str | None = None) -> list[dict[str, Any]]:
+        params = {"project": project} if project else None
+        return self._list("GET", "/api/v1/keys", params=params)
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._object("DELETE", f"/api/v1/keys/{key_id}")
+
+    def rotate_key(self, key_id: str, *, grace: int = 3600) -> dict[str, Any]:
+        """A new key with ``key_id``'s settings; the old one works ``grace`` seconds more."""
+        return self._object("POST", f"/api/v1/keys/{key_id}/rotate", json={"grace": grace})
 
     def put_policy(self, name: str, text: str | Path) -> dict[str, Any]:
         """Store a new version of a policy (its YAML, or a path to it) and put it in force."""
