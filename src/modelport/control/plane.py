@@ -24,6 +24,7 @@ from modelport.control import keys as key_service
 from modelport.control import registry
 from modelport.control import rollouts as rollout_service
 from modelport.control.audit import AuditLog
+from modelport.control.budgets import BudgetService
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.deployment import Deployment, prepare
 from modelport.control.drift import store_profile
@@ -108,6 +109,8 @@ class ControlPlane:
         self.policies = Policies(db, artifacts, self.audit)
         # Rate limits, published to the gateway's guards on every change (control/limits.py).
         self.limits = LimitBook(db)
+        # Budgets: caps, their ledger and notices (control/budgets.py); set by the server.
+        self.budgets: BudgetService | None = None
         self._serving: dict[str, _Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()

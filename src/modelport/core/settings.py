@@ -280,6 +280,24 @@ class Settings(BaseSettings):
         description="When Redis cannot be reached: true admits requests unthrottled (a "
         "limiter outage does not stop the data plane), false refuses them with 503.",
     )
+    budgets_fail_open: bool = Field(
+        default=True,
+        description="When Redis (the shared budget ledger) cannot be reached: true admits "
+        "requests uncounted against budgets, false refuses them with 503.",
+    )
+    budget_default_output_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="Output tokens a chat or completion call that sets no max_tokens is "
+        "reserved for against its budgets (its real cost is charged when it ends).",
+    )
+    budget_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often budgets are checked for the 80% and 100% notices, and new "
+        "days and months begun; caps from intents are reloaded every 5 s.",
+    )
 
     @field_validator("home")
     @classmethod

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -164,6 +164,8 @@ class BudgetGuard:
         self.fail_open = fail_open
         self._outage_logged = 0.0
         self.budgets: Mapping[tuple[str, str], Budget] = MappingProxyType({})
+        # Told after every publish (the server re-arms the gateway's admission with it).
+        self.on_publish: Callable[[], None] | None = None
         self._periods = _Periods(time.time())
         # A memory ledger is reserved on without a coroutine: the hot path stays one call.
         self._memory = self.ledger if isinstance(self.ledger, MemoryLedger) else None
@@ -172,6 +174,13 @@ class BudgetGuard:
     def publish(self, budgets: Iterable[Budget]) -> None:
         """Swap in the caps (one reference store: a call sees the old or the new ones)."""
         self.budgets = MappingProxyType({(b.kind, b.name): b for b in budgets})
+        if self.on_publish is not None:
+            self.on_publish()
+
+    @property
+    def configured(self) -> bool:
+        """Whether any budget is set: without one the gateway leaves this guard out."""
+        return bool(self.budgets)
 
     def periods(self, now: float) -> _Periods:
         periods = self._periods = self._periods.at(now)
