@@ -1,9 +1,12 @@
 """The control-plane FastAPI app, its one error mapping, and the guard in front of it.
 
-The guard runs before FastAPI sees a request: it checks the admin token first, so no byte of
-an unauthenticated body is read, then bounds the body in size and time as it arrives
-(``BoundedReceive``). Small JSON bodies are read whole there, so a slow or oversized one is
-answered by the guard; artifact uploads stream through to their route under their own limits.
+The guard runs before FastAPI sees a request: it authenticates first (``control/guard.py``:
+admin token, user token, OIDC token or, for usage reads, an API key), so no byte of an
+unauthenticated body is read, and authorizes against ``control/access.py``'s table; then it
+bounds the body in size and time as it arrives (``BoundedReceive``). A rule that needs the
+body (the project of an intent, of a new key) is checked once the body is read. Small JSON
+bodies are read whole there, so a slow or oversized one is answered by the guard; artifact
+uploads stream through to their route under their own limits.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from starlette.exceptions import HTTPException
 
 from modelport import __version__
 from modelport.control.controller import RolloutController
-from modelport.control.deps import AdminDep, check_admin
+from modelport.control.deps import ActorDep
+from modelport.control.guard import AccessGuard, Matched
 from modelport.control.plane import ControlPlane
 from modelport.control.routes import (
     alerts,
@@ -31,10 +35,13 @@ from modelport.control.routes import (
     keys,
     models,
     prices,
+    projects,
     rollouts,
     secrets,
     slo,
+    teams,
     usage,
+    users,
 )
 from modelport.core.asgi import (
     BoundedReceive,
@@ -42,7 +49,6 @@ from modelport.core.asgi import (
     Receive,
     Scope,
     Send,
-    bearer_token,
     header,
 )
 from modelport.core.errors import InvalidRequest, ModelportError, PayloadTooLarge
@@ -96,8 +102,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def create_control_app(plane: ControlPlane, controller: RolloutController) -> ControlApp:
-    """The ``/api/v1`` app behind its guard. Every route requires the admin token, the schema
-    included."""
+    """The ``/api/v1`` app behind its guard. Every route requires a credential and the role
+    ``control/access.py`` names for it, the schema included."""
     app = FastAPI(
         title="Modelport control plane",
         version=__version__,
@@ -121,11 +127,14 @@ def create_control_app(plane: ControlPlane, controller: RolloutController) -> Co
         slo,
         alerts,
         drift,
+        teams,
+        projects,
+        users,
     ):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)
-    def openapi(_: AdminDep) -> dict[str, Any]:
+    def openapi(_: ActorDep) -> dict[str, Any]:
         return app.openapi()
 
     app.add_exception_handler(ModelportError, _modelport_error)
@@ -141,6 +150,7 @@ class ControlApp:
     def __init__(self, app: FastAPI, plane: ControlPlane) -> None:
         self.app = app
         self.plane = plane
+        self.guard = AccessGuard(app, plane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,9 +159,13 @@ class ControlApp:
         settings = self.plane.settings
         upload = scope["path"].startswith(_ARTIFACTS)
         limit = settings.max_artifact_bytes if upload else settings.max_control_body_bytes
+        matched: Matched | None = None
         try:
             if scope["path"].startswith(PREFIX):
-                check_admin(self.plane, bearer_token(scope))
+                scope = await self.guard.authenticate(scope)
+                matched = self.guard.match(scope)
+                if matched is not None and not matched.rule.body:
+                    await self.guard.authorize(scope, matched)
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise PayloadTooLarge(_too_large(limit, upload))
@@ -189,7 +203,14 @@ class ControlApp:
         except ModelportError as exc:
             await _refuse(send, exc)
             return
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        if matched is not None and matched.rule.body:
+            try:  # the rule names its team from the body (an intent's project, a key's)
+                await self.guard.authorize(scope, matched, body)
+            except ModelportError as exc:
+                await _refuse(send, exc)
+                return
+        await self.app(scope, _replay(body, receive), send)
 
 
 def _content_length(scope: Scope) -> int | None:

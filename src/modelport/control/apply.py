@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelport.control import endpoints as endpoint_service
-from modelport.control import registry
+from modelport.control import identity, registry
 from modelport.control import rollouts as rollout_service
 from modelport.control.schemas import Change
-from modelport.core.errors import Conflict, NotFound, ValidationFailed
+from modelport.core.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from modelport.core.intent import Intent, intent_digest
 from modelport.core.names import parse_model_ref
 from modelport.store.tables import EndpointRow, ModelVersionRow, RevisionRow, RolloutRow
@@ -91,8 +91,17 @@ def _resolve(session: Session, intent: Intent) -> ModelVersionRow:
     return version
 
 
+def _check_project(session: Session, project: str) -> None:
+    # An endpoint belongs to its project's team: a project nobody created has no team.
+    try:
+        identity.project_team(session, project)
+    except NotFound as exc:
+        raise InvalidRequest(exc.message, field="project", param="project") from None
+
+
 def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str) -> Applied:
     """Validate an intent against the registry and apply it (or, dry, say what would change)."""
+    _check_project(session, intent.project)
     version = _resolve(session, intent)
     config = _config(intent, version)
     document = intent.to_dict()

@@ -25,6 +25,7 @@ from modelport.governance.identity import ROLES, Actor, new_user_token
 from modelport.governance.keys import hash_secret
 from modelport.store import Database
 from modelport.store.identity_tables import ProjectRow, RoleBindingRow, TeamRow, UserRow
+from modelport.store.tables import ApiKeyRow
 
 __all__ = [
     "DEFAULT",
@@ -44,6 +45,7 @@ __all__ = [
     "disable_user",
     "ensure_default_project",
     "grant_role",
+    "key_actor",
     "list_projects",
     "list_teams",
     "list_users",
@@ -335,6 +337,7 @@ class Identities:
 
     by_hash: Mapping[str, Actor] = field(default_factory=dict)
     by_name: Mapping[str, Actor] = field(default_factory=dict)
+    disabled: frozenset[str] = frozenset()
 
 
 def load_identities(session: Session) -> Identities:
@@ -346,11 +349,15 @@ def load_identities(session: Session) -> Identities:
         bindings.setdefault(user_id, {})[team] = role
     by_hash: dict[str, Actor] = {}
     by_name: dict[str, Actor] = {}
-    for row in session.scalars(select(UserRow).where(UserRow.disabled_at.is_(None))):
+    disabled: set[str] = set()
+    for row in session.scalars(select(UserRow)):
+        if row.disabled_at is not None:
+            disabled.add(row.name)
+            continue
         actor = Actor(row.name, "user", MappingProxyType(bindings.get(row.id, {})), admin=row.admin)
         by_hash[row.token_hash] = actor
         by_name[row.name] = actor
-    return Identities(MappingProxyType(by_hash), MappingProxyType(by_name))
+    return Identities(MappingProxyType(by_hash), MappingProxyType(by_name), frozenset(disabled))
 
 
 class IdentityBook:
@@ -375,3 +382,21 @@ class IdentityBook:
     def by_name(self, name: str) -> Actor | None:
         """The enabled user called ``name`` (what an OIDC subject maps to)."""
         return self._current.by_name.get(name)
+
+    def is_disabled(self, name: str) -> bool:
+        """Whether ``name`` is a user an admin disabled (its OIDC logins are refused)."""
+        return name in self._current.disabled
+
+
+def key_actor(session: Session, key_hash: str) -> Actor | None:
+    """The API key with this hash as an actor (read-only usage of its project), if it still
+    works. Blocking: call it in a thread."""
+    row = session.scalar(
+        select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
+    )
+    if row is None:
+        return None
+    expires_at = getattr(row, "expires_at", None)  # keys may expire (scoped keys)
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        return None
+    return Actor(f"key:{row.id}", "key", project=row.project)
