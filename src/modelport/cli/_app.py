@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _audit, _cost, _limits, _policy, _slo
+from modelport.cli import _audit, _budgets, _cost, _limits, _policy, _slo
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -33,6 +33,7 @@ _slo.register(app)
 _policy.register(app)
 _audit.register(app)
 _limits.register(app)
+_budgets.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

@@ -470,6 +470,29 @@ class Client:
         """Remove the limits set through the API on one scope."""
         return self._object("DELETE", f"/api/v1/limits/{kind}/{_segment(name)}")
 
+    def set_budget(
+        self,
+        kind: str,
+        name: str,
+        *,
+        daily_usd: str | None = None,
+        monthly_usd: str | None = None,
+    ) -> dict[str, Any]:
+        """Set (replace) the daily and monthly caps of one scope in USD (decimal strings);
+        ``kind`` is key, project, team, customer or endpoint; None leaves a period uncapped."""
+        body = {"daily_usd": daily_usd, "monthly_usd": monthly_usd}
+        return self._object("PUT", f"/api/v1/budgets/{kind}/{_segment(name)}", json=body)
+
+    def list_budgets(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every budget (or one kind's) with cap, spent, reserved, remaining and reset time
+        per capped period."""
+        params = {"kind": kind} if kind else {}
+        return self._list("GET", "/api/v1/budgets", params=params)
+
+    def delete_budget(self, kind: str, name: str) -> dict[str, Any]:
+        """Remove the caps set through the API on one scope."""
+        return self._object("DELETE", f"/api/v1/budgets/{kind}/{_segment(name)}")
+
     def set_prices(
         self,
         prices: dict[str, str],

@@ -121,39 +121,34 @@ def _public_caps(row: BudgetRow | None) -> dict[str, str | None] | None:
 def set_budget(
     session: Session, *, kind: str, name: str, caps: Mapping[str, Any], actor: str
 ) -> tuple[Any, Any]:
-    """Set a scope's caps: a field left out keeps its cap, ``null`` removes it; a budget left
-    with no cap is deleted. Every check runs before anything is stored. Returns the caps
-    before and after (for the audit log)."""
+    """Set (replace) a scope's caps: ``daily_usd`` and ``monthly_usd``, a field left out or
+    null leaving that period uncapped (as ``PUT /limits`` replaces limits). Every check runs
+    before anything is stored. Returns the caps before and after (for the audit log)."""
     unknown = sorted(set(caps) - set(_FIELDS))
     if unknown:
         raise InvalidRequest(
-            f"unknown field '{unknown[0]}': give daily_usd and/or monthly_usd",
+            f"unknown field '{unknown[0][:40]}': give daily_usd and/or monthly_usd",
             param=unknown[0],
             field=unknown[0],
         )
-    if not caps:
+    daily = parse_cap(caps.get("daily_usd"), "daily_usd")
+    monthly = parse_cap(caps.get("monthly_usd"), "monthly_usd")
+    if daily is None and monthly is None:
         raise InvalidRequest(
-            "give daily_usd and/or monthly_usd (null removes that cap)",
+            "give daily_usd and/or monthly_usd (to remove a budget, DELETE it)",
             param="monthly_usd",
             field="monthly_usd",
         )
-    parsed = {field: parse_cap(caps[field], field) for field in _FIELDS if field in caps}
     _check_scope(session, kind, name)
     row = session.scalar(select(BudgetRow).where(BudgetRow.kind == kind, BudgetRow.name == name))
     before = _public_caps(row)
     if row is None:
         row = BudgetRow(kind=kind, name=name)
-    if "daily_usd" in parsed:
-        row.daily_nanousd = parsed["daily_usd"]
-    if "monthly_usd" in parsed:
-        row.monthly_nanousd = parsed["monthly_usd"]
+        session.add(row)
+    row.daily_nanousd = daily
+    row.monthly_nanousd = monthly
     row.updated_by = actor[:140]
     row.updated_at = datetime.now(UTC)
-    if row.daily_nanousd is None and row.monthly_nanousd is None:
-        if row.id is not None:
-            session.delete(row)
-        return before, None
-    session.add(row)
     session.flush()
     return before, _public_caps(row)
 

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/budgets", tags=["budgets"])
 _BODY = Body(
     examples=[{"monthly_usd": "500", "daily_usd": "20"}],
     description="daily_usd / monthly_usd: a number or decimal string of USD (>= 0, at most 9 "
-    "decimals), or null to remove that cap; a field left out keeps its cap.",
+    "decimals); left out or null, that period is not capped.",
 )
 
 
@@ -50,7 +50,7 @@ async def set_budget(
     actor: ActorDep,
     body: Any = _BODY,
 ) -> dict[str, Any]:
-    """Set (or change) a scope's caps; enforced, with what was spent so far this day and
+    """Set (replace) a scope's caps; enforced, with what was spent so far this day and
     month, before the answer returns."""
     _kind(kind)
     budgets = _budgets(plane)
