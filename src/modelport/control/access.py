@@ -268,6 +268,10 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("PUT", f"{P}/limits/{{kind}}/{{name}}"): _ADMIN,
     ("GET", f"{P}/limits"): _SIGNED_IN,
     ("DELETE", f"{P}/limits/{{kind}}/{{name}}"): _ADMIN,
+    # budgets: operators set them; what each scope spent is the installation's money: admin
+    ("PUT", f"{P}/budgets/{{kind}}/{{name}}"): _ADMIN,
+    ("GET", f"{P}/budgets"): _ADMIN,
+    ("DELETE", f"{P}/budgets/{{kind}}/{{name}}"): _ADMIN,
     # policies: installation-wide; anyone signed in may read them and dry-run an intent
     ("PUT", f"{P}/policies/{{name}}"): _ADMIN,
     ("GET", f"{P}/policies"): _SIGNED_IN,
