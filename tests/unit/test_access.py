@@ -297,6 +297,9 @@ async def test_lists_show_only_the_callers_teams(control: Control) -> None:
         assert await names("admin", "/api/v1/teams") == [TEAM, OTHER, "default"]
         assert await names("viewer", "/api/v1/projects") == [PROJECT]
         assert await names("other-owner", "/api/v1/projects") == []
+        assert await names("viewer", "/api/v1/endpoints") == ["alpha-ep"]
+        assert await names("other-owner", "/api/v1/endpoints") == []
+        assert await names("admin", "/api/v1/endpoints") == ["alpha-ep"]
 
 
 async def test_a_key_reads_only_its_own_projects_usage(control: Control) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "list_users",
     "load_identities",
     "project_team",
+    "project_teams",
     "revoke_role",
     "rotate_token",
     "team_members",
@@ -201,6 +202,11 @@ def project_team(session: Session, project: str) -> str:
             field="project",
         )
     return team
+
+
+def project_teams(session: Session) -> dict[str, str]:
+    """project -> team, for every project (to filter lists by the caller's teams)."""
+    return {name: team for name, team in session.execute(select(ProjectRow.name, ProjectRow.team))}
 
 
 def ensure_default_project(session: Session) -> None:

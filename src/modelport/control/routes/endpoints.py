@@ -7,7 +7,8 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from modelport.control import endpoints as service
-from modelport.control import views
+from modelport.control import identity, views
+from modelport.control.access import endpoint_project
 from modelport.control.deps import ActorDep, AdminDep, ControllerDep, PlaneDep, SessionDep
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.schemas import EndpointCreate, EndpointPublic
@@ -81,8 +82,14 @@ def _public(plane: ControlPlane, name: str) -> EndpointPublic:
 
 
 @router.get("")
-def list_endpoints(plane: PlaneDep, session: SessionDep, _: AdminDep) -> list[EndpointPublic]:
-    return [views.endpoint_public(plane, row) for row in service.list_endpoints(session)]
+def list_endpoints(plane: PlaneDep, session: SessionDep, actor: ActorDep) -> list[EndpointPublic]:
+    """The endpoints of the teams the caller may read (every endpoint for an admin)."""
+    teams = identity.project_teams(session)
+    return [
+        views.endpoint_public(plane, row)
+        for row in service.list_endpoints(session)
+        if actor.may("read", teams.get(endpoint_project(row)))
+    ]
 
 
 @router.get("/{name}")
