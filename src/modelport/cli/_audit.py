@@ -58,9 +58,12 @@ def audit_list(
     if as_json:
         _print(entries, True)
         return
-    table = Table(*_COLUMNS)
+    table = Table()
+    for column in _COLUMNS:
+        table.add_column(column, overflow="fold")  # a target cut short would mislead
     for entry in entries:
-        table.add_row(*(str(entry.get(column, "")) for column in _COLUMNS))
+        row = {**entry, "at": entry["at"][:19].replace("T", " ")}
+        table.add_row(*(str(row.get(column, "")) for column in _COLUMNS))
     out.print(table)
 
 

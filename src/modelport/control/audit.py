@@ -183,9 +183,8 @@ class AuditLog:
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("audit queue full: %d denied accesses not recorded", self.dropped)
             return
-        self._queue.append(
-            _Denied(utcnow(), actor_name, action, target, request_id, source, reason)
-        )
+        actor = actor_name or "anonymous"  # refused before anyone was recognised
+        self._queue.append(_Denied(utcnow(), actor, action, target, request_id, source, reason))
         if len(self._queue) >= _BATCH:
             self._wake.set()
 
