@@ -27,6 +27,7 @@ from modelport.control.guard import AccessGuard, Matched
 from modelport.control.plane import ControlPlane
 from modelport.control.routes import (
     alerts,
+    audit,
     apply,
     artifacts,
     costs,
@@ -130,6 +131,7 @@ def create_control_app(plane: ControlPlane, controller: RolloutController) -> Co
         teams,
         projects,
         users,
+        audit,
     ):
         app.include_router(module.router, prefix=PREFIX)
 
