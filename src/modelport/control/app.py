@@ -27,9 +27,9 @@ from modelport.control.guard import AccessGuard, Matched
 from modelport.control.plane import ControlPlane
 from modelport.control.routes import (
     alerts,
-    audit,
     apply,
     artifacts,
+    audit,
     costs,
     drift,
     endpoints,
