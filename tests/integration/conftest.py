@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 MAX_BODY_BYTES = 1024 * 1024
 BREAST_CANCER_ONLY = {"MODELPORT_DEMO_MODELS": "breast-cancer"}  # fast starts where one will do
 DEMO_ENDPOINTS = ("breast-cancer", "digits", "chat-small", "embed-small", "asr-small")
+ALL_KEY_PERMISSIONS = ["pin", "route_by_header", "any_customer"]
 
 
 def free_port() -> int:
@@ -60,6 +61,9 @@ def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> R
         "MODELPORT_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         # Tests register artifacts by path from their tmp_path directories.
         "MODELPORT_ARTIFACT_ROOTS": tempfile.gettempdir(),
+        # Every test connects from 127.0.0.1: the suites' deliberate bad keys must not add up
+        # to the auth-failure throttle (test_key_scopes sets its own limit).
+        "MODELPORT_AUTH_FAILURES_PER_MINUTE": "10000",
         **(env or {}),
     }
     with log.open("wb") as out:
@@ -124,8 +128,22 @@ def admin(server: RunningServer) -> Iterator[Client]:
 
 @pytest.fixture(scope="session")
 def api_key(admin: Client) -> str:
-    key: str = admin.create_key("default", "tests")["key"]
+    # The suites pin revisions, steer by header and bill customers: privileges a key is
+    # given explicitly (test_key_scopes proves the refusals without them).
+    key: str = admin.create_key("default", "tests", permissions=ALL_KEY_PERMISSIONS)["key"]
     return key
+
+
+def ensure_project(server: RunningServer, project: str, team: str | None = None) -> None:
+    """Team ``team`` (default: the project's name) and ``project`` owned by it, if missing:
+    keys and intents name a project that exists."""
+    headers = {"authorization": f"Bearer {server.admin_token}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        team = team or project
+        created = http.post("/api/v1/teams", json={"name": team})
+        assert created.status_code in (201, 409), created.text
+        created = http.post("/api/v1/projects", json={"name": project, "team": team})
+        assert created.status_code in (201, 409), created.text
 
 
 @pytest.fixture(scope="session")

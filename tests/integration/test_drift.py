@@ -18,7 +18,13 @@ from typer.testing import CliRunner, Result
 from modelport.cli import app
 from modelport.client import Client, ModelportClientError
 
-from .conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
+from .conftest import (
+    BREAST_CANCER_ONLY,
+    RunningServer,
+    ensure_project,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +212,7 @@ def _roll_out(admin: Client, data_client: Client, version: int) -> dict[str, Any
 
 
 def test_canary_output_drift_gate(drift_server: RunningServer, tmp_path: Path) -> None:
+    ensure_project(drift_server, "drift")  # the intent's project, and its key's
     with drift_server.client() as admin:
         admin.create_model("classer", "custom")
         for version, label in enumerate((SAME, ALWAYS_TWO, SAME), start=1):

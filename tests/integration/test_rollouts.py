@@ -20,9 +20,11 @@ import pytest
 from modelport.client import Client, ModelportClientError
 
 from .conftest import (
+    ALL_KEY_PERMISSIONS,
     BREAST_CANCER_ONLY,
     RunningServer,
     demo_server,
+    ensure_project,
     start_server,
     stop_server,
     wait_for,
@@ -128,6 +130,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def admin(srv: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("scorers")
+    ensure_project(srv, "rollouts")  # the intents' project, and its keys'
     with srv.client() as client:
         client.create_model("scorer", "custom")
         for version, code in enumerate((GOOD, GOOD, BROKEN, GOOD, SLOW), start=1):
@@ -146,7 +149,8 @@ def admin(srv: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def key(admin: Client) -> str:
-    return str(admin.create_key("rollouts", "load")["key"])
+    # Pins revisions, steers by header and names customers: privileges given explicitly.
+    return str(admin.create_key("rollouts", "load", permissions=ALL_KEY_PERMISSIONS)["key"])
 
 
 @pytest.fixture(scope="module")

@@ -358,6 +358,8 @@ class GatewayApp:
             stream = payload.get("stream") is True
         name, _, label = name.partition("@")  # "endpoint@r2" pins a revision
         traffic = self._traffic(name, call)
+        if label:
+            access.check_pin(call.principal, name)
         if payload is not None:
             user = payload.get("user")
             if isinstance(user, str) and user:
@@ -370,7 +372,6 @@ class GatewayApp:
                 param="model",
             )
         if label:
-            access.check_pin(call.principal, name)
             route = pinned(traffic, label)
             call.judged = False
         else:
