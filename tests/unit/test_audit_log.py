@@ -4,6 +4,7 @@ rows named by verify."""
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import multiprocessing
 import threading
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from modelport.control.audit import AuditFilter, AuditLog, origin
 from modelport.control.audit_anchors import FileAnchors, parse_anchors
 from modelport.core.settings import Settings
+from modelport.governance.audit_chain import Anchor
 from modelport.governance.identity import SYSTEM, Actor
 from modelport.store import Database
 
@@ -299,3 +301,37 @@ def test_origin_reads_the_guards_state_then_the_request() -> None:
     }
     assert origin(scope) == ("from-guard", "10.1.2.3")
     assert origin({"headers": [(b"x-request-id", b"h")], "client": None}) == ("h", "")
+
+
+def test_anchors_are_posted_to_a_webhook(db: Database, tmp_path: Path) -> None:
+    received: list[dict[str, object]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["content-length"])
+            received.append(orjson.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/anchors"
+        log = audit_log(db, tmp_path, audit_anchor=url)
+        fill(log, 2)
+        anchor = log.anchor()
+        assert anchor is not None
+        assert received == [{"seq": 2, "hash": anchor.hash, "at": anchor.at}]
+        assert not (tmp_path / "audit-anchors.jsonl").exists()
+        # What the receiver kept is what verify is given: a cut tail shows against it.
+        sql(db, "DELETE FROM audit_entries WHERE seq = 2")
+        sql(db, "UPDATE audit_head SET seq = 1, hash = (SELECT hash FROM audit_entries)")
+        problem = log.verify([Anchor(2, anchor.hash)]).first_problem
+        assert problem is not None and (problem.seq, problem.kind) == (2, "truncated")
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
