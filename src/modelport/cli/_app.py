@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _audit, _budgets, _cost, _limits, _policy, _slo
+from modelport.cli import _audit, _budgets, _cost, _identity, _limits, _policy, _slo
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -34,6 +34,7 @@ _policy.register(app)
 _audit.register(app)
 _limits.register(app)
 _budgets.register(app)
+_identity.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

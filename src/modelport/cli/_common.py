@@ -28,7 +28,7 @@ Token = Annotated[
     typer.Option(
         "--token",
         envvar="MODELPORT_TOKEN",
-        help="Admin token (default: $MODELPORT_HOME/admin-token).",
+        help="Your user token (default: the admin token in $MODELPORT_HOME/admin-token).",
         show_default=False,
     ),
 ]

@@ -607,6 +607,51 @@ class Client:
         kept elsewhere (a webhook's) are checked besides the server's anchor file."""
         return self._object("POST", "/api/v1/audit/verify", json={"anchors": anchors or []})
 
+    # -- identity: teams, projects, users, roles ------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """Who this client's token is: name, kind, admin, teams (team -> role)."""
+        return self._object("GET", "/api/v1/me")
+
+    def create_team(self, name: str) -> dict[str, Any]:
+        return self._object("POST", "/api/v1/teams", json={"name": name})
+
+    def list_teams(self) -> list[dict[str, Any]]:
+        """The teams this token holds a role on (every team for an admin)."""
+        return self._list("GET", "/api/v1/teams")
+
+    def get_team(self, name: str) -> dict[str, Any]:
+        return self._object("GET", f"/api/v1/teams/{_segment(name)}")
+
+    def grant_role(self, team: str, user: str, role: str) -> dict[str, Any]:
+        """Give ``user`` ``role`` (owner, deployer, viewer) on ``team``, replacing its role."""
+        return self._object(
+            "POST", f"/api/v1/teams/{_segment(team)}/members", json={"user": user, "role": role}
+        )
+
+    def revoke_role(self, team: str, user: str) -> None:
+        self._call("DELETE", f"/api/v1/teams/{_segment(team)}/members/{_segment(user)}")
+
+    def create_project(self, name: str, team: str) -> dict[str, Any]:
+        return self._object("POST", "/api/v1/projects", json={"name": name, "team": team})
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/api/v1/projects")
+
+    def create_user(self, name: str, *, admin: bool = False) -> dict[str, Any]:
+        """A new user; the answer's ``token`` is shown only this once."""
+        return self._object("POST", "/api/v1/users", json={"name": name, "admin": admin})
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/api/v1/users")
+
+    def rotate_user_token(self, name: str) -> dict[str, Any]:
+        """A new token for ``name`` (in the answer's ``token``); the old one stops at once."""
+        return self._object("POST", f"/api/v1/users/{_segment(name)}/token")
+
+    def disable_user(self, name: str) -> dict[str, Any]:
+        return self._object("POST", f"/api/v1/users/{_segment(name)}/disable")
+
 
 def _refusal(response: httpx.Response) -> ModelportClientError:
     try:
