@@ -21,6 +21,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import prices as price_catalog
 from modelport.control.alerts import DbEpisodeStore, seal_webhook_secrets
 from modelport.control.app import ControlApp
+from modelport.control.budgets import BudgetService
 from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
 from modelport.control.schemas import VersionCreate
@@ -32,7 +33,13 @@ from modelport.core.settings import Settings
 from modelport.demo import DEMOS
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
+from modelport.governance.admission import Admission, Guard
 from modelport.governance.auth_failures import AuthFailureThrottle
+from modelport.governance.budget_ledger import MemoryLedger
+from modelport.governance.budget_redis import RedisLedger
+from modelport.governance.budgets import BudgetGuard
+from modelport.governance.counters import Counters, MemoryCounters, RedisCounters
+from modelport.governance.rate_limits import ConcurrencyGuard, LimitTable, RateLimitGuard
 from modelport.governance.secrets import SecretCipher
 from modelport.observability import (
     RecentUsage,
@@ -96,6 +103,26 @@ class ModelportServer:
         # guard may share it): 429 until the minute has passed.
         self.auth_failures = AuthFailureThrottle(settings.auth_failures_per_minute)
         self.gateway.auth_failures = self.auth_failures
+        # Admission: rate limits, concurrency, budgets. Counters in Redis when several
+        # gateways share them, else in memory; a guard joins the gateway's admission only
+        # while something is configured for it (see _arm_admission).
+        self.counters: Counters = (
+            RedisCounters(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            if settings.redis_url
+            else MemoryCounters()
+        )
+        self.rate_limits = RateLimitGuard(self.counters, fail_open=settings.limits_fail_open)
+        self.concurrency = ConcurrencyGuard(self.counters, fail_open=settings.limits_fail_open)
+        # Budgets (governance/budgets.py BudgetGuard) go here, last: a reservation is
+        # the dearest hold to take for a request the limits would refuse anyway.
+        self.budgets = BudgetGuard(
+            RedisLedger(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            if settings.redis_url
+            else MemoryLedger(),
+            default_output_tokens=settings.budget_default_output_tokens,
+            fail_open=settings.budgets_fail_open,
+        )
+        self.budgets.on_publish = self._arm_admission
         self.drift: DriftService | None = None
         self.metrics = ModelportMetrics()
         self.journal.subscribe(self.metrics.consume)
@@ -199,6 +226,18 @@ class ModelportServer:
             secrets=secret_store,
         )
         self.plane.prices = prices
+        # Budgets price with the same book; their lines are seeded with what was spent this
+        # day and month (stored and journaled) before the gateway takes a request.
+        self.budgets.prices = prices
+        self.plane.budgets = BudgetService(
+            db,
+            self.budgets,
+            alerts=self.alerts,
+            journal=self.journal.directory if settings.metering else None,
+            cost_of=prices.cost_of,
+            interval_s=settings.budget_check_interval_s,
+        )
+        await self.plane.budgets.start()
         # Data-plane 403s and throttled addresses go to the audit log (queued, off the loop).
         audit = self.plane.audit
         self.gateway.on_denied = audit.denied
@@ -210,6 +249,7 @@ class ModelportServer:
             source=address,
             reason="repeated failed authentications: refused with 429 for a minute",
         )
+        self.plane.limits.subscribe(self._publish_limits)
         await self.plane.start()
         self.drift = DriftService(
             db,
@@ -263,6 +303,23 @@ class ModelportServer:
             "admin token %s %s", "written to" if created else "read from", settings.admin_token_path
         )
 
+    def _publish_limits(self, table: LimitTable) -> None:
+        self.rate_limits.publish(table)
+        self.concurrency.publish(table)
+        self._arm_admission()
+
+    def _arm_admission(self) -> None:
+        """Give the gateway the guards that have something configured; none: admission off,
+        and requests pay nothing for it. Called whenever limits or budgets change."""
+        guards: list[Guard] = []
+        if self.rate_limits.configured:
+            guards.append(self.rate_limits)
+        if self.concurrency.configured:
+            guards.append(self.concurrency)
+        if self.budgets is not None and getattr(self.budgets, "configured", True):
+            guards.append(self.budgets)
+        self.gateway.admission = Admission(guards) if guards else None
+
     def _may_scrape(self, token: bytes) -> bool:
         """``/metrics`` takes the admin token, or ``MODELPORT_METRICS_TOKEN`` when set."""
         wanted = self.settings.metrics_token
@@ -305,6 +362,9 @@ class ModelportServer:
                 await self.uptime.close()
             self.plane.db.close()
         await self.upstream.close()
+        await self.counters.close()
+        if self.plane is not None and self.plane.budgets is not None:
+            await self.plane.budgets.close()
         await asyncio.to_thread(tracing.shutdown_tracing)  # the spans still batched
 
     def _register_demo(self) -> list[tuple[str, Deployment]]:
