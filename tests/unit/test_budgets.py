@@ -57,7 +57,7 @@ async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[BudgetLedger]:
     client = redis.asyncio.Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    shared = RedisLedger(url)
+    shared = RedisLedger(url, timeout_s=5.0)  # a loaded test machine: no flaky timeouts
     yield shared
     await shared.aclose()
 
