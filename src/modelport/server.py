@@ -316,7 +316,7 @@ class ModelportServer:
             guards.append(self.rate_limits)
         if self.concurrency.configured:
             guards.append(self.concurrency)
-        if self.budgets is not None and getattr(self.budgets, "configured", True):
+        if self.budgets.configured:
             guards.append(self.budgets)
         self.gateway.admission = Admission(guards) if guards else None
 
