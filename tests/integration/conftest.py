@@ -134,6 +134,22 @@ def api_key(admin: Client) -> str:
     return key
 
 
+def team_key(server: RunningServer, admin: Client, team: str, name: str, **settings: Any) -> Any:
+    """A key whose usage is reported under ``team``: of project ``team``, owned by the team
+    (a key's team is its project's)."""
+    ensure_project(server, team)
+    return admin.create_key(team, name, **settings)
+
+
+def open_to(
+    admin: Client, endpoint: str, model: str, consumers: list[str], task: str = "tabular"
+) -> None:
+    """Let the keys of other teams or projects call ``endpoint`` (the intent's consumers)."""
+    intent = f"endpoint: {endpoint}\ntask: {task}\nmodel: {model}\n"
+    intent += f"consumers: [{', '.join(consumers)}]\n"
+    assert admin.apply(intent)["action"] in ("updated", "unchanged")
+
+
 def ensure_project(server: RunningServer, project: str, team: str | None = None) -> None:
     """Team ``team`` (default: the project's name) and ``project`` owned by it, if missing:
     keys and intents name a project that exists."""

@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from modelport.cli import app
 from modelport.client import Client, ModelportClientError
-from tests.integration.conftest import BREAST_CANCER_ONLY, RunningServer, start_server, stop_server
+from tests.integration.conftest import (
+    BREAST_CANCER_ONLY,
+    RunningServer,
+    open_to,
+    start_server,
+    stop_server,
+    team_key,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,10 +114,12 @@ def test_costs_per_customer_reconcile_with_events_and_uptime(cost_server: Runnin
             (f"{ENDPOINT}:1", "per_1k_rows", "0.002000000", True),
             ("cpu", "per_hour", "0.360000000", True),
         }
+        # Each team's key is of a project of that team, which the endpoint is opened to.
         keys = {
-            team: client.create_key("shop", f"key-{team}", team=team)["key"]
-            for _, team, _, _ in TRAFFIC
+            team: team_key(cost_server, client, team, f"key-{team}", customers=[customer])["key"]
+            for customer, team, _, _ in TRAFFIC
         }
+        open_to(client, ENDPOINT, f"{ENDPOINT}:1", [f"team:{team}" for _, team, _, _ in TRAFFIC])
 
     for customer, team, rows, count in TRAFFIC:
         for _ in range(count):

@@ -24,8 +24,11 @@ from tests.integration.conftest import (
     RunningServer,
     alive,
     demo_server,
+    ensure_project,
+    open_to,
     start_server,
     stop_server,
+    team_key,
     wait_for,
 )
 
@@ -50,9 +53,16 @@ def usage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         yield running
 
 
+# Teams whose keys call breast-cancer here: each key is of a project of its team.
+TEAMS = ("search", "ads", "cli-team", "loader-kill")
+
+
 @pytest.fixture(scope="module")
 def admin(usage_server: RunningServer) -> Iterator[Client]:
     with usage_server.client() as client:
+        for team in TEAMS:
+            ensure_project(usage_server, team)
+        open_to(client, "breast-cancer", "breast-cancer:1", [f"team:{team}" for team in TEAMS])
         yield client
 
 
@@ -78,8 +88,8 @@ def settled(admin: Client, expected_requests: int, **filters: str) -> dict[str, 
 def test_known_rows_are_reported_exactly_per_team_and_customer(
     usage_server: RunningServer, admin: Client
 ) -> None:
-    search = admin.create_key("default", "search-key", team="search")
-    ads = admin.create_key("ads", "ads-key", team="ads")
+    search = admin.create_key("search", "search-key", customers=["acme"])
+    ads = admin.create_key("ads", "ads-key", customers=["globex"])
     assert search["team"] == "search"
     sent = {("search", "acme"): [2, 5, 1], ("search", ""): [3], ("ads", "globex"): [4, 4]}
     keys = {"search": search["key"], "ads": ads["key"]}
@@ -158,7 +168,7 @@ def test_bad_report_parameters_are_4xx_naming_them(
 def test_the_cli_reports_usage_as_a_table_json_or_csv(
     usage_server: RunningServer, admin: Client
 ) -> None:
-    key = admin.create_key("default", "cli-usage", team="cli-team")["key"]
+    key = admin.create_key("cli-team", "cli-usage", customers=["cli-customer"])["key"]
     with data_plane(usage_server, key) as v2:
         for count in (2, 7):
             headers = {"X-Modelport-Customer": "cli-customer"}
@@ -239,7 +249,7 @@ def loader_pids(server: RunningServer) -> list[int]:
 def test_a_killed_loader_is_started_again_and_loses_nothing(
     usage_server: RunningServer, admin: Client
 ) -> None:
-    key = admin.create_key("default", "loader-kill", team="loader-kill")["key"]
+    key = admin.create_key("loader-kill", "loader-kill")["key"]
     (first,) = loader_pids(usage_server)
     os.kill(first, signal.SIGKILL)
     with data_plane(usage_server, key) as http:
@@ -262,7 +272,7 @@ def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
     try:
         with first.client() as admin:
             pids = [r["pid"] for r in admin.wait_ready("breast-cancer")["replica_status"]]
-            key = admin.create_key("default", "chaos", team="chaos")["key"]
+            key = admin.create_key("default", "chaos", customers=["kill"])["key"]
         stop, lock, tally = threading.Event(), threading.Lock(), Counter[str]()
         threads = [
             threading.Thread(target=_drive, args=(first.url, key, stop, tally, lock))
@@ -313,7 +323,8 @@ def test_chats_are_metered_with_their_tokens_and_time_to_first_token(tmp_path: P
         ) as server,
         server.client() as admin,
     ):
-        key = admin.create_key("default", "chat", team="assistants")["key"]
+        key = team_key(server, admin, "assistants", "chat", customers=["chat-customer"])["key"]
+        open_to(admin, "chat-small", "chat-small:1", ["team:assistants"], task="chat")
         chat = {
             "model": "chat-small",
             "messages": [{"role": "user", "content": "Say hi"}],
