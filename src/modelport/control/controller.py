@@ -32,6 +32,7 @@ from modelport.control.analysis import Gates, Verdict, both, judge
 from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
+from modelport.control.rollout_audit import Position, move_of, position, record_move
 from modelport.control.rollout_run import RolloutRun
 from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.control.traffic import consumers_of
@@ -88,6 +89,7 @@ class RolloutController:
                     f"server restarted: {run.state} at step {run.step + 1} of {len(run.steps)}; "
                     "the step's window starts again",
                 )
+                await self._audit_move(run, None, "resume")
         self._task = asyncio.create_task(self._loop(), name="modelport-rollouts")
 
     async def close(self) -> None:
@@ -309,9 +311,23 @@ class RolloutController:
                 async with lock:
                     run = self._runs.get(endpoint)
                     if run is not None:
+                        before = position(run, tracked=True)
                         await self._advance(run)
+                        await self._audit_move(run, before)
             except Exception:  # one bad rollout must not stop the others
                 log.exception("rollout of %s: tick failed", endpoint)
+
+    async def _audit_move(
+        self, run: RolloutRun, before: Position | None, action: str | None = None
+    ) -> None:
+        """Record a move this tick made by itself in the audit log, as ``system`` (people's
+        moves are recorded by the API routes, with their actor)."""
+        after = position(run, tracked=self._runs.get(run.endpoint) is run)
+        action = action or (move_of(before, after) if before is not None else None)
+        if action is not None:
+            await asyncio.to_thread(
+                record_move, self.plane.audit, self.plane.db, run, action, before, after
+            )
 
     async def _advance(self, run: RolloutRun) -> None:
         if run.unsettled is not None:
