@@ -5,6 +5,7 @@ the 80% / 100% notices sent once each to a real webhook receiver."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from modelport.cli import app
 from tests.integration.conftest import (
     BREAST_CANCER_ONLY,
     RunningServer,
@@ -32,6 +35,13 @@ ENV = {
     "MODELPORT_USAGE_LOAD_INTERVAL_S": "0.2",
     "MODELPORT_BUDGET_CHECK_INTERVAL_S": "0.2",
 }
+INTENT = """\
+endpoint: bc-budget
+task: tabular
+model: breast-cancer@champion
+budget:
+  monthly_usd: 0.002
+"""
 ROW = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": [0.5] * 30}]}
 
 
@@ -157,18 +167,80 @@ def test_budgets_end_to_end(home: Path, receiver: Receiver) -> None:
         time.sleep(1.0)
         assert len([n for n in receiver.verified(SECRET) if n["kind"] == "budget"]) == 2
 
-        # Raised: room again; deleted: no cap at all.
-        assert api.put("/budgets/project/default", json={"daily_usd": "0.02"}).status_code == 200
+        # Raised through the CLI: room again; deleted: no cap at all.
+        server = ["--url", running.url, "--token", running.admin_token]
+        runner = CliRunner()
+        raised = runner.invoke(
+            app, ["budgets", "set", "--project", "default", "--daily", "0.02", *server]
+        )
+        assert raised.exit_code == 0, raised.output
         assert _call(running.url, key) == 200
-        assert api.delete("/budgets/project/default").status_code == 200
+        listed = runner.invoke(app, ["budgets", "list", "--json", *server])
+        (budget,) = json.loads(listed.output)
+        assert budget["daily"]["spent_usd"] == "0.011000000" and budget["monthly"] is None
+        bad = runner.invoke(
+            app, ["budgets", "set", "--project", "default", "--daily", "-1", *server]
+        )
+        assert bad.exit_code == 1 and "daily_usd must not be negative" in bad.output
+        deleted = runner.invoke(app, ["budgets", "delete", "--project", "default", *server])
+        assert deleted.exit_code == 0, deleted.output
         assert api.get("/budgets").json() == []
         assert _call(running.url, key) == 200
 
+        # An intent's budget.monthly_usd caps its endpoint's month.
+        with running.client() as admin:
+            assert admin.apply(INTENT)["action"] == "created"
+            admin.wait_ready("bc-budget", timeout=120)
+            admin.set_prices({"per_1k_requests": "1"}, endpoint="bc-budget")
 
-def _call(url: str, key: str) -> int:
+        def capped() -> bool:
+            found = api.get("/budgets", params={"kind": "endpoint"}).json()
+            return [(b["name"], b["source"]) for b in found] == [("bc-budget", "intent")]
+
+        wait_for(capped, timeout=15, message="the intent's budget")
+        codes = [_call(running.url, key, "bc-budget") for _ in range(4)]
+        assert codes == [200, 200, 429, 429], codes
+
+
+def _call(url: str, key: str, endpoint: str = ENDPOINT) -> int:
     return httpx.post(
-        f"{url}/v2/models/{ENDPOINT}/infer",
+        f"{url}/v2/models/{endpoint}/infer",
         json=ROW,
         headers={"authorization": f"Bearer {key}"},
         timeout=30,
     ).status_code
+
+
+def test_two_gateways_sharing_redis_never_multiply_a_cap(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as shared:
+        shared.flushdb()
+    env = {**ENV, "MODELPORT_REDIS_URL": redis_url, "MODELPORT_REDIS_TIMEOUT_S": "5"}
+    base = tmp_path_factory.mktemp("budgets-redis")
+    with (
+        demo_server(base / "a", ENDPOINT, env=env) as first,
+        demo_server(base / "b", ENDPOINT, env=env) as second,
+    ):
+        keys = []
+        for running in (first, second):
+            with running.client() as admin, _api(running) as api:
+                admin.set_prices({"per_1k_requests": "1"}, endpoint=ENDPOINT)
+                keys.append(admin.create_key("default", "shared")["key"])
+                assert api.put("/budgets/project/default", json={"daily_usd": CAP}).is_success
+
+        async def both() -> list[httpx.Response]:
+            halves = await asyncio.gather(
+                _burst(first.url, keys[0], 25), _burst(second.url, keys[1], 25)
+            )
+            return [*halves[0], *halves[1]]
+
+        statuses = [r.status_code for r in asyncio.run(both())]
+        assert statuses.count(200) == 10 and statuses.count(429) == 40, sorted(statuses)
+        for running in (first, second):  # one ledger: both see the whole spend
+            with _api(running) as api:
+                line = _line(api)
+                assert line["spent_usd"] == "0.010000000", line
+                assert line["reserved_usd"] == "0.000000000", line
