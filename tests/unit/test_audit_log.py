@@ -335,3 +335,17 @@ def test_anchors_are_posted_to_a_webhook(db: Database, tmp_path: Path) -> None:
     finally:
         receiver.shutdown()
         receiver.server_close()
+
+
+def test_details_are_stored_as_json_reads_them_back(db: Database, tmp_path: Path) -> None:
+    log = audit_log(db, tmp_path)
+    log.record(
+        actor=ADMIN,
+        action="test.details",
+        target="t",
+        details={"ratio": float("nan"), 3: "int key", "when": time, "share": 0.1},
+    )
+    with db.session() as session:
+        (entry,) = log.entries(session, AuditFilter())
+    assert entry.details["ratio"] is None and entry.details["3"] == "int key"
+    assert log.verify().ok

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -224,6 +225,11 @@ class AuditLog:
         ).one()
         for name, size in _SIZES.items():  # the columns' sizes (PostgreSQL refuses more)
             fields[name] = str(fields[name])[:size]
+        # Details as JSON will read them back (NaN becomes null, keys strings), so that the
+        # hash sealed now is the hash recomputed from the stored row.
+        fields["details"] = orjson.loads(
+            orjson.dumps(fields["details"], option=orjson.OPT_NON_STR_KEYS, default=str)
+        )
         entry = seal(Entry(seq=head.seq, at=at or utcnow(), **fields), head.hash)
         session.add(_row(entry))
         session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=entry.hash))
@@ -318,9 +324,9 @@ class AuditLog:
         last_anchor = 0.0
         clock: Callable[[], float] = time.monotonic
         while True:
-            stopping = self._stop.is_set()
             self._wake.wait(_FLUSH_S)
             self._wake.clear()
+            stopping = self._stop.is_set()  # after the wait: close() wakes it to stop now
             try:
                 self.flush()
                 if self.sink is not None and (
