@@ -111,7 +111,10 @@ class AccessGuard:
         if self.oidc is not None and OidcVerifier.looks_like_jwt(text):
             claims = await self.oidc.verify(text)
             return self._oidc_actor(self.oidc.user_of(claims))
-        raise Unauthorized("invalid token")
+        raise Unauthorized(
+            "invalid admin token or user token: send the admin token from "
+            "$MODELPORT_HOME/admin-token, or your own (an admin makes it: modelport users create)"
+        )
 
     def _key(self, key_hash: str) -> Actor | None:
         with self.plane.db.session() as session:
