@@ -280,3 +280,23 @@ async def test_redis_down_admits_or_refuses_as_configured_without_waiting() -> N
     assert loop.time() - started < 1.5
     await open_counters.close()
     await closed_counters.close()
+
+
+def test_loop_storage_serves_the_librarys_strategies() -> None:
+    """LoopStorage keeps the limits library's storage interface: its strategies run on it."""
+    from limits import RateLimitItemPerMinute
+    from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    from modelport.governance.counters import LoopStorage
+
+    storage = LoopStorage()
+    moving = MovingWindowRateLimiter(storage)
+    three = RateLimitItemPerMinute(3)
+    assert [moving.hit(three, "a") for _ in range(4)] == [True, True, True, False]
+    assert moving.get_window_stats(three, "a").remaining == 0
+    fixed = FixedWindowRateLimiter(storage)
+    ten = RateLimitItemPerMinute(10)
+    assert fixed.hit(ten, "b", cost=7) and not fixed.hit(ten, "b", cost=7)
+    assert fixed.get_window_stats(ten, "b").remaining == 0
+    storage.clear(three.key_for("a"))
+    assert moving.hit(three, "a")

@@ -84,11 +84,11 @@ class LimitTable:
 
     def __init__(self, limits: Mapping[tuple[str, str], Limit] | None = None) -> None:
         self.limits: Mapping[tuple[str, str], Limit] = MappingProxyType(dict(limits or {}))
-        by_kind: dict[str, dict[str, Limit]] = {}
+        by_kind: dict[str, dict[str, _Scope]] = {}
         for (kind, name), limit in self.limits.items():
             if kind not in KINDS:
                 raise ValueError(f"unknown limit scope {kind!r}")
-            by_kind.setdefault(kind, {})[name] = limit
+            by_kind.setdefault(kind, {})[name] = (f"{kind}:{name}", limit)
         # Only the kinds that have limits are looked up per request.
         self._kinds = tuple((kind, by_kind[kind]) for kind in KINDS if kind in by_kind)
         self.rated = any(lim.rpm or lim.tpm for lim in self.limits.values())
@@ -101,11 +101,9 @@ class LimitTable:
         """The caller's scopes that have a limit, as ``("kind:name", limit)``."""
         found = []
         for kind, names in self._kinds:
-            name = _name_of(caller, kind)
-            if name:
-                limit = names.get(name)
-                if limit is not None:
-                    found.append((f"{kind}:{name}", limit))
+            scope = names.get(_name_of(caller, kind))
+            if scope is not None:
+                found.append(scope)
         return found
 
 
