@@ -222,3 +222,31 @@ async def test_redis_down_admits_uncounted_or_refuses_as_configured() -> None:
             await guard.admit(caller())
     finally:
         await dead.aclose()
+
+
+def test_the_integer_cost_is_the_exact_fraction_rounded_once() -> None:
+    import random
+
+    from modelport.core.usage import UsageRecord
+    from modelport.observability.pricing import UNIT_PRICES, parse_usd
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        prices = {
+            unit: parse_usd(f"{rng.randint(0, 10**6)}e-{rng.randint(0, 9)}")
+            for unit in UNIT_PRICES
+            if rng.random() < 0.6
+        }
+        prices.pop("per_audio_minute", None)
+        catalog = PriceBook([Price("endpoint", "bc", u, v, 0.0) for u, v in prices.items()])
+        units = Units(
+            requests=1,
+            input_tokens=rng.randint(0, 10**6),
+            output_tokens=rng.randint(0, 10**5),
+            images=rng.randint(0, 50),
+            rows=rng.randint(0, 10**4),
+        )
+        one = UsageRecord("r", "bc", "r1", "k", "p", "", 200, 1.0, units, at=1.0, model="bc")
+        assert catalog.cost_of(one) == PriceBook.exact_cost(
+            catalog.unit_prices("bc", "bc:0", 1.0), one
+        )

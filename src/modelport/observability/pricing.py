@@ -15,6 +15,7 @@ Nothing is ever closed or rewritten, so a report over last month uses last month
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ UNIT_PRICES: Mapping[str, tuple[str, int]] = MappingProxyType(
         "per_1k_rows": ("rows", 1000),
     }
 )
+#: A multiple of every unit's ``per``: whole quantities are priced over it in integers.
+_COMMON_PER = math.lcm(*(per for _, per in UNIT_PRICES.values()))
 #: The one unit a hardware type is priced in: one replica running for one hour.
 HARDWARE_UNIT = "per_hour"
 # Large enough for any real price (a billion dollars per unit), small enough that every sum
@@ -156,6 +159,14 @@ def _histories(prices: Iterable[Price]) -> dict[_Key, _History]:
     return histories
 
 
+def _by_target(histories: Mapping[_Key, _History]) -> dict[tuple[str, str], dict[str, _History]]:
+    """The histories by ``(kind, target)``, then unit."""
+    targets: dict[tuple[str, str], dict[str, _History]] = {}
+    for (kind, target, unit), history in histories.items():
+        targets.setdefault((kind, target), {})[unit] = history
+    return targets
+
+
 class PriceBook:
     """Every price, in memory, for pricing usage events as they are stored.
 
@@ -166,12 +177,15 @@ class PriceBook:
     def __init__(self, prices: Iterable[Price] = ()) -> None:
         self._lock = threading.Lock()
         self._histories = _histories(prices)
+        self._targets = _by_target(self._histories)
 
     def replace(self, prices: Iterable[Price]) -> None:
         """Install a new catalog (all prices, every version of each)."""
         histories = _histories(prices)
+        targets = _by_target(histories)
         with self._lock:
-            self._histories = histories
+            # One reference: a reader takes ``_targets`` once per lookup (unit_prices).
+            self._histories, self._targets = histories, targets
 
     def price_at(self, kind: str, target: str, unit: str, t: float) -> int | None:
         """The price in force at ``t`` (unix seconds), or None if none was yet."""
@@ -181,11 +195,16 @@ class PriceBook:
     def unit_prices(self, endpoint: str, model_version: str, t: float) -> dict[str, int]:
         """Each priced unit at ``t``: the endpoint's price where it has one, else the model
         version's (precedence is per unit)."""
-        histories = self._histories  # one snapshot for the whole lookup
-        prices = {}
+        targets = self._targets  # one snapshot for the whole lookup
+        # Two lookups, not one per unit and target: budgets price on the gateway's hot path.
+        own = targets.get(("endpoint", endpoint))
+        version = targets.get(("model_version", model_version))
+        prices: dict[str, int] = {}
+        if own is None and version is None:
+            return prices
         for unit in UNIT_PRICES:
-            for kind, target in (("endpoint", endpoint), ("model_version", model_version)):
-                history = histories.get((kind, target, unit))
+            for histories in (own, version):
+                history = histories.get(unit) if histories is not None else None
                 amount = history.at(t) if history is not None else None
                 if amount is not None:
                     prices[unit] = amount
@@ -193,11 +212,31 @@ class PriceBook:
         return prices
 
     def cost_of(self, record: UsageRecord) -> int:
-        """What one usage event cost, in nano-USD, at the prices in force at its time."""
+        """What one usage event cost, in nano-USD, at the prices in force at its time.
+
+        Budgets price every admitted call with it on the gateway's hot path (twice: the
+        estimate and the settle), so whole quantities are summed in integers over a common
+        denominator: the same exact amount, rounded once the same way, as the fractions the
+        audio path below still uses (tests/unit/test_budgets.py compares them)."""
         version = f"{record.model}:{record.model_version}"
         prices = self.unit_prices(record.endpoint, version, record.at)
         if not prices:
             return 0
+        units = record.units
+        numerator = 0
+        for unit, amount in prices.items():
+            field, per = UNIT_PRICES[unit]
+            quantity = getattr(units, field)
+            if field == "audio_seconds":
+                if quantity:
+                    return self.exact_cost(prices, record)
+                continue
+            numerator += quantity * amount * (_COMMON_PER // per)
+        return _divide(numerator, _COMMON_PER)
+
+    @staticmethod
+    def exact_cost(prices: Mapping[str, int], record: UsageRecord) -> int:
+        """``cost_of`` in fractions, for any quantity (audio seconds are not whole)."""
         total = Fraction(0)
         for unit, amount in prices.items():
             field, per = UNIT_PRICES[unit]
