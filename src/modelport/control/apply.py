@@ -3,7 +3,8 @@
 What a revision runs (model version, runtime options, replicas, batching) changing means a new
 immutable revision and a rollout; anything else (SLO, routing, budget, ...) is stored and takes
 effect at once. The same file applied twice changes nothing. A dry run (``modelport diff``)
-goes through the same code and writes nothing.
+goes through the same code and writes nothing. Policies are checked first (stage ``plan`` for
+a dry run, ``apply`` otherwise), before anything is stored.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from sqlalchemy.orm import Session
 from modelport.control import endpoints as endpoint_service
 from modelport.control import identity, registry
 from modelport.control import rollouts as rollout_service
+from modelport.control.policies import Policies, intent_context
 from modelport.control.schemas import Change
 from modelport.core.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from modelport.core.intent import Intent, intent_digest
 from modelport.core.names import parse_model_ref
+from modelport.governance.identity import Actor
 from modelport.store.tables import EndpointRow, ModelVersionRow, RevisionRow, RolloutRow
 
 __all__ = ["Applied", "apply_intent", "diff"]
@@ -99,13 +102,27 @@ def _check_project(session: Session, project: str) -> None:
         raise InvalidRequest(exc.message, field="project", param="project") from None
 
 
-def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str) -> Applied:
-    """Validate an intent against the registry and apply it (or, dry, say what would change)."""
+def apply_intent(
+    session: Session,
+    intent: Intent,
+    *,
+    dry_run: bool,
+    actor: Actor,
+    policies: Policies | None = None,
+) -> Applied:
+    """Validate an intent against the registry and ``policies`` and apply it (or, dry, say
+    what would change). An enforced policy that denies raises ``PolicyDenied`` (403)."""
     _check_project(session, intent.project)
     version = _resolve(session, intent)
     config = _config(intent, version)
     document = intent.to_dict()
     row = session.scalar(select(EndpointRow).where(EndpointRow.name == intent.endpoint))
+    if policies is not None:
+        context = intent_context(
+            policies, intent=document, version=version, actor=actor, endpoint_exists=row is not None
+        )
+        stage = "plan" if dry_run else "apply"
+        policies.check(stage, context, actor, target=f"endpoint:{intent.endpoint}")
     if row is None:
         applied = Applied("created", diff(None, document), revision_number=1)
         applied.summary = (
@@ -122,7 +139,7 @@ def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str)
             batching=config["batching"],
             runtime_options=config["runtime_options"],
             intent=intent,
-            created_by=actor,
+            created_by=actor.name,
         )
         applied.endpoint.intent_digest = intent_digest(intent)
         applied.revision = applied.endpoint.revisions[0]
@@ -174,7 +191,7 @@ def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str)
         runtime_options=config["runtime_options"],
         replicas=config["replicas"],
         batching=config["batching"],
-        created_by=actor,
+        created_by=actor.name,
     )
     applied.rollout = rollout_service.create_rollout(
         session,
@@ -182,7 +199,7 @@ def apply_intent(session: Session, intent: Intent, *, dry_run: bool, actor: str)
         from_revision=row.stable_revision,
         to_revision=number,
         plan=plan,
-        created_by=actor,
+        created_by=actor.name,
     )
     _store(row, intent, document)
     return applied

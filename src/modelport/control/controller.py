@@ -8,6 +8,11 @@ different endpoints never wait on each other. No lock is held while a replica st
 a promotion waits for the old revision outside the lock, marked so that nothing else moves the
 endpoint meanwhile.
 
+A final promotion is checked against the policies first (stage ``promote``): one waiting for
+a second person's approval, or refused by a policy, pauses the rollout at its last step with
+the reason instead of rolling it back; ``approve`` records an approval by someone other than
+the rollout's starter, and promotes a rollout that was waiting for it (control/approvals.py).
+
 Every transition completes or is undone. A decision is written to the database before the
 traffic changes (promote, step), or right after it (rollback: traffic first); a rollback
 whose write fails stays tracked and its write is retried, so the stored rollout never stays
@@ -26,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from modelport.control import apply as apply_service
+from modelport.control import approvals
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as rollout_service
 from modelport.control.analysis import Gates, Verdict, both, judge
@@ -40,6 +46,7 @@ from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
 from modelport.core.errors import Conflict, NotFound, Unavailable
 from modelport.core.intent import Intent
+from modelport.governance.identity import SYSTEM, Actor
 from modelport.observability.live_metrics import RolloutProgress
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
@@ -122,7 +129,7 @@ class RolloutController:
 
     # -- apply --------------------------------------------------------------------------------
 
-    async def apply(self, intent: Intent, *, dry_run: bool, actor: str) -> ApplyResult:
+    async def apply(self, intent: Intent, *, dry_run: bool, actor: Actor) -> ApplyResult:
         """Apply an intent file; with ``dry_run``, say what would change.
 
         After the commit, the endpoint is created and served, or a new revision is started
@@ -163,9 +170,11 @@ class RolloutController:
         return result
 
     def _applied(
-        self, session: Session, intent: Intent, dry_run: bool, actor: str
+        self, session: Session, intent: Intent, dry_run: bool, actor: Actor
     ) -> tuple[ApplyResult, Deployment | None, RolloutRun | None]:
-        applied = apply_service.apply_intent(session, intent, dry_run=dry_run, actor=actor)
+        applied = apply_service.apply_intent(
+            session, intent, dry_run=dry_run, actor=actor, policies=self.plane.policies
+        )
         deployment = run = None
         if applied.revision is not None and applied.endpoint is not None:
             # Raises (and so rolls every row back) if the revision could not run.
@@ -239,9 +248,16 @@ class RolloutController:
             )
             self._restart_clock(run)
 
-    async def promote(self, endpoint: str, *, actor: str) -> None:
+    async def promote(self, endpoint: str, *, actor: Actor) -> None:
+        """Promote now, if the policies allow it: a denial, or an approval still missing
+        (four-eyes), is a 403 naming the rule."""
         async with self._lock(endpoint):
             run = self._require(endpoint, None, "promote")
+            await self._db(
+                lambda s: approvals.promotion_verdict(
+                    self.plane.policies, s, run.rollout_id, actor, enforce=True
+                )
+            )
             ready, failure = self.plane.revision_health(endpoint, run.target)
             if not ready:
                 raise Conflict(
@@ -250,7 +266,18 @@ class RolloutController:
                     + ": wait for it, or roll back",
                     state=run.state.value,
                 )
-            await self._promote(run, f"promoted by {actor}", {})
+            await self._promote(run, f"promoted by {actor.name}", {})
+
+    async def approve(self, endpoint: str, *, actor: Actor) -> None:
+        """Approve the promotion of the endpoint's rollout as a second person (not its
+        starter: 403); a rollout paused waiting for this approval is promoted at once."""
+        async with self._lock(endpoint):
+            run = self._require(endpoint, None, "approve")
+            waiting = await self._db(
+                lambda s: approvals.record_approval(self.plane.policies, s, run.rollout_id, actor)
+            )
+            if waiting:
+                await self._promote_if_allowed(run, f"promotion approved by {actor.name}", {})
 
     async def rollback(self, endpoint: str, *, actor: str, abort: bool = False) -> None:
         """Return all traffic to the stable revision. With no rollout in progress, undo the
@@ -350,7 +377,7 @@ class RolloutController:
                 {},
             )
         elif ready and run.strategy == "immediate":
-            await self._promote(run, f"{run.target} is ready: switched all traffic", {})
+            await self._promote_if_allowed(run, f"{run.target} is ready: switched all traffic", {})
         elif ready:
             await self._enter_step(run, 0, f"{run.target} is ready", {})
 
@@ -377,7 +404,7 @@ class RolloutController:
                     data,
                 )
             else:
-                await self._promote(run, f"last step passed: {verdict.reason}", data)
+                await self._promote_if_allowed(run, f"last step passed: {verdict.reason}", data)
 
     def _output_drift(self, run: RolloutRun, data: dict[str, Any]) -> Verdict | None:
         """The rollout's output-drift gate, if it has one (not for shadow rollouts, whose
@@ -423,6 +450,23 @@ class RolloutController:
         if run.strategy == "shadow" or step < 0:
             return 0.0
         return float(run.steps[step])
+
+    async def _promote_if_allowed(self, run: RolloutRun, why: str, data: dict[str, Any]) -> None:
+        """An automatic promotion, if the policies allow it now; otherwise the rollout pauses
+        where it is, saying why (it is not rolled back for waiting)."""
+        policies = self.plane.policies
+        verdict = await self._db(
+            lambda s: approvals.promotion_verdict(
+                policies, s, run.rollout_id, SYSTEM, enforce=False
+            )
+        )
+        blocking = verdict.denials or verdict.approvals
+        if not blocking:
+            await self._promote(run, why, data)
+            return
+        why = await self._db(lambda s: approvals.pause_for(s, run.rollout_id, blocking, why, data))
+        run.state = RolloutState.PAUSED
+        log.info("rollout of %s: %s", run.endpoint, why)
 
     async def _promote(self, run: RolloutRun, why: str, data: dict[str, Any]) -> None:
         def write(session: Session) -> None:

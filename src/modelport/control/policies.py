@@ -396,6 +396,8 @@ def promote_context(
     return context
 
 
-def key_context(*, project: str, name: str, team: str, actor: Actor) -> dict[str, Any]:
-    """What rules see at ``key_create``."""
-    return {"key": {"project": project, "name": name, "team": team}, "actor": _actor(actor)}
+def key_context(*, key: Mapping[str, Any], actor: Actor) -> dict[str, Any]:
+    """What rules see at ``key_create``: the key asked for (project, name, team, scopes,
+    expires_at, permissions, customers), as its JSON body has them."""
+    fields = ("project", "name", "team", "scopes", "expires_at", "permissions", "customers")
+    return {"key": {name: key.get(name) for name in fields}, "actor": _actor(actor)}

@@ -192,6 +192,10 @@ def _schema() -> ContextSchema:
             "key.project": SchemaField(),
             "key.name": SchemaField(),
             "key.team": SchemaField(),
+            "key.scopes": SchemaField(),
+            "key.expires_at": SchemaField(),
+            "key.permissions": SchemaField(choices=("pin", "route_by_header", "any_customer")),
+            "key.customers": SchemaField(),
         }
     )
     intent_stages = frozenset({"plan", "apply", "promote"})

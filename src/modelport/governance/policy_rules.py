@@ -85,6 +85,18 @@ class _NotIn(_In):
         return not super().holds(value, operand)
 
 
+class _Contains(_Equals):
+    """A list value (``intent.consumers``, ``key.permissions``) holds the operand."""
+
+    def holds(self, value: Any, operand: Any) -> bool:
+        return isinstance(value, list | tuple) and any(_same(item, operand) for item in value)
+
+
+class _NotContains(_Contains):
+    def holds(self, value: Any, operand: Any) -> bool:
+        return isinstance(value, list | tuple) and not super().holds(value, operand)
+
+
 class _Compare:
     def __init__(self, compare: typing.Callable[[float, float], bool]) -> None:
         self._compare = compare
@@ -101,6 +113,8 @@ OPERATORS: dict[str, Operator] = {
     "not_equals": _NotEquals(),
     "in": _In(),
     "not_in": _NotIn(),
+    "contains": _Contains(),
+    "not_contains": _NotContains(),
     "gte": _Compare(lambda a, b: a >= b),
     "lte": _Compare(lambda a, b: a <= b),
     "gt": _Compare(lambda a, b: a > b),
@@ -143,6 +157,8 @@ class Condition:
             return show(self.operand)
         if self.op == "not_equals":
             return f"other than {show(self.operand)}"
+        if self.op in ("contains", "not_contains"):
+            return f"a list {'with' if self.op == 'contains' else 'without'} {show(self.operand)}"
         if self.op in ("in", "not_in"):
             listed = ", ".join(show(v) for v in self.operand)
             return f"{'one' if self.op == 'in' else 'none'} of [{listed}]"

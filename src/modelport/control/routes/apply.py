@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from modelport.control.deps import AdminDep, ControllerDep
+from modelport.control.deps import ActorDep, ControllerDep
 from modelport.control.schemas import ApplyRequest, ApplyResult
 from modelport.core.intent import parse_intent
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["apply"])
 
 
 @router.post("/apply")
-async def apply(body: ApplyRequest, controller: ControllerDep, actor: AdminDep) -> ApplyResult:
+async def apply(body: ApplyRequest, controller: ControllerDep, actor: ActorDep) -> ApplyResult:
     """Apply an intent; with ``dry_run`` say what would change (``modelport diff``)."""
     # Off the loop: parsing and validating 64 KB of YAML is CPU work that would stall the
     # gateway sharing this loop (and its health checks).

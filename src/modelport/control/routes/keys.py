@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from modelport.control import keys as service
 from modelport.control.deps import ActorDep, PlaneDep, SessionDep
 from modelport.control.plane import ControlPlane
+from modelport.control.policies import key_context
 from modelport.control.schemas import KeyCreate, KeyCreated, KeyPublic, KeyRotate
 from modelport.governance.identity import Actor
 
@@ -48,8 +49,13 @@ async def create_key(
     # The database is blocking I/O: in a thread, never on the loop the gateway shares.
     def create() -> KeyCreated:
         with plane.db.session() as session:
-            # POLICY (helper F): plane.policies.check("key_create", ..., actor) goes here,
-            # before anything is stored.
+            # Before anything is stored: an enforced policy that denies is a 403 naming it.
+            plane.policies.check(
+                "key_create",
+                key_context(key=body.model_dump(mode="json"), actor=actor),
+                actor,
+                target=f"project:{body.project}",
+            )
             row, key = service.create_key(session, body, created_by=actor.name)
             public = service.key_public(row)
         _audit(

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from modelport.control import endpoints as endpoint_service
 from modelport.control import rollouts as service
 from modelport.control import views
-from modelport.control.deps import AdminDep, ControllerDep, PlaneDep, SessionDep
+from modelport.control.deps import (
+    ActorDep,
+    AdminDep,
+    ControllerDep,
+    PlaneDep,
+    SessionDep,
+    audit_change,
+)
 from modelport.control.schemas import RevisionPublic, RolloutPublic
 
 router = APIRouter(prefix="/endpoints/{name}", tags=["rollouts"])
 
-Action = Literal["pause", "resume", "promote", "rollback", "abort"]
+Action = Literal["pause", "resume", "promote", "rollback", "abort", "approve"]
 
 
 @router.get("/rollout")
@@ -38,10 +45,17 @@ def rollout_history(
 
 @router.post("/rollout/{action}")
 async def steer(
-    name: str, action: Action, plane: PlaneDep, controller: ControllerDep, actor: AdminDep
+    name: str,
+    action: Action,
+    plane: PlaneDep,
+    controller: ControllerDep,
+    who: ActorDep,
+    request: Request,
 ) -> RolloutPublic:
-    """Pause, resume, promote, roll back or abort. ``rollback`` with no rollout in progress
-    undoes the last promotion."""
+    """Pause, resume, promote, roll back, abort or approve. ``rollback`` with no rollout in
+    progress undoes the last promotion. ``approve``: a second person (not the rollout's
+    starter) approves its promotion where a policy asks for one (four-eyes)."""
+    actor = who.name
 
     def exists() -> None:
         with plane.db.session() as session:
@@ -53,7 +67,12 @@ async def steer(
     elif action == "resume":
         await controller.resume(name, actor=actor)
     elif action == "promote":
-        await controller.promote(name, actor=actor)
+        await controller.promote(name, actor=who)
+    elif action == "approve":
+        await controller.approve(name, actor=who)
+        await audit_change(
+            plane, request, who, action="rollouts.approve", target=f"endpoint:{name}"
+        )
     else:
         await controller.rollback(name, actor=actor, abort=action == "abort")
 
