@@ -250,3 +250,18 @@ def test_the_integer_cost_is_the_exact_fraction_rounded_once() -> None:
         assert catalog.cost_of(one) == PriceBook.exact_cost(
             catalog.unit_prices("bc", "bc:0", 1.0), one
         )
+
+
+async def test_settling_frees_what_the_call_did_not_use() -> None:
+    ledger = MemoryLedger()
+    guard = BudgetGuard(ledger, book(per_1k_output_tokens="1"))
+    guard.publish([Budget("team", "red", daily=100 * MILLI)])
+    key = ("team", "red", "daily", guard.periods(0).daily.id)
+    hold = await guard.admit(caller(task="chat", max_output=80))
+    assert (await ledger.read([key]))[key].reserved == 80 * MILLI
+    with pytest.raises(BudgetExhausted):  # 80 of 100 held: a second such call does not fit
+        await guard.admit(caller(task="chat", max_output=80))
+    hold.release(200, Units(input_tokens=10, output_tokens=5))  # it stopped after 5 tokens
+    state = (await ledger.read([key]))[key]
+    assert (state.spent, state.reserved) == (5 * MILLI, 0)
+    await guard.admit(caller(task="chat", max_output=80))  # now it fits
