@@ -273,9 +273,9 @@ class Client:
                         f"{rollout['reason']}",
                     )
                 if time.monotonic() > deadline:
-                    waiting = (
-                        " (waiting for 'modelport rollout promote')" if state == "paused" else ""
-                    )
+                    # A pause says why: a person, a shadow's end, a policy, an approval.
+                    why = rollout["reason"] or "waiting for 'modelport rollout promote'"
+                    waiting = f" ({why})" if state == "paused" else ""
                     raise TimeoutError(
                         f"rollout of {name!r} still {state}{waiting} after {timeout:g} s"
                     )

@@ -150,6 +150,8 @@ def transition(
     if not state.active:
         rollout.finished_at = datetime.now(UTC)
         rollout.reason = message
+    else:  # a reason for waiting (approvals.pause_for) holds only until the next move
+        rollout.reason = ""
     add_event(session, rollout, event, message, data)
 
 
