@@ -291,6 +291,8 @@ class ModelportServer:
             ),
         )
         self._control = create_control_app(self.plane, self.controller)
+        # One count of failed credentials per address, whichever plane they were sent to.
+        self._control.guard.throttle = self.auth_failures
         if self.demo:
             for name, deployment in await asyncio.to_thread(self._register_demo):
                 await self.plane.serve(name, deployment)

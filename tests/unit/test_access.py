@@ -315,6 +315,8 @@ async def test_a_key_reads_only_its_own_projects_usage(control: Control) -> None
         assert unnamed.status_code == 403, unnamed.text
         endpoints = await http.get("/api/v1/endpoints", headers=headers)
         assert endpoints.status_code == 403, endpoints.text
+    # Every refusal was queued for the audit log (written in batches, here at once).
+    assert control.plane.audit.flush() == 3
 
 
 # POST routes that change nothing (a dry run, a check): the only writes a reader may call.

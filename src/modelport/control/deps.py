@@ -94,13 +94,10 @@ async def audit_change(
     after: object = None,
 ) -> None:
     """Append a change to the audit log (``plane.audit``), in a thread: the write blocks."""
-    audit = getattr(plane, "audit", None)  # the audit log is optional in bare unit setups
-    if audit is None:
-        return
     state = request.scope.get("state") or {}
     client = request.scope.get("client")
     await asyncio.to_thread(
-        audit.record,
+        plane.audit.record,
         actor=actor,
         action=action,
         target=target,

@@ -174,10 +174,7 @@ class AccessGuard:
 
     def denied(self, scope: Scope, exc: ModelportError, actor_name: str) -> None:
         """Queue the refusal for the audit log (never blocks)."""
-        audit = getattr(self.plane, "audit", None)  # absent when the app runs bare
-        if audit is None:
-            return
-        audit.denied(
+        self.plane.audit.denied(
             actor_name=actor_name,
             action="access.denied",
             target=f"{scope['method']} {scope['path']}",
@@ -187,16 +184,14 @@ class AccessGuard:
         )
 
     def _throttled(self, address: str) -> None:
-        audit = getattr(self.plane, "audit", None)
-        if audit is not None:
-            audit.denied(
-                actor_name="",
-                action="auth.throttled",
-                target=address,
-                request_id="",
-                source=address,
-                reason="too many failed authentications",
-            )
+        self.plane.audit.denied(
+            actor_name="",
+            action="auth.throttled",
+            target=address,
+            request_id="",
+            source=address,
+            reason="too many failed authentications",
+        )
 
 
 def _source(scope: Scope) -> str:
