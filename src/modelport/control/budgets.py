@@ -15,7 +15,9 @@ threads). Every ``interval_s`` it:
 - notifies through the alert webhooks when a cap's spend crosses 80% and 100%: one episode
   per threshold per period (its key names both), so a restart never sends one again; the
   episodes of a period are resolved when it is over;
-- every few seconds, reloads the caps (intents may have changed) and publishes them.
+- every few seconds, reloads the caps and publishes them (the API and ``apply`` refresh at
+  once; this catches the rest: an endpoint deleted, a change made through another server
+  sharing the database).
 """
 
 from __future__ import annotations
