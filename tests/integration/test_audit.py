@@ -105,7 +105,7 @@ def rolled_out(admin: Client) -> None:
     assert admin.apply(intent(1, "strategy: immediate"))["action"] == "created"
     admin.wait_ready("audited")
     # A canary with no traffic needed: the controller steps and promotes it by itself.
-    canary = "strategy: canary\n  steps: [50]\n  interval: 1s\n  min_requests: 0"
+    canary = "strategy: canary\n  steps: [50, 100]\n  interval: 1s\n  min_requests: 0"
     assert admin.apply(intent(2, canary))["action"] == "rollout"
     assert admin.wait_rollout("audited", timeout=90)["state"] == "promoted"
 
@@ -136,13 +136,14 @@ def test_changes_are_recorded_with_actor_action_target_request_and_source(
     assert len(applied) == 2 and all(e["actor"] == "admin" for e in applied)
     assert applied[0]["before"] == "" and applied[1]["before"] != applied[1]["after"]
     started = entries(admin, action="rollouts.start")
-    assert len(started) == 2 and started[0]["actor"] == "admin"
+    assert len(started) == 1 and started[0]["actor"] == "admin"
+    assert started[0]["details"]["revision"] == "r2"
 
 
 def test_automatic_rollout_moves_are_recorded_as_system(admin: Client, rolled_out: None) -> None:
     moves = entries(admin, actor="system", target="endpoint:audited")
     actions = [e["action"] for e in moves]
-    # v1 -> v2: warm-up, the one step, then promotion after its window passed.
+    # v1 -> v2: a step at 50%, one at 100%, then the promotion after its window passed.
     assert actions[-2:] == ["rollouts.step", "rollouts.promote"], actions
     assert all(e["request_id"] == "" and e["source"] == "" for e in moves)
     assert moves[-1]["details"]["revision"] == "r2"
@@ -151,7 +152,7 @@ def test_automatic_rollout_moves_are_recorded_as_system(admin: Client, rolled_ou
 def test_manual_rollout_moves_are_recorded_with_their_actor(
     admin: Client, rolled_out: None
 ) -> None:
-    canary = "strategy: canary\n  steps: [50]\n  interval: 60s\n  min_requests: 0"
+    canary = "strategy: canary\n  steps: [50, 100]\n  interval: 60s\n  min_requests: 0"
     admin.apply(intent(3, canary))
     wait_for(lambda: admin.rollout("audited")["state"] == "progressing", 90, "the step")
     admin.rollout_action("audited", "pause")

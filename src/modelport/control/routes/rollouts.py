@@ -79,7 +79,17 @@ async def steer(
     def status() -> RolloutPublic:
         with plane.db.session() as session:
             row = endpoint_service.get_endpoint(session, name)
-            return controller.public(session, service.latest_rollout(session, row))
+            public = controller.public(session, service.latest_rollout(session, row))
+        if action != "approve":  # recorded above, with the approval
+            plane.audit.change(
+                request.scope,
+                who,
+                action=f"rollouts.{action}",
+                target=f"endpoint:{name}",
+                after={"state": public.state.value, "step": public.step},
+                details={"rollout": public.id, "revision": public.to_revision},
+            )
+        return public
 
     return await asyncio.to_thread(status)
 
