@@ -10,6 +10,7 @@ by the guard alone, so that one role's call does not change what the next one se
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -329,3 +330,23 @@ def test_no_change_is_open_to_readers(control: Control) -> None:
         if method != "GET" and template not in READ_ONLY_POSTS:
             assert rule.permission in ("deploy", "manage", "admin"), (method, template, rule)
             assert not rule.keys, (method, template)
+
+
+async def test_users_made_by_another_server_are_seen_within_max_age(control: Control) -> None:
+    # Another server sharing the database creates a user: this one has not been told.
+    with control.plane.db.session() as session:
+        _, token = identity_service.create_user(session, name="elsewhere")
+        identity_service.grant_role(session, team=TEAM, user="elsewhere", role="viewer")
+    control.plane.identities.max_age_s = 0.0
+    transport = httpx.ASGITransport(app=control.app)
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://control") as http:
+        first = await http.get("/api/v1/me", headers=headers)
+        for _ in range(100):  # the request started a background reload; it takes a moment
+            reply = await http.get("/api/v1/me", headers=headers)
+            if reply.status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+    assert first.status_code == 401
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["teams"] == {TEAM: "viewer"}

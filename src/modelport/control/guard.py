@@ -78,6 +78,7 @@ class AccessGuard:
         scope = {**scope, "state": state}
         source = _source(scope)
         self.throttle.check(source)
+        self.plane.identities.refresh_if_old()
         try:
             actor = await self._actor(bearer_token(scope))
         except Unauthorized as exc:

@@ -9,7 +9,9 @@ immutable snapshot swapped after every identity change, as the gateway holds key
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +58,8 @@ __all__ = [
     "rotate_token",
     "team_members",
 ]
+
+log = logging.getLogger("modelport.control")
 
 DEFAULT = "default"  # the team and project everything belongs to unless told otherwise
 # OIDC subjects are often e-mail addresses or opaque ids: user names allow those characters.
@@ -367,11 +371,16 @@ def load_identities(session: Session) -> Identities:
 
 
 class IdentityBook:
-    """The identities snapshot, swapped whole by ``refresh`` (after every identity change)."""
+    """The identities snapshot, swapped whole by ``refresh``: after every identity change made
+    here, and in the background when older than ``max_age_s`` (servers sharing a database
+    see each other's changes that late at most)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_age_s: float = 30.0) -> None:
         self._db = db
         self._current = Identities()
+        self._loaded_at = time.monotonic()
+        self.max_age_s = max_age_s
+        self._refreshing: asyncio.Task[None] | None = None
 
     def _load(self) -> Identities:
         with self._db.session() as session:
@@ -379,7 +388,25 @@ class IdentityBook:
 
     async def refresh(self) -> None:
         """Reload from the database in a thread, then swap the snapshot atomically."""
+        loaded_at = time.monotonic()
         self._current = await asyncio.to_thread(self._load)
+        self._loaded_at = loaded_at
+
+    def refresh_if_old(self) -> None:
+        """Start a background refresh when the snapshot is older than ``max_age_s``; never
+        waits for it (call on the event loop)."""
+        if self._refreshing is not None or time.monotonic() - self._loaded_at < self.max_age_s:
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # the old snapshot keeps serving; the next request tries again
+            log.exception("identities could not be reloaded")
+            self._loaded_at = time.monotonic()
+        finally:
+            self._refreshing = None
 
     def by_token(self, token: str) -> Actor | None:
         """The enabled user whose token this is."""
