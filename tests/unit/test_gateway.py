@@ -18,6 +18,9 @@ from tests.unit.loopback import read_request
 
 KEY = "mp_testkey"
 
+# The tests pin revisions and name customers: privileges a key holds explicitly.
+PRIVILEGES = {"can_pin": True, "can_route_by_header": True, "customers": frozenset({"*"})}
+
 
 async def _call(
     app: GatewayApp, method: str, path: str, body: bytes = b"", headers=None
@@ -101,7 +104,9 @@ async def pool() -> AsyncIterator[UpstreamPool]:
 
 def _app(pool: UpstreamPool, route: Route | None) -> GatewayApp:
     app = GatewayApp(pool, max_body_bytes=1024)
-    app.publish_keys({hashlib.sha256(KEY.encode()).hexdigest(): KeyPrincipal("k1", "p", "n")})
+    app.publish_keys(
+        {hashlib.sha256(KEY.encode()).hexdigest(): KeyPrincipal("k1", "default", "n", **PRIVILEGES)}
+    )
     if route is not None:
         app.publish_routes(RoutingSnapshot.of([Traffic.single(route)]))
     return app

@@ -88,7 +88,7 @@ async def test_a_v2_call_is_metered_before_its_answer_is_sent(pool: UpstreamPool
     sent: list[dict[str, Any]] = []
     sink = _Sink(sent)
     app = GatewayApp(pool, max_body_bytes=1024, usage=sink)
-    principal = KeyPrincipal("k1", "proj", "n", team="search")
+    principal = KeyPrincipal("k1", "proj", "n", team="search", customers=frozenset({"acme"}))
     app.publish_keys({hashlib.sha256(KEY.encode()).hexdigest(): principal})
     route = Route("ep", "iris", 4, b"{}", b"secret", (Upstream("127.0.0.1", port),), task="tabular")
     app.publish_routes(RoutingSnapshot.of([Traffic.single(route)]))
