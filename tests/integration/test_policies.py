@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,59 @@ def _four_eyes(admin: Client, bob: Client) -> None:
     assert entry["actor"] == "bob"
     # Nothing left to approve: a finished rollout.
     assert _refused(lambda: bob.rollout_action("prod", "approve")).status == 409
+
+
+KEYS_EXPIRE = """\
+name: keys-expire
+stages: [key_create]
+rules:
+  - name: keys-need-an-expiry
+    require:
+      key.expires_at: {exists: true}
+    message: Give every key an expiry (expires_at).
+"""
+GATE = """\
+name: gate
+stages: [promote]
+rules:
+  - name: only-version-1
+    when:
+      endpoint.name: {equals: gate}
+    require:
+      version.version: {lte: 1}
+    message: Only version 1 of the scorer may serve the gate endpoint.
+"""
+
+
+def test_key_creation_is_checked(admin: Client) -> None:
+    admin.put_policy("keys-expire", KEYS_EXPIRE)
+    try:
+        error = _refused(lambda: admin.create_key("default", "forever"))
+        assert (error.status, error.code) == (403, "policy_denied")
+        assert error.details["rule"] == "keys-need-an-expiry"
+        assert "key.expires_at is missing" in error.message
+        assert "forever" not in {k["name"] for k in admin.list_keys()}
+        dated = admin.create_key("default", "dated", expires_at=datetime(2099, 1, 1, tzinfo=UTC))
+        assert dated["name"] == "dated"
+    finally:
+        admin.delete_policy("keys-expire")
+
+
+def test_a_promotion_a_policy_refuses_waits_instead_of_rolling_back(admin: Client) -> None:
+    assert admin.apply(intent("gate", 1))["action"] == "created"
+    admin.wait_ready("gate")
+    admin.put_policy("gate", GATE)
+    try:
+        assert admin.apply(intent("gate", 2))["action"] == "rollout"
+        waiting = _wait_state(admin, "gate", "paused")
+        assert waiting["events"][-1]["kind"] == "policy_denied"
+        assert "promotion refused by policy 'gate' rule 'only-version-1'" in waiting["reason"]
+        assert "version.version is 2; it must be <= 1" in waiting["reason"]
+        error = _refused(lambda: admin.rollout_action("gate", "promote"))
+        assert (error.status, error.details["rule"]) == (403, "only-version-1")
+        # No policy asks for an approval here: approving is a conflict, not a promotion.
+        assert _refused(lambda: admin.rollout_action("gate", "approve")).status == 409
+    finally:
+        admin.delete_policy("gate")
+    assert admin.rollout_action("gate", "promote")["state"] == "promoted"
+    assert admin.get_endpoint("gate")["stable_revision"] == "r2"

@@ -20,6 +20,7 @@ from modelport.governance.identity import Actor
 from modelport.governance.policy import PolicyDenied
 from modelport.store import ArtifactStore, Database
 from modelport.store.policy_tables import PolicyVersionRow
+from modelport.store.tables import ModelVersionRow
 
 ALICE = Actor("alice", "user")
 
@@ -150,3 +151,26 @@ def test_enforce_denies_and_audit_records(
     assert policies.dry_run("key_create", _key()).audited
     with db.session() as session:
         assert len(audit.entries(session, AuditFilter(action="policy.audit_denied"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("runtime", "files", "expected"),
+    [
+        ("sklearn", ["model.joblib"], "joblib"),
+        ("sklearn", ["nested/model.pkl", "README.md"], "pickle"),
+        ("onnx", ["model.onnx"], "onnx"),
+        ("openai-upstream", [], "remote"),
+    ],
+)
+def test_artifact_format_reads_the_stored_artifact(
+    policies: Policies, tmp_path: Path, runtime: str, files: list[str], expected: str
+) -> None:
+    digest = ""
+    if files:
+        source = tmp_path / "model"
+        for name in files:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(b"weights")
+        digest = policies.artifacts.ingest(source).digest
+    version = ModelVersionRow(runtime=runtime, artifact_digest=digest)
+    assert policies.artifact_format(version) == expected
