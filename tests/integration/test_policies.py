@@ -277,3 +277,23 @@ def test_a_promotion_a_policy_refuses_waits_instead_of_rolling_back(admin: Clien
         admin.delete_policy("gate")
     assert admin.rollout_action("gate", "promote")["state"] == "promoted"
     assert admin.get_endpoint("gate")["stable_revision"] == "r2"
+
+
+def test_policy_cli_put_list_show_delete(srv: RunningServer, tmp_path: Path) -> None:
+    env = {"MODELPORT_URL": srv.url, "MODELPORT_TOKEN": srv.admin_token}
+    path = tmp_path / "policy.yaml"
+    path.write_text(KEYS_EXPIRE.replace("name: keys-expire\n", ""))  # named by the command
+    put = runner.invoke(app, ["policy", "put", "cli-keys", "-f", str(path), "--json"], env=env)
+    assert put.exit_code == 0, put.output
+    assert json.loads(put.output)["version"] == 1
+    listed = runner.invoke(app, ["policy", "list"], env=env)
+    assert listed.exit_code == 0 and "cli-keys" in listed.output
+    shown = runner.invoke(app, ["policy", "show", "cli-keys"], env=env)
+    assert shown.exit_code == 0 and "keys-need-an-expiry" in shown.output
+    assert "v1 enforce by admin" in shown.output
+    deleted = runner.invoke(app, ["policy", "delete", "cli-keys", "--json"], env=env)
+    assert deleted.exit_code == 0 and json.loads(deleted.output)["enabled"] is False
+    path.write_text(KEYS_EXPIRE.replace("key.expires_at", "key.expiry"))
+    bad = runner.invoke(app, ["policy", "put", "keys-expire", "-f", str(path)], env=env)
+    assert bad.exit_code == 1
+    assert "unknown field 'key.expiry'" in bad.output and "line 6" in bad.output
