@@ -6,6 +6,7 @@ act with their own user tokens, as the CLI sends them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,22 @@ def test_the_cli_acts_with_the_users_token(teams: dict[str, Any], tmp_path: Path
         env=env,
     )
     assert granted.exit_code == 1 and "403" in granted.output
+
+
+def test_changes_and_refusals_are_audited_under_the_callers_name(teams: dict[str, Any]) -> None:
+    server: RunningServer = teams["server"]
+    with _as(teams, "bob") as bob:
+        _refused(lambda: bob.delete_endpoint("ep-a"))
+    with server.client() as admin:
+        grants = admin.list_audit(action="roles.grant")
+        by_target = {g["target"]: g["actor"] for g in grants}
+        assert by_target["team:team-a/user:alice"] == by_target["team:team-b/user:bob"] == "admin"
+        assert admin.list_audit(action="users.create", target="user:vera")
+
+        def denied() -> list[dict[str, Any]]:
+            return admin.list_audit(actor="bob", action="access.denied")
+
+        deadline = time.monotonic() + 10  # refusals are written in batches, within 0.5 s
+        while not denied() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [e["target"] for e in denied()] == ["DELETE /api/v1/endpoints/ep-a"]
