@@ -174,3 +174,25 @@ def test_artifact_format_reads_the_stored_artifact(
         digest = policies.artifacts.ingest(source).digest
     version = ModelVersionRow(runtime=runtime, artifact_digest=digest)
     assert policies.artifact_format(version) == expected
+
+
+def test_a_stored_policy_that_no_longer_parses_is_out_of_force_not_fatal(
+    policies: Policies, db: Database
+) -> None:
+    # As if an upgrade removed a field that a stored policy names.
+    with db.session() as session:
+        session.add(
+            PolicyVersionRow(
+                name="old",
+                version=1,
+                mode="enforce",
+                enabled=True,
+                text=NO_UNLIMITED_KEYS.replace("keys-expire", "old").replace("expires_at", "gone"),
+                created_by="alice",
+            )
+        )
+    policies.load()
+    assert "old" not in {p.name for p in policies.active}
+    [old] = [p for p in policies.list() if p.name == "old"]
+    assert old.description.startswith("NOT IN FORCE") and old.rules == []
+    assert policies.disable("old", actor="alice").enabled is False

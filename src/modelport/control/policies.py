@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelport.control.audit import AuditLog
-from modelport.core.errors import NotFound
+from modelport.core.errors import NotFound, ValidationFailed
 from modelport.governance.identity import Actor
 from modelport.governance.policy import (
     Policy,
@@ -115,9 +115,10 @@ class Policies:
                 for name, text in shipped_policies().items():
                     if name not in stored:
                         policy = parse_policy(text, name=name, filename=f"{name}.yaml")
-                        _add_version(session, policy, text, enabled=True, actor="system")
+                        _add_version(session, policy.name, policy.mode, text, True, "system")
                         log.info("installed policy %s (%s)", name, policy.mode)
-            self._active = tuple(_parsed(row) for row in _newest(session) if row.enabled)
+            parsed = (_parsed(row) for row in _newest(session) if row.enabled)
+            self._active = tuple(policy for policy in parsed if policy is not None)
 
     def check(
         self,
@@ -166,7 +167,7 @@ class Policies:
         that does not parse or names an unknown field raises, and nothing is stored."""
         policy = parse_policy(text, name=name, filename=f"{name}.yaml")
         with self.db.session() as session:
-            row = _add_version(session, policy, text, enabled=True, actor=actor)
+            row = _add_version(session, policy.name, policy.mode, text, True, actor)
             public = _public(row, policy)
         self.load(install=False)
         return public
@@ -178,7 +179,7 @@ class Policies:
             policy = _parsed(current)
             if not current.enabled:
                 return _public(current, policy)
-            row = _add_version(session, policy, current.text, enabled=False, actor=actor)
+            row = _add_version(session, name, current.mode, current.text, False, actor)
             public = _public(row, policy)
         self.load(install=False)
         return public
@@ -279,15 +280,15 @@ def _current(session: Session, name: str) -> PolicyVersionRow:
 
 
 def _add_version(
-    session: Session, policy: Policy, text: str, *, enabled: bool, actor: str
+    session: Session, name: str, mode: str, text: str, enabled: bool, actor: str
 ) -> PolicyVersionRow:
     number = session.scalar(
-        select(func.max(PolicyVersionRow.version)).where(PolicyVersionRow.name == policy.name)
+        select(func.max(PolicyVersionRow.version)).where(PolicyVersionRow.name == name)
     )
     row = PolicyVersionRow(
-        name=policy.name,
+        name=name,
         version=(number or 0) + 1,
-        mode=policy.mode,
+        mode=mode,
         enabled=enabled,
         text=text,
         created_by=actor,
@@ -297,8 +298,14 @@ def _add_version(
     return row
 
 
-def _parsed(row: PolicyVersionRow) -> Policy:
-    policy = parse_policy(row.text, name=row.name, filename=f"{row.name}.yaml")
+def _parsed(row: PolicyVersionRow) -> Policy | None:
+    """The stored policy, or None if it no longer parses (a field it names was removed in an
+    upgrade): it is then out of force, and says so, rather than keeping the server down."""
+    try:
+        policy = parse_policy(row.text, name=row.name, filename=f"{row.name}.yaml")
+    except ValidationFailed as exc:
+        log.error("policy %s v%d is not in force: %s", row.name, row.version, exc.message)
+        return None
     return Policy(
         policy.name,
         policy.mode,
@@ -310,15 +317,19 @@ def _parsed(row: PolicyVersionRow) -> Policy:
     )
 
 
-def _public(row: PolicyVersionRow, policy: Policy) -> PolicyPublic:
+def _public(row: PolicyVersionRow, policy: Policy | None) -> PolicyPublic:
     return PolicyPublic(
         name=row.name,
         version=row.version,
         mode=row.mode,
         enabled=row.enabled,
-        stages=sorted(policy.stages),
-        rules=[rule.name for rule in policy.rules],
-        description=policy.description,
+        stages=sorted(policy.stages) if policy else [],
+        rules=[rule.name for rule in policy.rules] if policy else [],
+        description=(
+            policy.description
+            if policy
+            else "NOT IN FORCE: it no longer parses (see the server log); put a corrected version"
+        ),
         updated_by=row.created_by,
         updated_at=row.created_at,
     )
