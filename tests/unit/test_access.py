@@ -312,12 +312,17 @@ async def test_a_key_reads_only_its_own_projects_usage(control: Control) -> None
         other = await http.get("/api/v1/usage", params={"project": "default"}, headers=headers)
         assert other.status_code == 403, other.text
         assert other.json()["error"]["details"]["field"] == "project"
+        # A repeated parameter means to the guard what it means to the route (the last one).
+        twice = await http.get(
+            "/api/v1/usage", params=[("project", PROJECT), ("project", "default")], headers=headers
+        )
+        assert twice.status_code == 403, twice.text
         unnamed = await http.get("/api/v1/costs", headers=headers)
         assert unnamed.status_code == 403, unnamed.text
         endpoints = await http.get("/api/v1/endpoints", headers=headers)
         assert endpoints.status_code == 403, endpoints.text
     # Every refusal was queued for the audit log (written in batches, here at once).
-    assert control.plane.audit.flush() == 3
+    assert control.plane.audit.flush() == 4
 
 
 # POST routes that change nothing (a dry run, a check): the only writes a reader may call.

@@ -19,7 +19,6 @@ resolves to ``ANY``, so that the route answers 404 to whoever could have seen it
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,6 +27,7 @@ import orjson
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import QueryParams
 from starlette.routing import BaseRoute, compile_path
 
 from modelport.control import identity
@@ -310,12 +310,10 @@ def rule_for(method: str, template: str) -> Rule:
 
 
 def query_of(query_string: bytes) -> dict[str, str]:
-    """The query's parameters (the first value of each), as the routes read them."""
-    pairs = urllib.parse.parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    query: dict[str, str] = {}
-    for name, value in pairs:
-        query.setdefault(name, value)
-    return query
+    """The query's parameters as the routes read them: parsed by Starlette itself, so that a
+    repeated parameter (``?project=a&project=b``) means here what it means to the route."""
+    params = QueryParams(query_string.decode("latin-1"))
+    return {name: params[name] for name in params}
 
 
 def authorize(session: Session | None, actor: Actor, rule: Rule, target: Target) -> None:
