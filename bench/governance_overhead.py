@@ -82,6 +82,7 @@ class Governance:
         self._admin = admin
         self._limits = [("key", key_id), ("project", "default"), ("endpoint", ENDPOINT)]
         self._budgets = [("project", "default"), ("key", key_id)]
+        self.enabled = False
 
     def _call(self, method: str, path: str, body: Any = None) -> None:
         response = self._client.request(method, path, json=body, headers=self._admin)
@@ -89,6 +90,9 @@ class Governance:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
 
     def on(self) -> None:
+        if self.enabled:
+            return
+        self.enabled = True
         for kind, name in self._limits:
             limit = {"rpm": HIGH, "tpm": HIGH, "concurrency": 10_000}
             self._call("PUT", f"/api/v1/limits/{kind}/{name}", limit)
@@ -97,6 +101,9 @@ class Governance:
             self._call("PUT", f"/api/v1/budgets/{kind}/{name}", caps)
 
     def off(self) -> None:
+        if not self.enabled:
+            return
+        self.enabled = False
         for kind, name in self._limits:
             self._call("DELETE", f"/api/v1/limits/{kind}/{name}")
         for kind, name in self._budgets:

@@ -35,13 +35,23 @@ from typing import Any, Protocol
 from limits.aio.storage import RedisStorage
 from limits.storage import MovingWindowSupport, Storage
 
-__all__ = ["Counters", "LoopStorage", "MemoryCounters", "RedisCounters", "StorageDown", "Window"]
+__all__ = [
+    "MINUTE",
+    "RPM",
+    "TPM",
+    "Counters",
+    "LoopStorage",
+    "MemoryCounters",
+    "RedisCounters",
+    "StorageDown",
+    "Window",
+]
 
 # Windows are kept per scope, not per limit value: a limit lowered mid-minute applies at
 # once to what the scope already used.
-_RPM = "rpm/"
-_TPM = "tpm/"
-_MINUTE = 60
+RPM = "rpm/"  # storage keys: prefix + scope ("rpm/key:key_1")
+TPM = "tpm/"
+MINUTE = 60
 
 
 class StorageDown(Exception):
@@ -217,22 +227,26 @@ class MemoryCounters:
         self._in_flight: dict[str, int] = {}
 
     async def hit_request(self, key: str, limit: int) -> Window:
-        admitted, oldest, hits = self.storage.hit(_RPM + key, limit, _MINUTE)
-        return Window(admitted, limit, limit - hits, oldest + _MINUTE - time.time())
+        admitted, oldest, hits = self.storage.hit(RPM + key, limit, MINUTE)
+        return Window(admitted, limit, limit - hits, oldest + MINUTE - time.time())
 
     async def tokens(self, key: str, limit: int) -> Window:
-        used, expires = self.storage.count(_TPM + key)
+        used, expires = self.storage.count(TPM + key)
         return Window(used < limit, limit, limit - used, expires - time.time())
 
     def add_tokens(self, key: str, limit: int, tokens: int) -> None:
-        self.storage.add(_TPM + key, _MINUTE, tokens)
+        self.storage.add(TPM + key, MINUTE, tokens)
 
     async def enter(self, key: str, limit: int) -> str | None:
+        return "" if self.take(key, limit) else None
+
+    def take(self, key: str, limit: int) -> bool:
+        """``enter`` without a coroutine: whether a slot was taken."""
         held = self._in_flight.get(key, 0)
         if held >= limit:
-            return None
+            return False
         self._in_flight[key] = held + 1
-        return ""
+        return True
 
     def leave(self, key: str, lease: str) -> None:
         held = self._in_flight.get(key, 0) - 1
@@ -342,19 +356,19 @@ class RedisCounters:
 
     async def hit_request(self, key: str, limit: int) -> Window:
         # The library's moving window, one Lua script a call: atomic across gateways.
-        storage, key = self._storage, _RPM + key
-        admitted = await self._call(storage.acquire_entry(key, limit, _MINUTE))
-        oldest, hits = await self._call(storage.get_moving_window(key, limit, _MINUTE))
-        return Window(admitted, limit, limit - hits, oldest + _MINUTE - time.time())
+        storage, key = self._storage, RPM + key
+        admitted = await self._call(storage.acquire_entry(key, limit, MINUTE))
+        oldest, hits = await self._call(storage.get_moving_window(key, limit, MINUTE))
+        return Window(admitted, limit, limit - hits, oldest + MINUTE - time.time())
 
     async def tokens(self, key: str, limit: int) -> Window:
-        storage, key = self._storage, _TPM + key
+        storage, key = self._storage, TPM + key
         used = await self._call(storage.get(key))
         expires = await self._call(storage.get_expiry(key)) if used else time.time()
         return Window(used < limit, limit, limit - used, expires - time.time())
 
     def add_tokens(self, key: str, limit: int, tokens: int) -> None:
-        self._later(self._storage.incr(_TPM + key, _MINUTE, tokens))
+        self._later(self._storage.incr(TPM + key, MINUTE, tokens))
 
     def _slots(self, key: str) -> str:
         return f"modelport/concurrency/{key}"

@@ -32,7 +32,16 @@ from types import MappingProxyType
 from modelport.core.errors import TooManyRequests, Unavailable
 from modelport.core.usage import Units
 from modelport.governance.admission import NO_HOLD, Caller, Hold
-from modelport.governance.counters import Counters, StorageDown, Window
+from modelport.governance.counters import (
+    MINUTE,
+    RPM,
+    TPM,
+    Counters,
+    LoopStorage,
+    MemoryCounters,
+    StorageDown,
+    Window,
+)
 
 __all__ = [
     "KINDS",
@@ -239,6 +248,7 @@ class RateLimitGuard:
         self.counters = counters
         self.table = LimitTable()
         self._outage = _Outage(fail_open)
+        self._memory = counters.storage if isinstance(counters, MemoryCounters) else None
 
     @property
     def configured(self) -> bool:
@@ -256,11 +266,42 @@ class RateLimitGuard:
         scopes = table.scopes(caller)
         if not scopes:
             return NO_HOLD
+        memory = self._memory
+        if memory is not None:
+            return self._admit_in_memory(memory, scopes)
         try:
             return await self._admit(scopes)
         except StorageDown as exc:
             self._outage.handle(exc)
             return NO_HOLD
+
+    def _admit_in_memory(self, storage: LoopStorage, scopes: list[_Scope]) -> Hold:
+        """``_admit`` on this process's counters: the same decisions, without a coroutine or
+        an intermediate object per counter (the hot path of a single gateway)."""
+        now = time.time()
+        token_windows: list[tuple[str, int]] = []
+        tokens: Window | None = None
+        for scope, limit in scopes:
+            tpm = limit.tpm
+            if tpm:
+                used, expires = storage.count(TPM + scope)
+                token_windows.append((scope, tpm))
+                if tokens is None or (tpm - used, tpm) < (tokens.remaining, tokens.limit):
+                    tokens = Window(used < tpm, tpm, tpm - used, expires - now)
+                if used >= tpm:
+                    raise _refused("tpm", scope, tokens, _headers(None, tokens))
+        requests: Window | None = None
+        rated = [(limit.rpm, scope) for scope, limit in scopes if limit.rpm]
+        if len(rated) > 1:
+            rated.sort()
+        for rpm, scope in rated:
+            admitted, oldest, hits = storage.hit(RPM + scope, rpm, MINUTE)
+            if requests is None or (rpm - hits, rpm) < (requests.remaining, requests.limit):
+                requests = Window(admitted, rpm, rpm - hits, oldest + MINUTE - now)
+            if not admitted:
+                window = Window(False, rpm, rpm - hits, oldest + MINUTE - now)
+                raise _refused("rpm", scope, window, _headers(window, tokens))
+        return _TokenHold(self.counters, token_windows, _headers(requests, tokens))
 
     async def _admit(self, scopes: list[_Scope]) -> Hold:
         counters = self.counters
@@ -327,6 +368,20 @@ class _SlotHold:
             self._counters.leave(scope, lease)
 
 
+def _second(pair: tuple[str, int]) -> int:
+    return pair[1]
+
+
+def _busy(scope: str, limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"concurrency limit reached: {limit} requests at a time for {_describe(scope)}; "
+        "retry when one of them has finished",
+        headers=((b"retry-after", b"1"),),
+        limit="concurrency",
+        scope=scope,
+    )
+
+
 class ConcurrencyGuard:
     """Concurrent requests per scope: a slot per call, from admission until it is metered."""
 
@@ -334,6 +389,7 @@ class ConcurrencyGuard:
         self.counters = counters
         self.table = LimitTable()
         self._outage = _Outage(fail_open)
+        self._memory = counters if isinstance(counters, MemoryCounters) else None
 
     @property
     def configured(self) -> bool:
@@ -352,19 +408,24 @@ class ConcurrencyGuard:
             return NO_HOLD
         taken: list[tuple[str, str]] = []
         counters = self.counters
+        if len(wanted) > 1:
+            wanted.sort(key=_second)
+        memory = self._memory
+        if memory is not None:  # this process's counters: no coroutine per slot
+            for scope, limit in wanted:
+                if not memory.take(scope, limit):
+                    for held, held_lease in taken:
+                        memory.leave(held, held_lease)
+                    raise _busy(scope, limit)
+                taken.append((scope, ""))
+            return _SlotHold(memory, taken)
         try:
-            for scope, limit in sorted(wanted, key=lambda s: s[1]):
+            for scope, limit in wanted:
                 lease = await counters.enter(scope, limit)
                 if lease is None:
                     for held, held_lease in taken:
                         counters.leave(held, held_lease)
-                    raise TooManyRequests(
-                        f"concurrency limit reached: {limit} requests at a time for "
-                        f"{_describe(scope)}; retry when one of them has finished",
-                        headers=((b"retry-after", b"1"),),
-                        limit="concurrency",
-                        scope=scope,
-                    )
+                    raise _busy(scope, limit)
                 taken.append((scope, lease))
         except StorageDown as exc:
             for held, held_lease in taken:
