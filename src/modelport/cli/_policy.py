@@ -99,7 +99,7 @@ def delete(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Disable a policy; its history stays, and ``policy put`` enables it again."""
+    """Disable a policy; its history stays, and 'modelport policy put' enables it again."""
     with _client(url, token) as client:
         policy = client.delete_policy(name)
     _print(_row(policy) if not as_json else policy, as_json, _COLUMNS)
