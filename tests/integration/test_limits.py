@@ -284,6 +284,10 @@ def test_bad_limits_are_refused_naming_the_field_and_nothing_is_stored(
     assert admin.list_limits() == before
     with pytest.raises(ModelportClientError):
         admin.delete_limit("customer", "acme corp")
+    # Each change, and only the changes, went to the audit log.
+    audited = admin.list_audit(target="customer:acme corp")
+    assert sorted(entry["action"] for entry in audited) == ["limits.delete", "limits.set"]
+    assert admin.list_audit(action="limits.", target=f"key:{key_id}") == []  # refused: none
 
 
 def test_the_cli_sets_lists_and_deletes(limited: RunningServer) -> None:
