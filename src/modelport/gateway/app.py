@@ -1,8 +1,9 @@
 """The gateway's raw ASGI app: OpenAI-compatible ``/v1`` and Open Inference Protocol ``/v2``.
 
-Hot path: auth (hash lookup in memory) -> route (immutable snapshot) -> forward (pooled
-keep-alive connection) -> meter (units the replica reported) -> respond. No database, no
-framework, no per-request lookups beyond a few dict reads.
+Hot path: auth (hash lookup in memory) -> route (immutable snapshot) -> admit (rate limits,
+concurrency, budgets; only when some are set) -> forward (pooled keep-alive connection) ->
+meter (units the replica reported; what admission held is released) -> respond. No
+database, no framework, no per-request lookups beyond a few dict reads.
 
 Every request has one deadline (the endpoint's timeout, or less if the client asks with
 ``X-Modelport-Timeout``) covering queueing, retries and fallbacks. A call is sent again (to
