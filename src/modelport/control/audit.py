@@ -19,12 +19,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from modelport.control.audit_anchors import AnchorSink, anchor_sink
@@ -120,15 +120,20 @@ class AuditLog:
         with self.db.session() as session:
             self._append(
                 session,
-                actor=actor.name,
-                action=action,
-                target=target,
-                request_id=request_id,
-                source=source,
-                before=digest(before),
-                after=digest(after),
-                outcome=outcome,
-                details=details or {},
+                [
+                    {
+                        "at": utcnow(),
+                        "actor": actor.name,
+                        "action": action,
+                        "target": target,
+                        "request_id": request_id,
+                        "source": source,
+                        "before": digest(before),
+                        "after": digest(after),
+                        "outcome": outcome,
+                        "details": details or {},
+                    }
+                ],
             )
 
     def change(
@@ -197,42 +202,52 @@ class AuditLog:
             while self._queue and len(batch) < _BATCH:
                 batch.append(self._queue.popleft())
             with self.db.session() as session:
-                for item in batch:
-                    self._append(
-                        session,
-                        at=item.at,
-                        actor=item.actor,
-                        action=item.action,
-                        target=item.target,
-                        request_id=item.request_id,
-                        source=item.source,
-                        before="",
-                        after="",
-                        outcome="denied",
-                        details={"reason": item.reason[:_DETAIL_CHARS]},
-                    )
+                self._append(
+                    session,
+                    [
+                        {
+                            "at": item.at,
+                            "actor": item.actor,
+                            "action": item.action,
+                            "target": item.target,
+                            "request_id": item.request_id,
+                            "source": item.source,
+                            "outcome": "denied",
+                            "details": {"reason": item.reason[:_DETAIL_CHARS]},
+                        }
+                        for item in batch
+                    ],
+                )
             written += len(batch)
         return written
 
-    def _append(self, session: Session, *, at: datetime | None = None, **fields: Any) -> None:
-        # Update the head before reading it: the update takes the lock that serialises every
+    def _append(self, session: Session, items: list[dict[str, Any]]) -> None:
+        """Chain ``items`` (Entry fields but seq and the hashes) after the head, in one
+        transaction: three statements however many there are."""
+        # Move the head before reading it: the update takes the lock that serialises every
         # append (PostgreSQL: the row; SQLite: the database), so ``prev`` is the newest hash.
         head = session.execute(
             update(AuditHeadRow)
             .where(AuditHeadRow.id == 1)
-            .values(seq=AuditHeadRow.seq + 1)
+            .values(seq=AuditHeadRow.seq + len(items))
             .returning(AuditHeadRow.seq, AuditHeadRow.hash)
         ).one()
-        for name, size in _SIZES.items():  # the columns' sizes (PostgreSQL refuses more)
-            fields[name] = str(fields[name])[:size]
-        # Details as JSON will read them back (NaN becomes null, keys strings), so that the
-        # hash sealed now is the hash recomputed from the stored row.
-        fields["details"] = orjson.loads(
-            orjson.dumps(fields["details"], option=orjson.OPT_NON_STR_KEYS, default=str)
-        )
-        entry = seal(Entry(seq=head.seq, at=at or utcnow(), **fields), head.hash)
-        session.add(_row(entry))
-        session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=entry.hash))
+        seq, prev = head.seq - len(items), head.hash
+        rows = []
+        for item in items:
+            for name, size in _SIZES.items():  # the columns' sizes (PostgreSQL refuses more)
+                item[name] = str(item[name])[:size]
+            # Details as JSON will read them back (NaN becomes null, keys strings), so that
+            # the hash sealed now is the hash recomputed from the stored row.
+            item["details"] = orjson.loads(
+                orjson.dumps(item["details"], option=orjson.OPT_NON_STR_KEYS, default=str)
+            )
+            seq += 1
+            entry = seal(Entry(seq=seq, **item), prev)
+            rows.append(_row(entry))
+            prev = entry.hash
+        session.execute(insert(AuditEntryRow), rows)
+        session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=prev))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -254,7 +269,7 @@ class AuditLog:
         stmt = stmt.order_by(AuditEntryRow.seq.desc() if newest else AuditEntryRow.seq)
         if query.limit is not None:
             stmt = stmt.limit(query.limit)
-        found = [_entry(row) for row in session.scalars(stmt)]
+        found = [_entry(row) for row in session.execute(stmt.with_only_columns(*_COLUMNS))]
         return found[::-1] if newest else found
 
     def stream(self, query: AuditFilter, page: int = 1000) -> Iterator[Entry]:
@@ -389,37 +404,15 @@ def entry_dict(entry: Entry) -> dict[str, Any]:
     }
 
 
-def _row(entry: Entry) -> AuditEntryRow:
-    return AuditEntryRow(
-        seq=entry.seq,
-        at=entry.at,
-        actor=entry.actor,
-        action=entry.action,
-        target=entry.target,
-        request_id=entry.request_id,
-        source=entry.source,
-        before=entry.before,
-        after=entry.after,
-        outcome=entry.outcome,
-        details=entry.details,
-        prev_hash=entry.prev_hash,
-        hash=entry.hash,
-    )
+# Entry's fields are the table's columns, in the same order: rows are read as plain tuples
+# (no ORM objects: verify reads every entry) and written as dicts.
+_FIELDS = [f.name for f in fields(Entry)]
+_COLUMNS = [AuditEntryRow.__table__.c[name] for name in _FIELDS]
 
 
-def _entry(row: AuditEntryRow) -> Entry:
-    return Entry(
-        seq=row.seq,
-        at=row.at,
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        request_id=row.request_id,
-        source=row.source,
-        before=row.before,
-        after=row.after,
-        outcome=row.outcome,
-        details=row.details,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+def _row(entry: Entry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in _FIELDS}
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(*row)
