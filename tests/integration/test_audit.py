@@ -194,6 +194,21 @@ def test_list_export_and_verify_from_the_cli(srv: RunningServer, admin: Client) 
     assert verified.exit_code == 0 and "ok" in verified.output, verified.output
 
 
+def test_verify_checks_anchors_kept_elsewhere(
+    srv: RunningServer, admin: Client, tmp_path: Path
+) -> None:
+    first = admin.list_audit(after=0, limit=1)[0]
+    kept = tmp_path / "received.jsonl"
+    kept.write_text(json.dumps({"seq": first["seq"], "hash": first["hash"]}) + "\n")
+    assert cli(srv, "audit", "verify", "--anchors", str(kept)).exit_code == 0
+    # A receiver that holds another hash for entry 1 says the chain was rewritten.
+    kept.write_text(json.dumps({"seq": first["seq"], "hash": "0" * 64}) + "\n")
+    rewritten = cli(srv, "audit", "verify", "--anchors", str(kept))
+    assert rewritten.exit_code == 1 and "at entry 1 (altered)" in rewritten.output
+    kept.write_text("not an anchor\n")
+    assert cli(srv, "audit", "verify", "--anchors", str(kept)).exit_code == 1
+
+
 def test_bad_filters_name_the_field(admin: Client) -> None:
     for params, field in [({"since": "yesterday-ish"}, "since"), ({"limit": 0}, "limit")]:
         with pytest.raises(ModelportClientError) as refused:
