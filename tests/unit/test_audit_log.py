@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from modelport.control.audit import AuditFilter, AuditLog, origin
 from modelport.control.audit_anchors import FileAnchors, parse_anchors
+from modelport.core.errors import Unavailable
 from modelport.core.settings import Settings
 from modelport.governance.audit_chain import Anchor
 from modelport.governance.identity import SYSTEM, Actor
@@ -349,3 +350,16 @@ def test_details_are_stored_as_json_reads_them_back(db: Database, tmp_path: Path
         (entry,) = log.entries(session, AuditFilter())
     assert entry.details["ratio"] is None and entry.details["3"] == "int key"
     assert log.verify().ok
+
+
+def test_a_damaged_anchor_file_is_a_clear_error_and_anchoring_goes_on(
+    db: Database, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit-anchors.jsonl"
+    path.write_bytes(b"garbage\n")
+    log = audit_log(db, tmp_path)
+    fill(log, 1)
+    with pytest.raises(Unavailable, match="line 1"):
+        log.verify()
+    assert log.anchor() is not None  # the head is still copied out
+    assert path.read_bytes().startswith(b"garbage\n{")

@@ -28,6 +28,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from modelport.control.audit_anchors import AnchorSink, anchor_sink
+from modelport.core.errors import Unavailable
 from modelport.core.settings import Settings
 from modelport.governance.audit_chain import (
     GENESIS,
@@ -303,8 +304,12 @@ class AuditLog:
             return Anchor(row.seq, row.hash)
 
     def anchors(self) -> list[Anchor]:
-        """The anchors the configured file holds (none for a webhook: its receiver has them)."""
-        return self.sink.read() if self.sink is not None else []
+        """The anchors the configured file holds (none for a webhook: its receiver has them).
+        A damaged file is a 503 naming the line: the chain cannot be vouched for without it."""
+        try:
+            return self.sink.read() if self.sink is not None else []
+        except (ValueError, OSError) as exc:
+            raise Unavailable(f"the audit anchors cannot be read: {exc}") from exc
 
     def verify(self, anchors: Sequence[Anchor] | None = None) -> Verification:
         """Recompute the whole chain and check it against the head row and the anchors (the
@@ -360,7 +365,10 @@ class AuditLog:
         if self.sink is None:
             return None
         if self._anchored is None:
-            self._anchored = self.sink.last()
+            try:
+                self._anchored = self.sink.last()
+            except ValueError:  # a damaged anchor file: verify says so; keep anchoring
+                log.exception("audit: the anchor file cannot be read")
         head = self.head()
         if head.seq == 0 or (self._anchored is not None and self._anchored.seq == head.seq):
             return None
