@@ -31,6 +31,8 @@ async def apply(
     result = await controller.apply(intent, dry_run=body.dry_run, actor=actor)
     if not body.dry_run:  # the intent's limits reach the gateway with the endpoint
         await controller.plane.limits.refresh()
+        if plane.budgets is not None:  # and its budget.monthly_usd, seeded before enforced
+            await plane.budgets.refresh()
         await asyncio.to_thread(_record, plane, request, actor, intent, before, result)
     return result
 
