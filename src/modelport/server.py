@@ -35,10 +35,9 @@ from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
 from modelport.governance.admission import Admission, Guard
 from modelport.governance.auth_failures import AuthFailureThrottle
-from modelport.governance.budget_ledger import MemoryLedger
-from modelport.governance.budget_redis import RedisLedger
+from modelport.governance.budget_ledger import BudgetLedger, MemoryLedger
 from modelport.governance.budgets import BudgetGuard
-from modelport.governance.counters import Counters, MemoryCounters, RedisCounters
+from modelport.governance.counters import Counters, MemoryCounters
 from modelport.governance.rate_limits import ConcurrencyGuard, LimitTable, RateLimitGuard
 from modelport.governance.secrets import SecretCipher
 from modelport.observability import (
@@ -106,19 +105,21 @@ class ModelportServer:
         # Admission: rate limits, concurrency, budgets. Counters in Redis when several
         # gateways share them, else in memory; a guard joins the gateway's admission only
         # while something is configured for it (see _arm_admission).
-        self.counters: Counters = (
-            RedisCounters(settings.redis_url, timeout_s=settings.redis_timeout_s)
-            if settings.redis_url
-            else MemoryCounters()
-        )
+        self.counters: Counters = MemoryCounters()
+        ledger: BudgetLedger = MemoryLedger()
+        if settings.redis_url:
+            # Imported only then: redis-py pulls in OpenTelemetry's SDK.
+            from modelport.governance.budget_redis import RedisLedger
+            from modelport.governance.counters import RedisCounters
+
+            self.counters = RedisCounters(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            ledger = RedisLedger(settings.redis_url, timeout_s=settings.redis_timeout_s)
         self.rate_limits = RateLimitGuard(self.counters, fail_open=settings.limits_fail_open)
         self.concurrency = ConcurrencyGuard(self.counters, fail_open=settings.limits_fail_open)
         # Budgets (governance/budgets.py BudgetGuard) go here, last: a reservation is
         # the dearest hold to take for a request the limits would refuse anyway.
         self.budgets = BudgetGuard(
-            RedisLedger(settings.redis_url, timeout_s=settings.redis_timeout_s)
-            if settings.redis_url
-            else MemoryLedger(),
+            ledger,
             default_output_tokens=settings.budget_default_output_tokens,
             fail_open=settings.budgets_fail_open,
         )

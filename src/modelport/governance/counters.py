@@ -32,7 +32,6 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from limits.aio.storage import RedisStorage
 from limits.storage import MovingWindowSupport, Storage
 
 __all__ = [
@@ -306,8 +305,11 @@ class RedisCounters:
         lease_s: float = 600.0,
         retry_after_s: float = 5.0,
     ) -> None:
+        # Imported here: redis-py pulls in OpenTelemetry's SDK, which a gateway without
+        # Redis (or without tracing) must not pay for.
         import redis.asyncio
         import redis.exceptions
+        from limits.aio.storage import RedisStorage
 
         self._errors = (redis.exceptions.RedisError, OSError, TimeoutError)
         self._client: Any = redis.asyncio.Redis.from_url(
