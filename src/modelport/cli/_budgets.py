@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli._common import Token, Url, _client, _print
-from modelport.cli._limits import AsJson, Customer, Endpoint, Key, Project, Team, _scope
+from modelport.cli._common import AsJson, Token, Url, _client, _print
+from modelport.cli._scopes import Customer, Endpoint, Key, KindFilter, Project, Team, one_scope
 
 __all__ = ["register"]
 
@@ -57,7 +57,7 @@ def budgets_set(
 ) -> None:
     """Set the caps of one scope (replacing what was set on it); a period left out is not
     capped. Enforced at once, counting what the scope spent so far this day and month."""
-    kind, name = _scope(key, project, team, customer, endpoint)
+    kind, name = one_scope(key, project, team, customer, endpoint)
     with _client(url, token) as client:
         budget = client.set_budget(kind, name, daily_usd=daily, monthly_usd=monthly)
     if as_json:
@@ -68,10 +68,7 @@ def budgets_set(
 
 @budgets_app.command("list")
 def budgets_list(
-    kind: Annotated[
-        str | None,
-        typer.Option(help="Only this kind: key, project, team, customer or endpoint."),
-    ] = None,
+    kind: KindFilter = None,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
@@ -98,7 +95,7 @@ def budgets_delete(
     as_json: AsJson = False,
 ) -> None:
     """Remove the caps set through the API on one scope (an endpoint intent's budget stays)."""
-    kind, name = _scope(key, project, team, customer, endpoint)
+    kind, name = one_scope(key, project, team, customer, endpoint)
     with _client(url, token) as client:
         removed = client.delete_budget(kind, name)
     _print(removed, as_json, ["kind", "name", "deleted"])

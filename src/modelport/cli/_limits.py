@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from modelport.cli._common import Token, Url, _client, _print, err
+from modelport.cli._common import AsJson, Token, Url, _client, _print
+from modelport.cli._scopes import Customer, Endpoint, Key, KindFilter, Project, Team, one_scope
 
 __all__ = ["register"]
 
@@ -19,46 +20,10 @@ limits_app = typer.Typer(
 
 _COLUMNS = ["kind", "name", "rpm", "tpm", "concurrency", "source", "updated_by"]
 
-Key = Annotated[str | None, typer.Option("--key", help="An API key's id (key_...).")]
-Project = Annotated[str | None, typer.Option("--project", help="A project.")]
-Team = Annotated[str | None, typer.Option("--team", help="A team.")]
-Customer = Annotated[
-    str | None, typer.Option("--customer", help="A customer (X-Modelport-Customer / user).")
-]
-Endpoint = Annotated[str | None, typer.Option("--endpoint", help="An endpoint.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
 
 def register(app: typer.Typer) -> None:
     """Add ``limits`` to the main app."""
     app.add_typer(limits_app, name="limits")
-
-
-def _scope(
-    key: str | None,
-    project: str | None,
-    team: str | None,
-    customer: str | None,
-    endpoint: str | None,
-) -> tuple[str, str]:
-    given = [
-        (kind, name)
-        for kind, name in (
-            ("key", key),
-            ("project", project),
-            ("team", team),
-            ("customer", customer),
-            ("endpoint", endpoint),
-        )
-        if name is not None
-    ]
-    if len(given) != 1:
-        err.print(
-            "[red]error[/red] name exactly one scope: --key, --project, --team, --customer "
-            "or --endpoint"
-        )
-        raise typer.Exit(2)
-    return given[0]
 
 
 @limits_app.command("set")
@@ -81,7 +46,7 @@ def limits_set(
 ) -> None:
     """Set the limits of one scope (replacing what was set on it through the API); a kind
     left out is unlimited."""
-    kind, name = _scope(key, project, team, customer, endpoint)
+    kind, name = one_scope(key, project, team, customer, endpoint)
     with _client(url, token) as client:
         limit = client.set_limit(kind, name, rpm=rpm, tpm=tpm, concurrency=concurrency)
     _print(limit, as_json, _COLUMNS)
@@ -89,10 +54,7 @@ def limits_set(
 
 @limits_app.command("list")
 def limits_list(
-    kind: Annotated[
-        str | None,
-        typer.Option(help="Only this kind: key, project, team, customer or endpoint."),
-    ] = None,
+    kind: KindFilter = None,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
@@ -115,7 +77,7 @@ def limits_delete(
     as_json: AsJson = False,
 ) -> None:
     """Remove the limits set through the API on one scope (an endpoint intent's stay)."""
-    kind, name = _scope(key, project, team, customer, endpoint)
+    kind, name = one_scope(key, project, team, customer, endpoint)
     with _client(url, token) as client:
         removed = client.delete_limit(kind, name)
     _print(removed, as_json, _COLUMNS)
