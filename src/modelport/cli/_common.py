@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -59,3 +59,19 @@ def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
     for row in rows:
         table.add_row(*(str(row.get(column, "")) for column in columns))
     out.print(table)
+
+
+def _print_rows(
+    data: Any,
+    as_json: bool,
+    columns: list[str],
+    row: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Print one item or a list of them: as JSON just as the server sent it, or as a table
+    with ``row`` shaping each item for its columns (joining lists into text, say)."""
+    if as_json:
+        _print(data, True)
+    elif isinstance(data, list):
+        _print([row(item) for item in data], False, columns)
+    else:
+        _print(row(data), False, columns)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli._common import AsJson, Token, Url, _client, _print, out
+from modelport.cli._common import AsJson, Token, Url, _client, _print, _print_rows, out
 
 __all__ = ["register"]
 
@@ -64,8 +64,7 @@ def teams_create(
 def teams_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """The teams you hold a role on (every team for an admin), with members and projects."""
     with _client(url, token) as client:
-        teams = client.list_teams()
-        _print(teams if as_json else [_team_row(t) for t in teams], as_json, _TEAM_COLUMNS)
+        _print_rows(client.list_teams(), as_json, _TEAM_COLUMNS, _team_row)
 
 
 @teams_app.command("grant")
@@ -152,8 +151,7 @@ def users_create(
 def users_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """Every user, with its roles (admins)."""
     with _client(url, token) as client:
-        users = client.list_users()
-        _print(users if as_json else [_user_row(u) for u in users], as_json, _USER_COLUMNS)
+        _print_rows(client.list_users(), as_json, _USER_COLUMNS, _user_row)
 
 
 @users_app.command("rotate-token")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from modelport.cli._common import AsJson, Token, Url, _client, _print, out
+from modelport.cli._common import AsJson, Token, Url, _client, _print, _print_rows, out
 
 __all__ = ["register"]
 
@@ -56,7 +56,7 @@ def put(
     """Store a new version of a policy from its YAML file and put it in force."""
     with _client(url, token) as client:
         policy = client.put_policy(name, file)
-    _print(_row(policy) if not as_json else policy, as_json, _COLUMNS)
+    _print_rows(policy, as_json, _COLUMNS, _row)
 
 
 @policy_app.command("list")
@@ -64,7 +64,7 @@ def list_(url: Url = None, token: Token = None, as_json: AsJson = False) -> None
     """Every policy, enabled or not, with its newest version."""
     with _client(url, token) as client:
         policies = client.list_policies()
-    _print(policies if as_json else [_row(p) for p in policies], as_json, _COLUMNS)
+    _print_rows(policies, as_json, _COLUMNS, _row)
 
 
 @policy_app.command("show")
@@ -102,7 +102,7 @@ def delete(
     """Disable a policy; its history stays, and 'modelport policy put' enables it again."""
     with _client(url, token) as client:
         policy = client.delete_policy(name)
-    _print(_row(policy) if not as_json else policy, as_json, _COLUMNS)
+    _print_rows(policy, as_json, _COLUMNS, _row)
 
 
 @policy_app.command("test")
