@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -138,15 +139,24 @@ def _team(session: Session, name: str, *, param: str = "team", missing: int = 40
     return row
 
 
-def create_team(session: Session, *, name: str) -> TeamRow:
-    """A new team; 409 if the name is taken."""
-    _checked("team", name)
-    if session.scalar(select(TeamRow).where(TeamRow.name == name)) is not None:
-        raise Conflict(f"team '{name}' already exists", field="name")
-    row = TeamRow(name=name)
+_Named = TypeVar("_Named", TeamRow, ProjectRow, UserRow)
+
+
+def _add_new(session: Session, kind: str, row: _Named) -> _Named:
+    """Store ``row``, a new team, project or user; 409 naming ``name`` if ``kind`` has one by
+    that name already."""
+    table = type(row)
+    if session.scalar(select(table).where(table.name == row.name)) is not None:
+        raise Conflict(f"{kind} '{row.name}' already exists", field="name")
     session.add(row)
     session.flush()
     return row
+
+
+def create_team(session: Session, *, name: str) -> TeamRow:
+    """A new team; 409 if the name is taken."""
+    _checked("team", name)
+    return _add_new(session, "team", TeamRow(name=name))
 
 
 def list_teams(session: Session) -> list[TeamRow]:
@@ -184,12 +194,7 @@ def create_project(session: Session, *, name: str, team: str) -> ProjectRow:
     """A new project owned by ``team`` (which must exist: 400 naming ``team``)."""
     _checked("project", name)
     _team(session, team, missing=400)
-    if session.scalar(select(ProjectRow).where(ProjectRow.name == name)) is not None:
-        raise Conflict(f"project '{name}' already exists", field="name")
-    row = ProjectRow(name=name, team=team)
-    session.add(row)
-    session.flush()
-    return row
+    return _add_new(session, "project", ProjectRow(name=name, team=team))
 
 
 def list_projects(session: Session) -> list[ProjectRow]:
@@ -246,13 +251,9 @@ def create_user(session: Session, *, name: str, admin: bool = False) -> tuple[Us
             field="name",
             param="name",
         )
-    if session.scalar(select(UserRow).where(UserRow.name == name)) is not None:
-        raise Conflict(f"user '{name}' already exists", field="name")
     new = new_user_token()
     row = UserRow(name=name, token_hash=new.token_hash, admin=admin)
-    session.add(row)
-    session.flush()
-    return row, new.token
+    return _add_new(session, "user", row), new.token
 
 
 def list_users(session: Session) -> list[UserRow]:
