@@ -129,17 +129,25 @@ class UserCreated(UserPublic):
 # -- teams and projects -----------------------------------------------------------------------
 
 
-def _team(session: Session, name: str, *, param: str = "team", missing: int = 404) -> TeamRow:
-    row = session.scalar(select(TeamRow).where(TeamRow.name == name))
+_Named = TypeVar("_Named", TeamRow, ProjectRow, UserRow)
+
+
+def _existing(session: Session, kind: str, table: type[_Named], name: str, missing: int) -> _Named:
+    """The ``kind`` (team or user) called ``name``; if there is none, 404 naming ``kind``, or
+    400 where ``missing`` says the caller named it in a request body."""
+    row = session.scalar(select(table).where(table.name == name))
     if row is None:
-        message = f"team '{name}' does not exist: create it with 'modelport teams create {name}'"
+        message = (
+            f"{kind} '{name}' does not exist: create it with 'modelport {kind}s create {name}'"
+        )
         if missing == 400:
-            raise InvalidRequest(message, field=param, param=param)
-        raise NotFound(message, field=param)
+            raise InvalidRequest(message, field=kind, param=kind)
+        raise NotFound(message, field=kind)
     return row
 
 
-_Named = TypeVar("_Named", TeamRow, ProjectRow, UserRow)
+def _team(session: Session, name: str, *, missing: int = 404) -> TeamRow:
+    return _existing(session, "team", TeamRow, name, missing)
 
 
 def _add_new(session: Session, kind: str, row: _Named) -> _Named:
@@ -232,14 +240,8 @@ def ensure_default_project(session: Session) -> None:
 # -- users and roles --------------------------------------------------------------------------
 
 
-def _user(session: Session, name: str, *, param: str = "user", missing: int = 404) -> UserRow:
-    row = session.scalar(select(UserRow).where(UserRow.name == name))
-    if row is None:
-        message = f"user '{name}' does not exist: create it with 'modelport users create {name}'"
-        if missing == 400:
-            raise InvalidRequest(message, field=param, param=param)
-        raise NotFound(message, field=param)
-    return row
+def _user(session: Session, name: str, *, missing: int = 404) -> UserRow:
+    return _existing(session, "user", UserRow, name, missing)
 
 
 def create_user(session: Session, *, name: str, admin: bool = False) -> tuple[UserRow, str]:
