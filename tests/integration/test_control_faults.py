@@ -479,7 +479,7 @@ async def test_a_slow_database_never_stalls_the_loop(stack: Stack) -> None:
 
     watch = asyncio.create_task(ticker())
     try:
-        key = await stack.api.post("/api/v1/keys", json={"project": "p", "name": "slow-db"})
+        key = await stack.api.post("/api/v1/keys", json={"project": "default", "name": "slow-db"})
         assert key.status_code == 201, key.text
         revoked = await stack.api.delete(f"/api/v1/keys/{key.json()['id']}")
         assert revoked.status_code == 200, revoked.text
