@@ -15,7 +15,6 @@ vision, embedding): a generation never runs twice, an external paid API never bi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import random
@@ -30,7 +29,6 @@ from modelport.core.asgi import (
     Receive,
     Scope,
     Send,
-    bearer_credential,
     header,
     read_body,
     send_bytes,
@@ -42,18 +40,18 @@ from modelport.core.errors import (
     InvalidRequest,
     ModelportError,
     NotFound,
-    Unauthorized,
 )
 from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
 from modelport.core.usage import Units, UsageRecord
-from modelport.gateway import access, openai
+from modelport.gateway import access, admitting, openai
 from modelport.gateway.balancing import LeastOutstanding
 from modelport.gateway.forwarding import Call, Forwarder, Outcome
 from modelport.gateway.hops import HOPS_HEADER, Hops
+from modelport.gateway.request_headers import MAX_ID, TIMEOUT_HEADER, client_id, client_timeout
 from modelport.gateway.streaming import relay_stream
 from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamPool
-from modelport.governance.admission import Admission, Caller, estimate_input_tokens
+from modelport.governance.admission import Admission
 from modelport.governance.auth_failures import AuthFailureThrottle
 from modelport.observability.sampling import Sample, Sampler, header_length
 from modelport.observability.shadow import ShadowReports
@@ -69,49 +67,12 @@ _FORWARDED_RESPONSE = frozenset({b"content-type", b"inference-header-content-len
 _SERVER_METADATA = orjson.dumps(
     {"name": "modelport", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 )
-_TIMEOUT_HEADER = b"x-modelport-timeout"
 _V2_HEADER_LENGTH = b"inference-header-content-length"
 _CLOSE_AFTER = frozenset({408, 413})
 _CLIENT_GONE = 499
 _T = TypeVar("_T")
 
-_MAX_ID = 128
 _MAX_SHADOWS_IN_FLIGHT = 64  # mirrored calls beyond this are skipped, never queued
-
-
-def _client_id(value: bytes | None) -> bytes | None:
-    """A client's request id if it is short printable ASCII; otherwise the gateway makes one.
-    Ids are logged, metered and echoed back: an odd one must not break any of that."""
-    if value and len(value) <= _MAX_ID and value.isascii() and value.decode().isprintable():
-        return value
-    return None
-
-
-def _max_output(payload: dict[str, Any] | None) -> int | None:
-    """The output tokens an OpenAI call asks for at most (``max_completion_tokens``, else
-    ``max_tokens``), if it says; the worker validates the value, admission only reads it."""
-    if payload is None:
-        return None
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
-def _client_timeout(value: bytes) -> float:
-    """The deadline a client asked for with ``X-Modelport-Timeout`` (seconds); it can only
-    shorten the endpoint's."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise InvalidRequest(
-            "header X-Modelport-Timeout must be a positive number of seconds",
-            param="X-Modelport-Timeout",
-        )
-    return seconds
 
 
 class GatewayApp:
@@ -201,22 +162,22 @@ class GatewayApp:
             return
         started = time.perf_counter()
         # One pass over the headers for everything the gateway reads before routing.
-        authorization = client_id = timeout = hops = None
+        authorization = sent_id = timeout = hops = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value
             elif key == b"x-request-id":
-                client_id = value
-            elif key == _TIMEOUT_HEADER:
+                sent_id = value
+            elif key == TIMEOUT_HEADER:
                 timeout = value
             elif key == HOPS_HEADER:
                 hops = value
-        request_id = _client_id(client_id) or os.urandom(16).hex().encode()
+        request_id = client_id(sent_id) or os.urandom(16).hex().encode()
         is_openai = path.startswith("/v1/")
         principal: KeyPrincipal | None = None
         try:
-            principal = self._authenticate(authorization, scope)
-            asked = _client_timeout(timeout) if timeout is not None else None
+            principal = admitting.authenticate(self.keys, self.auth_failures, authorization, scope)
+            asked = client_timeout(timeout) if timeout is not None else None
             call = Call(scope, request_id, principal, started, self._timeout_s, asked)
             if hops is not None:
                 call.hops = Hops.parse(hops)
@@ -230,7 +191,7 @@ class GatewayApp:
                 raise NotFound(f"no route {scope['method']} {path}")
         except ModelportError as exc:
             if exc.status == 403 and self.on_denied is not None and principal is not None:
-                self._denied(scope, principal, request_id, exc)
+                admitting.report_denied(self.on_denied, scope, principal, request_id, exc)
             body = exc.to_openai() if is_openai else {"error": exc.message}
             headers = [(b"x-request-id", request_id), *exc.headers]
             if exc.status in _CLOSE_AFTER:
@@ -238,49 +199,6 @@ class GatewayApp:
                 # reading it (each trickled byte would keep the connection alive).
                 headers.append((b"connection", b"close"))
             await send_json(send, exc.status, body, headers)
-
-    def _authenticate(self, authorization: bytes | None, scope: Scope) -> KeyPrincipal:
-        throttle = self.auth_failures
-        client = scope.get("client")
-        address = client[0] if client else ""
-        if throttle is not None:
-            throttle.check(address)  # one dict read unless this address failed lately
-        token = bearer_credential(authorization)
-        if token is None:
-            # Not counted: a missing credential guesses nothing.
-            raise Unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>' (create one with "
-                "'modelport keys create')"
-            )
-        digest = hashlib.sha256(token).hexdigest()
-        principal = self.keys.get(digest)
-        try:
-            if principal is None:
-                raise Unauthorized("invalid or revoked API key")
-            if principal.expires_at is not None:
-                access.check_live(principal)
-        except Unauthorized:
-            if throttle is not None:
-                throttle.failed(address)
-            raise
-        return principal
-
-    def _denied(
-        self, scope: Scope, principal: KeyPrincipal, request_id: bytes, exc: ModelportError
-    ) -> None:
-        assert self.on_denied is not None
-        client = scope.get("client")
-        try:
-            self.on_denied(
-                actor_name=f"key:{principal.key_id}",
-                action="access.denied",
-                target=f"endpoint:{exc.details.get('endpoint', '')}",
-                request_id=request_id.decode(errors="replace"),
-                source=client[0] if client else "",
-                reason=exc.message,
-            )
-        except Exception:  # the audit must never turn a 403 into a 500
-            log.exception("recording a denied request failed")
 
     def _traffic(self, name: str, call: Call) -> Traffic:
         traffic = self.snapshot.routes.get(name)
@@ -293,14 +211,6 @@ class GatewayApp:
         if traffic.timeout_s is not None:
             call.use_timeout(traffic.timeout_s)
         return traffic
-
-    def _customer(self, scope: Scope, call: Call) -> None:
-        customer = header(scope, b"x-modelport-customer")
-        if customer:
-            call.customer = customer[:_MAX_ID].decode(errors="replace")
-            access.check_customer(
-                call.principal, call.customer, "X-Modelport-Customer", call.endpoint or ""
-            )
 
     # -- Open Inference Protocol (V2) ---------------------------------------------------------
 
@@ -321,7 +231,7 @@ class GatewayApp:
                     f"endpoint '{name}' serves task {traffic.primary.task}: call it through /v1"
                 )
             call.body = await self._body(scope, receive)
-            self._customer(scope, call)
+            admitting.identify_customer(scope, call)
             if route is None:
                 route, call.judged = choose(traffic, scope, call.principal, call.customer)
             if self.admission is not None:
@@ -361,12 +271,7 @@ class GatewayApp:
         traffic = self._traffic(name, call)
         if label:
             access.check_pin(call.principal, name)
-        if payload is not None:
-            user = payload.get("user")
-            if isinstance(user, str) and user:
-                call.customer = user
-                access.check_customer(call.principal, user, "user", name)
-        self._customer(scope, call)
+        admitting.identify_customer(scope, call, payload)
         if traffic.primary.task not in tasks:
             raise InvalidRequest(
                 f"endpoint '{name}' serves task {traffic.primary.task}, which {path} does not take",
@@ -402,20 +307,7 @@ class GatewayApp:
         The hold is released when the call is metered (``_meter``), on every way out; the
         ``finally`` only catches a way out that meters nothing (the task cancelled), so a
         concurrency slot or a budget reservation can never leak."""
-        principal = call.principal
-        caller = Caller(
-            key_id=principal.key_id,
-            project=principal.project,
-            team=principal.team,
-            customer=call.customer[:_MAX_ID] if call.customer else "",
-            endpoint=route.endpoint,
-            model=route.model,
-            task=route.task,
-            input_estimate=estimate_input_tokens(len(call.body)),
-            max_output=_max_output(call.payload),
-            version=route.version,
-        )
-        hold = await admission.admit(caller)
+        hold = await admission.admit(admitting.caller(call, route))
         call.hold = hold
         call.reply_headers.extend(hold.headers)
         try:
@@ -575,7 +467,7 @@ class GatewayApp:
                 key_id=call.principal.key_id,
                 project=call.principal.project,
                 # The OpenAI ``user`` field is not bounded like the header: cut it the same.
-                customer=call.customer[:_MAX_ID] if call.customer else "",
+                customer=call.customer[:MAX_ID] if call.customer else "",
                 status=status,
                 latency_ms=latency_ms,
                 units=units if units is not None else Units(),
