@@ -8,15 +8,10 @@ different endpoints never wait on each other. No lock is held while a replica st
 a promotion waits for the old revision outside the lock, marked so that nothing else moves the
 endpoint meanwhile.
 
-A final promotion is checked against the policies first (stage ``promote``): one waiting for
-a second person's approval, or refused by a policy, pauses the rollout at its last step with
-the reason instead of rolling it back; ``approve`` records an approval by someone other than
-the rollout's starter, and promotes a rollout that was waiting for it (control/approvals.py).
-
-Every transition completes or is undone. A decision is written to the database before the
-traffic changes (promote, step), or right after it (rollback: traffic first); a rollback
-whose write fails stays tracked and its write is retried, so the stored rollout never stays
-active with nobody driving it.
+The controller decides; control/rollout_moves.py makes each decision happen (written and made
+in traffic, in the order that keeps the two consistent), including the policy check of an
+automatic promotion. ``approve`` records an approval by someone other than the rollout's
+starter, and promotes a rollout that was waiting for it (control/approvals.py).
 """
 
 from __future__ import annotations
@@ -39,14 +34,15 @@ from modelport.control.concurrency import EndpointLocks, in_session
 from modelport.control.drift import DriftService
 from modelport.control.plane import ControlPlane, Deployment
 from modelport.control.rollout_audit import Position, move_of, position, record_move
+from modelport.control.rollout_moves import RolloutMoves
 from modelport.control.rollout_run import RolloutRun
 from modelport.control.schemas import ApplyResult, RolloutPublic
 from modelport.control.traffic import consumers_of
 from modelport.control.undo import PromotionUndo
 from modelport.core.enums import RolloutState
-from modelport.core.errors import Conflict, NotFound, Unavailable
+from modelport.core.errors import Conflict, Unavailable
 from modelport.core.intent import Intent
-from modelport.governance.identity import SYSTEM, Actor
+from modelport.governance.identity import Actor
 from modelport.observability.live_metrics import RolloutProgress
 from modelport.observability.shadow import ShadowReports
 from modelport.observability.windows import RevisionWindows
@@ -77,6 +73,7 @@ class RolloutController:
         self._tick_s = tick_s
         self._start_timeout_s = start_timeout_s
         self._runs: dict[str, RolloutRun] = {}
+        self._moves = RolloutMoves(plane, windows, self._runs)  # shares the dict of runs
         self._lock = EndpointLocks()
         self._undo = PromotionUndo(plane, self._lock, start_timeout_s)
         self._undoing = self._undo.undoing  # the same dict: endpoint -> label it rolls back to
@@ -89,8 +86,8 @@ class RolloutController:
         for run in runs:
             self._runs[run.endpoint] = run
             if run.state != RolloutState.PENDING and run.endpoint in serving:
-                self._apply_step(run)  # the traffic it had: the step's weight, or its shadow
-                await self._event(
+                self._moves.apply_step(run)  # the traffic it had: the step's weight, or its shadow
+                await self._moves.event(
                     run,
                     "resumed",
                     f"server restarted: {run.state} at step {run.step + 1} of {len(run.steps)}; "
@@ -162,7 +159,7 @@ class RolloutController:
                     await self.plane.run_revision(name, deployment)
                 except Exception as exc:
                     why = f"revision {run.target} could not start: {exc}"
-                    await self._roll_back(run, RolloutState.ROLLED_BACK, why, {})
+                    await self._moves.roll_back(run, RolloutState.ROLLED_BACK, why, {})
                     raise Unavailable(f"{why}; the rollout was rolled back") from exc
                 self.plane.set_traffic(name, routing=intent.routing, consumers=consumers_of(intent))
             elif result.action == "updated":
@@ -201,7 +198,7 @@ class RolloutController:
             return {}
         since = run.mark if run.state != RolloutState.PENDING else None
         view: dict[str, Any] = {
-            "traffic_percent": self._weight(run) if run.state != RolloutState.PENDING else 0,
+            "traffic_percent": run.weight() if run.state != RolloutState.PENDING else 0,
             "step_elapsed_s": round(time.monotonic() - run.started, 1),
             "window": {
                 label: self.windows.stats(endpoint, label, since).to_dict()
@@ -222,9 +219,7 @@ class RolloutController:
                 state=run.state.value,
                 step=run.step + 1 if run.state != RolloutState.PENDING else 0,
                 steps=len(run.steps),
-                traffic_ratio=(
-                    self._weight(run) / 100 if run.state != RolloutState.PENDING else 0.0
-                ),
+                traffic_ratio=(run.weight() / 100 if run.state != RolloutState.PENDING else 0.0),
             )
             for run in self._runs.values()
             if run.state.active
@@ -235,7 +230,7 @@ class RolloutController:
     async def pause(self, endpoint: str, *, actor: str) -> None:
         async with self._lock(endpoint):
             run = self._require(endpoint, RolloutState.PROGRESSING, "pause")
-            await self._transition(
+            await self._moves.transition(
                 run, RolloutState.PAUSED, "paused", f"paused by {actor}: traffic stays as it is"
             )
 
@@ -243,10 +238,10 @@ class RolloutController:
         async with self._lock(endpoint):
             run = self._require(endpoint, RolloutState.PAUSED, "resume")
             target = RolloutState.PENDING if run.step < 0 else RolloutState.PROGRESSING
-            await self._transition(
+            await self._moves.transition(
                 run, target, "resumed", f"resumed by {actor}: the step's window starts again"
             )
-            self._restart_clock(run)
+            self._moves.restart_clock(run)
 
     async def promote(self, endpoint: str, *, actor: Actor) -> None:
         """Promote now, if the policies allow it: a denial, or an approval still missing
@@ -266,7 +261,7 @@ class RolloutController:
                     + ": wait for it, or roll back",
                     state=run.state.value,
                 )
-            await self._promote(run, f"promoted by {actor.name}", {})
+            await self._moves.promote(run, f"promoted by {actor.name}", {})
 
     async def approve(self, endpoint: str, *, actor: Actor) -> None:
         """Approve the promotion of the endpoint's rollout as a second person (not its
@@ -277,7 +272,7 @@ class RolloutController:
                 lambda s: approvals.record_approval(self.plane.policies, s, run.rollout_id, actor)
             )
             if waiting:
-                await self._promote_if_allowed(run, f"promotion approved by {actor.name}", {})
+                await self._moves.promote_if_allowed(run, f"promotion approved by {actor.name}", {})
 
     async def rollback(self, endpoint: str, *, actor: str, abort: bool = False) -> None:
         """Return all traffic to the stable revision. With no rollout in progress, undo the
@@ -286,12 +281,12 @@ class RolloutController:
             self._undo.check(endpoint)
             run = self._runs.get(endpoint)
             if run is not None and run.unsettled is not None:
-                await self._settle(run)  # rolled back in traffic already: record it
+                await self._moves.settle(run)  # rolled back in traffic already: record it
                 return
             if run is not None:
                 state = RolloutState.ABORTED if abort else RolloutState.ROLLED_BACK
                 verb = "aborted" if abort else "rolled back"
-                await self._roll_back(run, state, f"{verb} by {actor}", {})
+                await self._moves.roll_back(run, state, f"{verb} by {actor}", {})
                 return
             if abort:
                 self._require(endpoint, None, "abort")
@@ -358,7 +353,7 @@ class RolloutController:
 
     async def _advance(self, run: RolloutRun) -> None:
         if run.unsettled is not None:
-            await self._settle(run)
+            await self._moves.settle(run)
         elif run.state == RolloutState.PENDING:
             await self._warm_up(run)
         elif run.state == RolloutState.PROGRESSING:
@@ -370,33 +365,37 @@ class RolloutController:
         if failure is None and not ready and waited > self._start_timeout_s:
             failure = f"not ready after {waited:.0f} s"
         if failure is not None:
-            await self._roll_back(
+            await self._moves.roll_back(
                 run,
                 RolloutState.ROLLED_BACK,
                 f"revision {run.target} could not start: {failure}",
                 {},
             )
         elif ready and run.strategy == "immediate":
-            await self._promote_if_allowed(run, f"{run.target} is ready: switched all traffic", {})
+            await self._moves.promote_if_allowed(
+                run, f"{run.target} is ready: switched all traffic", {}
+            )
         elif ready:
-            await self._enter_step(run, 0, f"{run.target} is ready", {})
+            await self._moves.enter_step(run, 0, f"{run.target} is ready", {})
 
     async def _judge(self, run: RolloutRun) -> None:
         stats = self.windows.stats(run.endpoint, run.target, run.mark)
         verdict = judge(stats, Gates.of(run.plan), time.monotonic() - run.started)
-        data = {"window": stats.to_dict(), "step": run.step, "traffic_percent": self._weight(run)}
+        data = {"window": stats.to_dict(), "step": run.step, "traffic_percent": run.weight()}
         if run.strategy == "shadow":
             data["shadow"] = self.shadows.report(run.endpoint, run.target)
         if verdict.decision == "fail":
             verdict = Verdict("fail", f"SLO breached: {verdict.reason}")
         verdict = both(verdict, self._output_drift(run, data))
         if verdict.decision == "fail":
-            await self._roll_back(run, RolloutState.ROLLED_BACK, verdict.reason, data)
+            await self._moves.roll_back(run, RolloutState.ROLLED_BACK, verdict.reason, data)
         elif verdict.decision == "pass":
             if run.step + 1 < len(run.steps):
-                await self._enter_step(run, run.step + 1, f"step passed: {verdict.reason}", data)
+                await self._moves.enter_step(
+                    run, run.step + 1, f"step passed: {verdict.reason}", data
+                )
             elif run.strategy == "shadow":
-                await self._transition(
+                await self._moves.transition(
                     run,
                     RolloutState.PAUSED,
                     "analysis",
@@ -404,7 +403,9 @@ class RolloutController:
                     data,
                 )
             else:
-                await self._promote_if_allowed(run, f"last step passed: {verdict.reason}", data)
+                await self._moves.promote_if_allowed(
+                    run, f"last step passed: {verdict.reason}", data
+                )
 
     def _output_drift(self, run: RolloutRun, data: dict[str, Any]) -> Verdict | None:
         """The rollout's output-drift gate, if it has one (not for shadow rollouts, whose
@@ -418,134 +419,11 @@ class RolloutController:
         data["output_drift"] = drift.data
         return Verdict(drift.decision, drift.reason)
 
-    # -- moves --------------------------------------------------------------------------------
-
-    async def _enter_step(self, run: RolloutRun, step: int, why: str, data: dict[str, Any]) -> None:
-        what = (
-            f"mirroring {run.plan['shadow_sample']:.0%} of traffic to {run.target}"
-            if run.strategy == "shadow"
-            else f"{run.target} takes {self._weight(run, step):g}% of traffic"
-        )
-        # Written first: if the write fails, traffic stays on the step the database records.
-        await self._transition(
-            run,
-            RolloutState.PROGRESSING,
-            "step",
-            f"{why}; step {step + 1} of {len(run.steps)}: {what}",
-            data,
-            step=step,
-        )
-        run.step = step
-        self._restart_clock(run)
-        self._apply_step(run)
-
-    def _apply_step(self, run: RolloutRun) -> None:
-        if run.strategy == "shadow":
-            self.plane.set_traffic(run.endpoint, shadow_sample=run.plan["shadow_sample"])
-        else:
-            self.plane.set_traffic(run.endpoint, weight=self._weight(run))
-
-    def _weight(self, run: RolloutRun, step: int | None = None) -> float:
-        step = run.step if step is None else step
-        if run.strategy == "shadow" or step < 0:
-            return 0.0
-        return float(run.steps[step])
-
-    async def _promote_if_allowed(self, run: RolloutRun, why: str, data: dict[str, Any]) -> None:
-        """An automatic promotion, if the policies allow it now; otherwise the rollout pauses
-        where it is, saying why (it is not rolled back for waiting)."""
-        policies = self.plane.policies
-        verdict = await self._db(
-            lambda s: approvals.promotion_verdict(
-                policies, s, run.rollout_id, SYSTEM, enforce=False
-            )
-        )
-        blocking = verdict.denials or verdict.approvals
-        if not blocking:
-            await self._promote(run, why, data)
-            return
-        why = await self._db(lambda s: approvals.pause_for(s, run.rollout_id, blocking, why, data))
-        run.state = RolloutState.PAUSED
-        log.info("rollout of %s: %s", run.endpoint, why)
-
-    async def _promote(self, run: RolloutRun, why: str, data: dict[str, Any]) -> None:
-        def write(session: Session) -> None:
-            rollout = rollout_service.get_rollout(session, run.rollout_id)
-            row = rollout.endpoint
-            target = endpoint_service.get_revision(session, row, rollout.to_revision)
-            endpoint_service.set_stable(row, target)
-            rollout_service.transition(
-                session, rollout, RolloutState.PROMOTED, event="promoted", message=why, data=data
-            )
-
-        await self._db(write)
-        self._runs.pop(run.endpoint, None)
-        keep = run.plan["keep_previous_s"] if run.strategy == "blue-green" else 0.0
-        await self.plane.switch(run.endpoint, run.target, keep_previous_s=keep)
-        log.info("rollout of %s: %s", run.endpoint, why)
-
-    async def _roll_back(
-        self, run: RolloutRun, state: RolloutState, why: str, data: dict[str, Any]
-    ) -> None:
-        # Traffic first: the old revision takes everything back before anything is written.
-        await self.plane.drop_candidate(run.endpoint)
-        event = "rolled_back" if state == RolloutState.ROLLED_BACK else "aborted"
-        run.unsettled = (state, event, why, data)
-        await self._settle(run)
-
-    async def _settle(self, run: RolloutRun) -> None:
-        """Record a rollback done in traffic; while the write fails, the run stays tracked
-        (the next tick or rollback retries) so the stored rollout is never left active."""
-        assert run.unsettled is not None
-        state, event, why, data = run.unsettled
-        # Already final in the database, or deleted with its endpoint: nothing to record.
-        with contextlib.suppress(Conflict, NotFound):
-            await self._transition(run, state, event, why, data)
-        run.unsettled = None
-        if self._runs.get(run.endpoint) is run:
-            del self._runs[run.endpoint]
-        log.warning("rollout of %s: %s", run.endpoint, why)
-
-    async def _transition(
-        self,
-        run: RolloutRun,
-        state: RolloutState,
-        event: str,
-        message: str,
-        data: dict[str, Any] | None = None,
-        *,
-        step: int | None = None,
-    ) -> None:
-        """Write the move, then make it: a failed write leaves the run as it was."""
-        await self._db(
-            lambda s: rollout_service.transition(
-                s,
-                rollout_service.get_rollout(s, run.rollout_id),
-                state,
-                event=event,
-                message=message,
-                data=data,
-                step=step,
-            )
-        )
-        run.state = state
-
-    async def _event(self, run: RolloutRun, kind: str, message: str) -> None:
-        await self._db(
-            lambda s: rollout_service.add_event(
-                s, rollout_service.get_rollout(s, run.rollout_id), kind, message
-            )
-        )
-
-    def _restart_clock(self, run: RolloutRun) -> None:
-        run.mark = self.windows.now()
-        run.started = time.monotonic()
-
     def run_of(self, rollout: RolloutRow) -> RolloutRun:
         """The controller's record of a stored rollout (call inside the rollout's session),
         its step's clock started now."""
         run = RolloutRun.of(rollout)
-        self._restart_clock(run)
+        self._moves.restart_clock(run)
         return run
 
     async def _db(self, work: Callable[[Session], T]) -> T:

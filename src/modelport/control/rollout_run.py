@@ -38,6 +38,14 @@ class RolloutRun:
             return list(self.plan["steps"])
         return [100] if self.strategy == "blue-green" else [0]
 
+    def weight(self, step: int | None = None) -> float:
+        """The percent of traffic the new revision answers at ``step`` (the current one by
+        default): none while it warms up, and none in a shadow rollout, which only mirrors."""
+        step = self.step if step is None else step
+        if self.strategy == "shadow" or step < 0:
+            return 0.0
+        return float(self.steps[step])
+
     @classmethod
     def of(cls, rollout: RolloutRow) -> RolloutRun:
         """The run of a stored rollout (read inside the rollout's session)."""
