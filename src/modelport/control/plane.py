@@ -2,7 +2,8 @@
 
 Every change that the data plane must see (an endpoint created or deleted, a revision started
 or stopped, traffic moved between revisions, a replica turning ready, a key created or revoked)
-ends in a fresh immutable snapshot handed to the gateway.
+ends in a fresh immutable snapshot handed to the gateway. What one endpoint runs, and how that
+becomes the snapshot (and the metrics' replica counts), is control/serving.py.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-import orjson
 
 from modelport.backends import Backend
 from modelport.control import endpoints as endpoint_service
@@ -32,18 +29,19 @@ from modelport.control.identity import IdentityBook
 from modelport.control.limits import LimitBook
 from modelport.control.policies import Policies
 from modelport.control.schemas import VersionCreate, VersionPublic
-from modelport.control.traffic import DEFAULT_CONSUMERS, consumers_of, traffic_of
+from modelport.control.serving import Serving, replica_counts_of, shares_of, snapshot_of
+from modelport.control.traffic import DEFAULT_CONSUMERS, consumers_of
 from modelport.control.upstream_policy import check_upstream_url
 from modelport.core.enums import ReplicaState
 from modelport.core.errors import ModelportError, Unavailable
 from modelport.core.intent import Routing
-from modelport.core.routing import KeyPrincipal, Route, RoutingSnapshot, Traffic
+from modelport.core.routing import KeyPrincipal, RoutingSnapshot
 from modelport.core.settings import Settings
 from modelport.governance import SecretStore, hash_secret
 from modelport.observability import RecentUsage
 from modelport.observability.live_metrics import ReplicaCount
 from modelport.observability.pricing import PriceBook
-from modelport.runtimes.registry import OPENAI_USAGE_RUNTIMES, REMOTE_RUNTIMES
+from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore, Database
 from modelport.store.tables import EndpointRow, RevisionRow
 
@@ -60,20 +58,6 @@ _SWITCH_GRACE_S = 1.0
 _LOOP_READ_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class _Serving:
-    """One endpoint's running revisions and how traffic is spread over them."""
-
-    revisions: dict[str, Deployment]
-    stable: str
-    candidate: str | None = None
-    weight: float = 0.0  # percent of traffic the candidate answers
-    shadow_sample: float = 0.0  # share mirrored to the candidate instead
-    previous: str | None = None  # a former stable revision kept warm (blue-green)
-    routing: Routing | None = None
-    consumers: frozenset[str] = DEFAULT_CONSUMERS  # who may call (control/traffic.py)
 
 
 class ControlPlane:
@@ -111,7 +95,7 @@ class ControlPlane:
         self.limits = LimitBook(db)
         # Budgets: caps, their ledger and notices (control/budgets.py); set by the server.
         self.budgets: BudgetService | None = None
-        self._serving: dict[str, _Serving] = {}
+        self._serving: dict[str, Serving] = {}
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
         # Revisions taken out of routing whose replicas still run until their drain starts:
@@ -213,7 +197,7 @@ class ControlPlane:
         async with self.lock(name):
             old = self._serving.get(name)
             deployment = self._revive(name, deployment)
-            self._serving[name] = _Serving(
+            self._serving[name] = Serving(
                 revisions={deployment.label: deployment},
                 stable=deployment.label,
                 routing=routing if routing is not None else (old.routing if old else None),
@@ -340,20 +324,7 @@ class ControlPlane:
     def replica_counts(self) -> list[ReplicaCount]:
         """How many replicas of each running revision are in each state, for metrics; an
         external endpoint counts as one ready replica. Call on the event loop."""
-        counts: list[ReplicaCount] = []
-        for name, serving in self._serving.items():
-            for label, deployment in serving.revisions.items():
-                spec = deployment.spec
-                states = Counter(
-                    [ReplicaState.READY]
-                    if deployment.remote is not None
-                    else [r.state for r in self.backend.status(spec.group)]
-                )
-                counts.extend(
-                    ReplicaCount(name, label, spec.task, state.value, states[state])
-                    for state in ReplicaState
-                )
-        return counts
+        return replica_counts_of(self._serving, self.backend)
 
     def serving_names(self) -> set[str]:
         return set(self._serving)
@@ -433,53 +404,7 @@ class ControlPlane:
 
     def refresh_routes(self) -> None:
         """Build and publish a new routing snapshot from deployments and ready replicas."""
-        self._publish_routes(
-            RoutingSnapshot.of([self._traffic(name, s) for name, s in self._serving.items()])
-        )
-
-    def _route(self, name: str, deployment: Deployment, labels: list[str]) -> Route:
-        spec = deployment.spec
-        metadata = orjson.dumps(
-            {
-                "name": name,
-                "versions": labels,
-                "platform": spec.runtime,
-                **deployment.signature.to_v2_metadata(),
-            }
-        )
-        return Route(
-            endpoint=name,
-            model=spec.model,
-            version=spec.version,
-            metadata=metadata,
-            token=deployment.token,
-            replicas=(
-                (deployment.remote_address,)
-                if deployment.remote_address
-                else self.backend.ready(spec.group)
-            ),
-            task=spec.task,
-            remote=deployment.remote,
-            label=deployment.label,
-            openai_usage=spec.runtime in OPENAI_USAGE_RUNTIMES,
-        )
-
-    def _traffic(self, name: str, serving: _Serving) -> Traffic:
-        labels = sorted(serving.revisions, key=lambda label: int(label[1:]))
-        routes = {
-            label: self._route(name, deployment, labels)
-            for label, deployment in serving.revisions.items()
-        }
-        return traffic_of(
-            routes,
-            stable=serving.stable,
-            candidate=serving.candidate,
-            weight=serving.weight,
-            shadow_sample=serving.shadow_sample,
-            previous=serving.previous,
-            routing=serving.routing,
-            consumers=serving.consumers,
-        )
+        self._publish_routes(snapshot_of(self._serving, self.backend))
 
     async def refresh_keys(self) -> None:
         self._publish_keys(await in_session(self.db, key_service.active_keys))
@@ -526,10 +451,4 @@ class ControlPlane:
 
     def traffic_shares(self, name: str) -> dict[str, float]:
         """Each running revision's percentage of unpinned live traffic."""
-        serving = self._serving.get(name)
-        if serving is None:
-            return {}
-        if serving.candidate is None or serving.shadow_sample > 0 or serving.weight <= 0:
-            return {serving.stable: 100.0}
-        weight = min(serving.weight, 100.0)
-        return {serving.candidate: weight, serving.stable: 100.0 - weight}
+        return shares_of(self._serving.get(name))
