@@ -246,8 +246,12 @@ def _start_worker(
     return Upstream("127.0.0.1", port)
 
 
-def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
-    home = tmp / "home"
+def start_demo_server(
+    processes: Processes, home: Path, name: str = "server", **settings: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``modelport serve --demo`` with only the breast-cancer demo, on a free loopback port,
+    with its state in ``home``; ``settings`` are extra ``MODELPORT_*`` variables (without the
+    prefix, lower case). Returns the process and its port."""
     port = _free_port()
     env = {
         **_base_env(),
@@ -257,10 +261,16 @@ def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace
         "MODELPORT_LOG_LEVEL": "warning",
         # The other demos (an LLM, embeddings, speech) would load and eat the CPU we measure.
         "MODELPORT_DEMO_MODELS": ENDPOINT,
+        **{f"MODELPORT_{key.upper()}": value for key, value in settings.items()},
     }
     modelport = Path(sys.executable).with_name("modelport")
     argv = [str(modelport)] if modelport.exists() else [sys.executable, "-m", "modelport"]
-    server = processes.start("server", [*argv, "serve", "--demo"], env)
+    return processes.start(name, [*argv, "serve", "--demo"], env), port
+
+
+def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
+    home = tmp / "home"
+    server, port = start_demo_server(processes, home)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
         _wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, server, "server")
         admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}

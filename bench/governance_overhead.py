@@ -45,11 +45,10 @@ try:
         ENDPOINT,
         PATH,
         Processes,
-        _base_env,
-        _free_port,
         _run,
         bench_args,
         measured,
+        start_demo_server,
     )
     from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
@@ -59,11 +58,10 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
         ENDPOINT,
         PATH,
         Processes,
-        _base_env,
-        _free_port,
         _run,
         bench_args,
         measured,
+        start_demo_server,
     )
     from gateway_overhead import _wait_until as wait_until  # type: ignore[no-redef,import-not-found]
 
@@ -112,18 +110,8 @@ class Governance:
 
 def _start(processes: Processes, tmp: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     home = tmp / "home"
-    port = _free_port()
-    env = {
-        **_base_env(),
-        "MODELPORT_HOME": str(home),
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_HOST": "127.0.0.1",
-        "MODELPORT_LOG_LEVEL": "warning",
-        "MODELPORT_DEMO_MODELS": ENDPOINT,
-    }
-    modelport = Path(sys.executable).with_name("modelport")
-    argv = [str(modelport)] if modelport.exists() else [sys.executable, "-m", "modelport"]
-    return processes.start("server", [*argv, "serve", "--demo"], env), home, port
+    server, port = start_demo_server(processes, home)
+    return server, home, port
 
 
 def _key(client: httpx.Client, admin: dict[str, str], name: str, **extra: Any) -> dict[str, Any]:

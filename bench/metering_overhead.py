@@ -40,11 +40,10 @@ try:
         ENDPOINT,
         PATH,
         Processes,
-        _base_env,
-        _free_port,
         _run,
         bench_args,
         measured,
+        start_demo_server,
     )
     from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
@@ -54,11 +53,10 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
         ENDPOINT,
         PATH,
         Processes,
-        _base_env,
-        _free_port,
         _run,
         bench_args,
         measured,
+        start_demo_server,
     )
     from gateway_overhead import _wait_until as wait_until  # type: ignore[import-not-found]
 
@@ -70,19 +68,9 @@ MODES = ("off", "on")  # off first in each round, as the reference
 
 def _start(processes: Processes, tmp: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path, int]:
     home = tmp / f"home-{mode}"
-    port = _free_port()
-    env = {
-        **_base_env(),
-        "MODELPORT_HOME": str(home),
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_HOST": "127.0.0.1",
-        "MODELPORT_LOG_LEVEL": "warning",
-        "MODELPORT_DEMO_MODELS": ENDPOINT,
-        "MODELPORT_METERING": "true" if mode == "on" else "false",
-    }
-    modelport = Path(sys.executable).with_name("modelport")
-    argv = [str(modelport)] if modelport.exists() else [sys.executable, "-m", "modelport"]
-    return processes.start(f"server-{mode}", [*argv, "serve", "--demo"], env), home, port
+    metering = "true" if mode == "on" else "false"
+    server, port = start_demo_server(processes, home, f"server-{mode}", metering=metering)
+    return server, home, port
 
 
 def _ready(
