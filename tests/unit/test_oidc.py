@@ -276,3 +276,19 @@ async def test_an_oidc_token_acts_as_the_user_it_names(control: ControlApp, issu
         reply = await get("/api/v1/me", expired)
         assert reply.status_code == 401
         assert "expired" in reply.json()["error"]["message"]
+
+
+def test_an_issuer_without_an_audience_is_refused_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Any token the issuer made for another application would otherwise pass.
+    from pydantic import ValidationError
+
+    from modelport.core.settings import Settings
+
+    monkeypatch.setenv("MODELPORT_OIDC_ISSUER", "https://issuer.example")
+    monkeypatch.delenv("MODELPORT_OIDC_AUDIENCE", raising=False)
+    with pytest.raises(ValidationError, match="MODELPORT_OIDC_AUDIENCE"):
+        Settings()
+    monkeypatch.setenv("MODELPORT_OIDC_AUDIENCE", "modelport")
+    assert Settings().oidc_audience == "modelport"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -304,6 +304,16 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         # Worker processes and log lines must not depend on the server's working directory.
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        # Without an audience, a token the issuer made for any other application would pass.
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError(
+                "MODELPORT_OIDC_ISSUER is set without MODELPORT_OIDC_AUDIENCE: set the audience "
+                "(the client id registered for Modelport) or unset the issuer"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:
