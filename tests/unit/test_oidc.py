@@ -21,6 +21,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import ValidationError
 
 from modelport.backends import LocalBackend
 from modelport.control import RolloutController, create_control_app
@@ -282,10 +283,6 @@ def test_an_issuer_without_an_audience_is_refused_when_settings_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Any token the issuer made for another application would otherwise pass.
-    from pydantic import ValidationError
-
-    from modelport.core.settings import Settings
-
     monkeypatch.setenv("MODELPORT_OIDC_ISSUER", "https://issuer.example")
     monkeypatch.delenv("MODELPORT_OIDC_AUDIENCE", raising=False)
     with pytest.raises(ValidationError, match="MODELPORT_OIDC_AUDIENCE"):
