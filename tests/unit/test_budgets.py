@@ -248,7 +248,7 @@ def test_the_integer_cost_is_the_exact_fraction_rounded_once() -> None:
         )
         one = UsageRecord("r", "bc", "r1", "k", "p", "", 200, 1.0, units, at=1.0, model="bc")
         assert catalog.cost_of(one) == PriceBook.exact_cost(
-            catalog.unit_prices("bc", "bc:0", 1.0), one
+            catalog.unit_prices("bc", "bc:0", 1.0), units
         )
 
 

@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from modelport.core.errors import TooManyRequests, Unavailable
-from modelport.core.usage import Units, UsageRecord
+from modelport.core.usage import Units
 from modelport.governance.admission import NO_HOLD, Caller, Hold
 from modelport.governance.budget_ledger import BudgetLedger, LineKey, MemoryLedger
 
@@ -75,7 +75,7 @@ class Prices(Protocol):
     """What budgets price with: ``observability.pricing.PriceBook`` (the same book the usage
     loader prices stored events with), given by the control plane."""
 
-    def cost_of(self, record: UsageRecord) -> int: ...
+    def cost(self, endpoint: str, model_version: str, units: Units, at: float) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +220,7 @@ class BudgetGuard:
             units.rows = 1
         elif task == "vision":
             units.images = 1
-        return self.prices.cost_of(_record(caller, units, now))
+        return self.prices.cost(caller.endpoint, f"{caller.model}:{caller.version}", units, now)
 
     async def admit(self, caller: Caller) -> Hold:
         if not self.budgets:
@@ -281,7 +281,8 @@ class BudgetGuard:
         cost = 0
         if units is not None and self.prices is not None:
             try:
-                cost = self.prices.cost_of(_record(caller, units, now))
+                version = f"{caller.model}:{caller.version}"
+                cost = self.prices.cost(caller.endpoint, version, units, now)
             except Exception:  # pricing must never take the gateway down; the loader logs too
                 log.exception("could not price a call to %s for its budget", caller.endpoint)
         periods = self.periods(now)
@@ -304,27 +305,6 @@ class BudgetGuard:
         self._settling.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("a budget settle failed: %s", task.exception())
-
-
-def _record(caller: Caller, units: Units, now: float) -> UsageRecord:
-    """The usage event ``PriceBook.cost_of`` prices: the fields it reads are the ones the
-    gateway journals (endpoint, model, version, units, time)."""
-    return UsageRecord(
-        request_id="",
-        endpoint=caller.endpoint,
-        revision="",
-        key_id=caller.key_id,
-        project=caller.project,
-        customer=caller.customer,
-        status=200,
-        latency_ms=0.0,
-        units=units,
-        event_id="",
-        at=now,
-        model=caller.model,
-        model_version=caller.version,
-        task=caller.task,
-    )
 
 
 def _exhausted(

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from types import MappingProxyType
 
-from modelport.core.usage import UsageRecord
+from modelport.core.usage import Units, UsageRecord
 
 __all__ = [
     "HARDWARE_UNIT",
@@ -212,35 +212,40 @@ class PriceBook:
         return prices
 
     def cost_of(self, record: UsageRecord) -> int:
-        """What one usage event cost, in nano-USD, at the prices in force at its time.
+        """What one usage event cost, in nano-USD, at the prices in force at its time."""
+        return self.cost(
+            record.endpoint, f"{record.model}:{record.model_version}", record.units, record.at
+        )
+
+    def cost(self, endpoint: str, model_version: str, units: Units, at: float) -> int:
+        """What ``units`` of an endpoint's call cost, in nano-USD, at the prices in force at
+        ``at``; ``model_version`` is ``name:N``.
 
         Budgets price every admitted call with it on the gateway's hot path (twice: the
         estimate and the settle), so whole quantities are summed in integers over a common
         denominator: the same exact amount, rounded once the same way, as the fractions the
         audio path below still uses (tests/unit/test_budgets.py compares them)."""
-        version = f"{record.model}:{record.model_version}"
-        prices = self.unit_prices(record.endpoint, version, record.at)
+        prices = self.unit_prices(endpoint, model_version, at)
         if not prices:
             return 0
-        units = record.units
         numerator = 0
         for unit, amount in prices.items():
             field, per = UNIT_PRICES[unit]
             quantity = getattr(units, field)
             if field == "audio_seconds":
                 if quantity:
-                    return self.exact_cost(prices, record)
+                    return self.exact_cost(prices, units)
                 continue
             numerator += quantity * amount * (_COMMON_PER // per)
         return _divide(numerator, _COMMON_PER)
 
     @staticmethod
-    def exact_cost(prices: Mapping[str, int], record: UsageRecord) -> int:
-        """``cost_of`` in fractions, for any quantity (audio seconds are not whole)."""
+    def exact_cost(prices: Mapping[str, int], units: Units) -> int:
+        """``cost`` in fractions, for any quantity (audio seconds are not whole)."""
         total = Fraction(0)
         for unit, amount in prices.items():
             field, per = UNIT_PRICES[unit]
-            quantity = getattr(record.units, field)
+            quantity = getattr(units, field)
             if field == "audio_seconds":  # the float's shortest decimal, as journaled
                 quantity = Fraction(Decimal(repr(float(quantity))))
             total += Fraction(quantity) * amount / per
