@@ -184,3 +184,34 @@ def table(rows: dict[str, dict[str, float]]) -> str:
             f"{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}"
         )
     return "\n".join(lines)
+
+
+#: What a feature may cost the gateway (issues 9 and 10): on/off throughput, added p50.
+TARGET_RATIO = 0.90
+TARGET_ADDED_P50_MS = 0.3
+
+
+def print_on_off(report: dict[str, Any], title: str, label: str = "side") -> None:
+    """The side-by-side table of an on/off benchmark: each side's totals and rounds, then the
+    throughput ratio and the added latency against the targets."""
+    print(title)
+    width = max(6, len(label) + 1)
+    print(f"{label:<{width}}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for mode in ("off", "on"):
+        row = report[mode]
+        print(
+            f"{mode:<{width}}{row['requests']:>10}{row['errors']:>8}{row['rps']:>9.0f}"
+            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+        )
+    for mode in ("off", "on"):
+        rounds = [one[mode] for one in report["rounds_detail"]]
+        p50s = "/".join(f"{r['p50_ms']:.3f}" for r in rounds)
+        rps = "/".join(f"{r['rps']:.0f}" for r in rounds)
+        print(f"  {mode} per round: p50 {p50s} ms, {rps} req/s")
+    ratio, added = report["throughput_ratio"], report["added_p50_ms"]
+    print(
+        f"throughput on/off: {ratio:.3f} (target >= {TARGET_RATIO:.2f}: "
+        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'})  added p50: {added:.3f} ms (target < "
+        f"{TARGET_ADDED_P50_MS} ms: {'met' if added < TARGET_ADDED_P50_MS else 'MISSED'})  "
+        f"added p99: {report['added_p99_ms']:.3f} ms"
+    )

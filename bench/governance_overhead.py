@@ -39,7 +39,7 @@ from modelport.core.routing import Upstream
 from modelport.gateway.upstream import UpstreamPool
 
 try:
-    from bench._harness import Phase, drive
+    from bench._harness import Phase, drive, print_on_off
     from bench.gateway_overhead import (
         BODY,
         ENDPOINT,
@@ -52,7 +52,7 @@ try:
     )
     from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
-    from _harness import Phase, drive  # type: ignore[no-redef,import-not-found]
+    from _harness import Phase, drive, print_on_off  # type: ignore[no-redef,import-not-found]
     from gateway_overhead import (  # type: ignore[no-redef,import-not-found]
         BODY,
         ENDPOINT,
@@ -66,8 +66,6 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
     from gateway_overhead import _wait_until as wait_until  # type: ignore[no-redef,import-not-found]
 
 WARMUP_S = 1.0
-TARGET_RATIO = 0.90
-TARGET_ADDED_P50_MS = 0.3
 MODES = ("off", "on")  # off first in each round, as the reference
 HIGH = 1_000_000_000  # a limit nothing in the run comes near
 
@@ -217,30 +215,13 @@ def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace
 
 
 def _print_table(report: dict[str, Any]) -> None:
-    print(
+    print_on_off(
+        report,
         f"{report['endpoint']} through the gateway, governance off vs on (scoped key, limits "
         f"on 3 scopes, budgets on 2), concurrency {report['concurrency']}, {report['rounds']} "
         f"rounds x {report['seconds_per_phase']:g} s per side, client on {report['client_loop']}, "
-        f"{report['cpus']} CPUs"
-    )
-    print(f"{'side':<6}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for mode in MODES:
-        row = report[mode]
-        print(
-            f"{mode:<6}{row['requests']:>10}{row['errors']:>8}{row['rps']:>9.0f}"
-            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
-        )
-    for mode in MODES:
-        rounds = [one[mode] for one in report["rounds_detail"]]
-        p50s = "/".join(f"{r['p50_ms']:.3f}" for r in rounds)
-        rps = "/".join(f"{r['rps']:.0f}" for r in rounds)
-        print(f"  {mode} per round: p50 {p50s} ms, {rps} req/s")
-    ratio, added = report["throughput_ratio"], report["added_p50_ms"]
-    print(
-        f"throughput on/off: {ratio:.3f} (target >= {TARGET_RATIO:.2f}: "
-        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'})  added p50: {added:.3f} ms (target < "
-        f"{TARGET_ADDED_P50_MS} ms: {'met' if added < TARGET_ADDED_P50_MS else 'MISSED'})  "
-        f"added p99: {report['added_p99_ms']:.3f} ms"
+        f"{report['cpus']} CPUs",
+        "side",
     )
 
 
