@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from modelport.cli import app
 from modelport.client import Client, ModelportClientError
+from tests.postgres import new_database
 
 from .conftest import RunningServer, start_server, stop_server, wait_for
 
@@ -273,14 +274,9 @@ def test_tampering_in_sqlite_is_named(srv: RunningServer, admin: Client) -> None
 
 
 def test_tampering_in_postgresql_is_named(tmp_path: Path, postgres_url: str) -> None:
-    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("CREATE DATABASE audit_tamper")
-    database = dsn.rsplit("/", 1)[0] + "/audit_tamper"
-    server = start_server(
-        tmp_path / "home",
-        env={**ENV, "MODELPORT_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/audit_tamper"},
-    )
+    url = new_database(postgres_url, "audit_tamper")
+    database = url.replace("postgresql+psycopg://", "postgresql://")
+    server = start_server(tmp_path / "home", env={**ENV, "MODELPORT_DATABASE_URL": url})
     try:
         with server.client() as admin:
             admin.create_model("audited", "custom")

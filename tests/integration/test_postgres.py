@@ -7,21 +7,15 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import BREAST_CANCER_ONLY, start_server, stop_server
+from tests.postgres import new_database
 
 pytestmark = pytest.mark.integration
 
 
 def test_serve_demo_on_postgresql(tmp_path, postgres_url: str) -> None:
-    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("CREATE DATABASE serve_demo")
+    url = new_database(postgres_url, "serve_demo")
     server = start_server(
-        tmp_path / "home",
-        "--demo",
-        env={
-            **BREAST_CANCER_ONLY,
-            "MODELPORT_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/serve_demo",
-        },
+        tmp_path / "home", "--demo", env={**BREAST_CANCER_ONLY, "MODELPORT_DATABASE_URL": url}
     )
     try:
         with server.client() as admin:
@@ -32,7 +26,7 @@ def test_serve_demo_on_postgresql(tmp_path, postgres_url: str) -> None:
             assert outputs["probabilities"].shape == (3, 2)
     finally:
         stop_server(server)
-    with psycopg.connect(dsn.rsplit("/", 1)[0] + "/serve_demo") as connection:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as connection:
         names = connection.execute("SELECT name FROM endpoints").fetchall()
         events = connection.execute("SELECT endpoint, rows FROM usage_events").fetchall()
         rolled = connection.execute(

@@ -9,12 +9,9 @@ import itertools
 import multiprocessing
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -27,26 +24,6 @@ from modelport.governance.identity import SYSTEM, Actor
 from modelport.store import Database
 
 ADMIN = Actor("admin", "admin")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'audit.db'}"
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"audit_{uuid.uuid4().hex[:12]}"
-    dsn = server.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return server.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.close()
 
 
 def audit_log(db: Database, home: Path, **settings: object) -> AuditLog:
@@ -120,12 +97,12 @@ def _append_many(url: str, home: str, n: int, who: str) -> None:
 
 
 def test_appends_from_several_processes_and_threads_form_one_chain(
-    db: Database, db_url: str, tmp_path: Path
+    db: Database, database_url: str, tmp_path: Path
 ) -> None:
     """Without the head row's lock two appends would read the same head and fork the chain."""
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_append_many, args=(db_url, str(tmp_path), 25, f"p{i}"))
+        context.Process(target=_append_many, args=(database_url, str(tmp_path), 25, f"p{i}"))
         for i in range(3)
     ]
     log = audit_log(db, tmp_path, audit_anchor="off")

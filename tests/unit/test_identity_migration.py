@@ -4,12 +4,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -21,17 +18,10 @@ from modelport.store import Database
 _MIGRATIONS = Path(identity.__file__).parents[1] / "store" / "migrations"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"identity_{uuid.uuid4().hex[:12]}"
-    dsn = server.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    yield server.rsplit("/", 1)[0] + "/" + name
+@pytest.fixture
+def url(database_url: str) -> str:
+    """An empty database (SQLite, PostgreSQL) that the test migrates step by step."""
+    return database_url
 
 
 def _upgrade(database: Database, revision: str) -> None:

@@ -3,12 +3,8 @@ customers; bad input stores nothing; rotation; what the gateway is handed."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import psycopg
 import pytest
 
 from modelport.control import keys
@@ -16,23 +12,6 @@ from modelport.control.schemas import KeyCreate
 from modelport.core.errors import Conflict, InvalidRequest, NotFound
 from modelport.governance import hash_secret
 from modelport.store import Database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'keys.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_url")
-        name = f"keys_{uuid.uuid4().hex[:12]}"
-        dsn = server.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
-    database = Database(url)
-    database.migrate()  # migration 0010 on both
-    yield database
-    database.close()
 
 
 def test_a_scoped_key_reaches_the_gateway_with_its_privileges(db: Database) -> None:

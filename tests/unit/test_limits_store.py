@@ -3,11 +3,6 @@ limits merged tightest per field), delete, and bad input that stores nothing."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import psycopg
 import pytest
 
 from modelport.control import limits as service
@@ -15,23 +10,6 @@ from modelport.core.errors import InvalidRequest, NotFound
 from modelport.governance.rate_limits import Limit
 from modelport.store import Database
 from modelport.store.identity_tables import ProjectRow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'limits.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_url")
-        name = f"limits_{uuid.uuid4().hex[:12]}"
-        dsn = server.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.close()
 
 
 def test_set_replace_list_and_delete(db: Database) -> None:

@@ -3,12 +3,9 @@ audit-mode denials in the real audit log; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -34,23 +31,6 @@ rules:
       key.expires_at: {exists: true}
     message: Give every key an expiry (expires_at).
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'policies.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_url")
-        name = f"policies_{uuid.uuid4().hex[:12]}"
-        dsn = server.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.close()
 
 
 @pytest.fixture

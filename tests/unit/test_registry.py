@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,6 @@ from modelport.store import ArtifactStore, Database
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo(tmp_path_factory.mktemp("demo")).model
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Every registry test runs on SQLite and on a real PostgreSQL: the SQL stays portable."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.migrate()
-    yield database
-    if request.param == "postgresql":  # one server for the session: leave it empty
-        with database.engine.begin() as connection:
-            for table in ("api_keys", "endpoints", "model_aliases", "model_versions", "models"):
-                connection.exec_driver_sql(f"DELETE FROM {table}")
-    database.close()
 
 
 @pytest.fixture

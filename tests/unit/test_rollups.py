@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 from sqlalchemy import delete, func, select
 
@@ -31,24 +28,6 @@ from modelport.store.tables import (
 )
 
 NOW = datetime(2026, 11, 30, 12, 30, 15, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database: SQLite, and PostgreSQL (the ON CONFLICT clauses differ)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'usage.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_url")
-        name = f"usage_{uuid.uuid4().hex[:12]}"
-        dsn = server.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.close()
 
 
 def record(n: int, at: float, **kwargs: object) -> UsageRecord:
