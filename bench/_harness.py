@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +172,52 @@ async def drive(
     await asyncio.gather(*(client() for _ in range(concurrency)))
     phase.seconds = time.perf_counter() - started
     return phase
+
+
+Switch = Callable[[], None]
+
+
+async def alternate(
+    targets: dict[str, tuple[Upstream, Headers]],
+    path: str,
+    body: bytes,
+    *,
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    warmup_s: float = 1.0,
+    switch: dict[str, Switch] | None = None,
+) -> tuple[dict[str, Phase], list[dict[str, Phase]], dict[str, int]]:
+    """Load each target in turn, round after round, so machine noise hits all alike.
+
+    ``switch[name]()`` runs before each of a target's phases, outside the measurement (to
+    turn a feature on or off on a shared server). Returns the totals per target, each
+    round's phases, and how many requests each target answered (warm-up included)."""
+    pool = UpstreamPool()
+    totals = {name: Phase() for name in targets}
+    per_round: list[dict[str, Phase]] = []
+    answered = dict.fromkeys(targets, 0)
+
+    async def phase_of(name: str, length_s: float) -> Phase:
+        if switch is not None:
+            switch[name]()
+        upstream, headers = targets[name]
+        phase = await drive(pool, upstream, path, headers, body, length_s, concurrency)
+        answered[name] += len(phase.latencies_ms) + sum(phase.errors.values())
+        return phase
+
+    try:
+        for name in targets:
+            await phase_of(name, warmup_s)
+        for _ in range(rounds):
+            this_round = {}
+            for name in targets:
+                phase = this_round[name] = await phase_of(name, seconds)
+                totals[name].merge(phase)
+            per_round.append(this_round)
+    finally:
+        await pool.close()
+    return totals, per_round, answered
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:

@@ -268,20 +268,29 @@ def start_demo_server(
     return processes.start(name, [*argv, "serve", "--demo"], env), port
 
 
+def wait_demo_ready(
+    client: httpx.Client, process: subprocess.Popen[bytes], home: Path, what: str = "server"
+) -> dict[str, str]:
+    """Wait until a ``start_demo_server`` server (``client`` points at it) serves the demo
+    endpoint; its admin headers."""
+    _wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, process, what)
+    admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
+    _wait_until(
+        client,
+        f"/api/v1/endpoints/{ENDPOINT}",
+        admin,
+        lambda r: r.status_code == 200 and r.json().get("status") == "ready",
+        process,
+        f"{what}: endpoint {ENDPOINT}",
+    )
+    return admin
+
+
 def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
     home = tmp / "home"
     server, port = start_demo_server(processes, home)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
-        _wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, server, "server")
-        admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
-        _wait_until(
-            client,
-            f"/api/v1/endpoints/{ENDPOINT}",
-            admin,
-            lambda r: r.status_code == 200 and r.json().get("status") == "ready",
-            server,
-            f"endpoint {ENDPOINT}",
-        )
+        admin = wait_demo_ready(client, server, home)
         created = client.post(
             "/api/v1/keys", json={"project": "default", "name": "bench"}, headers=admin
         )

@@ -36,10 +36,9 @@ from typing import Any
 import httpx
 
 from modelport.core.routing import Upstream
-from modelport.gateway.upstream import UpstreamPool
 
 try:
-    from bench._harness import Phase, drive, print_on_off
+    from bench._harness import alternate, print_on_off
     from bench.gateway_overhead import (
         BODY,
         ENDPOINT,
@@ -49,10 +48,10 @@ try:
         bench_args,
         measured,
         start_demo_server,
+        wait_demo_ready,
     )
-    from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
-    from _harness import Phase, drive, print_on_off  # type: ignore[no-redef,import-not-found]
+    from _harness import alternate, print_on_off  # type: ignore[no-redef,import-not-found]
     from gateway_overhead import (  # type: ignore[no-redef,import-not-found]
         BODY,
         ENDPOINT,
@@ -62,8 +61,8 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
         bench_args,
         measured,
         start_demo_server,
+        wait_demo_ready,
     )
-    from gateway_overhead import _wait_until as wait_until  # type: ignore[no-redef,import-not-found]
 
 WARMUP_S = 1.0
 MODES = ("off", "on")  # off first in each round, as the reference
@@ -121,48 +120,10 @@ def _key(client: httpx.Client, admin: dict[str, str], name: str, **extra: Any) -
     return answer
 
 
-async def _measure(
-    targets: dict[str, tuple[Upstream, list[tuple[bytes, bytes]]]],
-    switch: dict[str, Any],
-    seconds: float,
-    rounds: int,
-    concurrency: int,
-) -> tuple[dict[str, Phase], list[dict[str, Phase]]]:
-    pool = UpstreamPool()
-    totals = {mode: Phase() for mode in MODES}
-    per_round: list[dict[str, Phase]] = []
-    try:
-        for mode in MODES:
-            switch[mode]()
-            upstream, headers = targets[mode]
-            await drive(pool, upstream, PATH, headers, BODY, WARMUP_S, concurrency)
-        for _ in range(rounds):
-            this_round = {}
-            for mode in MODES:
-                switch[mode]()  # a few ms of API calls, outside the measured phase
-                upstream, headers = targets[mode]
-                phase = await drive(pool, upstream, PATH, headers, BODY, seconds, concurrency)
-                totals[mode].merge(phase)
-                this_round[mode] = phase
-            per_round.append(this_round)
-    finally:
-        await pool.close()
-    return totals, per_round
-
-
 def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace) -> dict[str, Any]:
     server, home, port = _start(processes, tmp)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
-        wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, server, "server")
-        admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
-        wait_until(
-            client,
-            f"/api/v1/endpoints/{ENDPOINT}",
-            admin,
-            lambda r: r.status_code == 200 and r.json().get("status") == "ready",
-            server,
-            f"endpoint {ENDPOINT}",
-        )
+        admin = wait_demo_ready(client, server, home)
         plain = _key(client, admin, "bench-off")
         scoped = _key(client, admin, "bench-on", scopes=[ENDPOINT])
         prices = {"endpoint": ENDPOINT, "prices": {"per_1k_requests": "0.01"}}
@@ -177,8 +138,17 @@ def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace
         switch = {"off": governance.off, "on": governance.on}
         governance.on()  # fail before measuring if the API refuses a setting
         governance.off()
-        (totals, per_round), loop = _run(
-            lambda: _measure(targets, switch, args.seconds, args.rounds, args.concurrency)
+        (totals, per_round, _), loop = _run(
+            lambda: alternate(
+                targets,
+                PATH,
+                BODY,
+                seconds=args.seconds,
+                rounds=args.rounds,
+                concurrency=args.concurrency,
+                warmup_s=WARMUP_S,
+                switch=switch,
+            )
         )
         governance.off()
         # The "on" side must really have been limited: its key's answers carry the headers.

@@ -31,10 +31,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.core.routing import Upstream
-from modelport.gateway.upstream import UpstreamPool
 
 try:
-    from bench._harness import Phase, drive, print_on_off
+    from bench._harness import alternate, print_on_off
     from bench.gateway_overhead import (
         BODY,
         ENDPOINT,
@@ -44,10 +43,10 @@ try:
         bench_args,
         measured,
         start_demo_server,
+        wait_demo_ready,
     )
-    from bench.gateway_overhead import _wait_until as wait_until
 except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
-    from _harness import Phase, drive, print_on_off  # type: ignore[no-redef,import-not-found]
+    from _harness import alternate, print_on_off  # type: ignore[no-redef,import-not-found]
     from gateway_overhead import (  # type: ignore[no-redef,import-not-found]
         BODY,
         ENDPOINT,
@@ -57,8 +56,8 @@ except ModuleNotFoundError:  # run as a script, bench/ itself is on the path
         bench_args,
         measured,
         start_demo_server,
+        wait_demo_ready,
     )
-    from gateway_overhead import _wait_until as wait_until  # type: ignore[import-not-found]
 
 WARMUP_S = 1.0
 MODES = ("off", "on")  # off first in each round, as the reference
@@ -76,48 +75,12 @@ def _ready(
 ) -> tuple[str, dict[str, str]]:
     """Wait until the server serves the endpoint; an API key and the admin headers."""
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
-        wait_until(client, "/healthz", {}, lambda r: r.status_code == 200, process, mode)
-        admin = {"Authorization": f"Bearer {(home / 'admin-token').read_text().strip()}"}
-        wait_until(
-            client,
-            f"/api/v1/endpoints/{ENDPOINT}",
-            admin,
-            lambda r: r.status_code == 200 and r.json().get("status") == "ready",
-            process,
-            f"{mode}: endpoint {ENDPOINT}",
-        )
+        admin = wait_demo_ready(client, process, home, mode)
         created = client.post(
             "/api/v1/keys", json={"project": "default", "name": "bench"}, headers=admin
         )
         created.raise_for_status()
         return str(created.json()["key"]), admin
-
-
-async def _measure(
-    targets: dict[str, tuple[Upstream, list[tuple[bytes, bytes]]]],
-    seconds: float,
-    rounds: int,
-    concurrency: int,
-) -> tuple[dict[str, Phase], list[dict[str, Phase]], dict[str, int]]:
-    pool = UpstreamPool()
-    totals = {mode: Phase() for mode in targets}
-    per_round: list[dict[str, Phase]] = []
-    sent = dict.fromkeys(targets, 0)  # every answered request, warm-up included
-    try:
-        for mode, (upstream, headers) in targets.items():
-            warm = await drive(pool, upstream, PATH, headers, BODY, WARMUP_S, concurrency)
-            sent[mode] += len(warm.latencies_ms) + sum(warm.errors.values())
-        for _ in range(rounds):
-            this_round = {}
-            for mode, (upstream, headers) in targets.items():
-                phase = await drive(pool, upstream, PATH, headers, BODY, seconds, concurrency)
-                sent[mode] += len(phase.latencies_ms) + sum(phase.errors.values())
-                totals[mode].merge(phase)
-                this_round[mode] = phase
-            per_round.append(this_round)
-    finally:
-        await pool.close()
-    return totals, per_round, sent
 
 
 def _metered(port: int, admin: dict[str, str]) -> float:
@@ -167,7 +130,15 @@ def _setup_and_measure(tmp: Path, processes: Processes, args: argparse.Namespace
         for mode in MODES
     }
     (totals, per_round, sent), loop = _run(
-        lambda: _measure(targets, args.seconds, args.rounds, args.concurrency)
+        lambda: alternate(
+            targets,
+            PATH,
+            BODY,
+            seconds=args.seconds,
+            rounds=args.rounds,
+            concurrency=args.concurrency,
+            warmup_s=WARMUP_S,
+        )
     )
     # The journal hands records to metrics a few times a second: let the last batch land.
     metered = {}
