@@ -18,7 +18,6 @@ import re
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,14 +36,10 @@ from modelport.core.errors import InvalidRequest
 from modelport.core.intent_yaml import (
     MAX_INTENT_BYTES,
     MAX_INTENT_DEPTH,
-    FieldPath,
-    IntentLoader,
-    Problem,
-    Refused,
     fail,
     field_problem,
+    read_mapping,
     show,
-    walk,
 )
 from modelport.core.names import check_name, parse_model_ref
 
@@ -410,36 +405,7 @@ def parse_intent(text: str, *, filename: str = "modelport.yaml") -> Intent:
     ``MAX_INTENT_BYTES``, anchors, aliases and nesting deeper than ``MAX_INTENT_DEPTH`` are
     refused before the document is expanded.
     """
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_INTENT_BYTES:
-        fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
-    try:
-        loader = IntentLoader(text)  # refuses control characters at once
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        what = f"not valid YAML: character {exc.character:#06x} is not allowed ({exc.reason})"
-        fail(filename, [("", line, what)])
-    try:
-        node = loader.get_single_node()
-        problems: list[Problem] = []
-        lines: dict[FieldPath, int] = {(): 1}
-        if node is not None:
-            walk(node, (), lines, problems, set())
-            data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = getattr(exc, "problem", None) or str(exc)
-        what = what if isinstance(exc, Refused) else f"not valid YAML: {what}"
-        fail(filename, [("", line, what)])
-    finally:
-        loader.dispose()
-    if node is None:
-        fail(filename, [("", 1, "the file is empty: it needs at least endpoint, task and model")])
-    if not isinstance(node, yaml.MappingNode):
-        got = "a list" if isinstance(node, yaml.SequenceNode) else show(data)
-        line = node.start_mark.line + 1
-        fail(filename, [("", line, f"the top level must be a mapping of fields, got {got}")])
+    data, lines, problems = read_mapping(text, filename, needs="endpoint, task and model")
     try:
         intent = Intent.model_validate(data)
     except ValidationError as exc:

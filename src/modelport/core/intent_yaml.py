@@ -24,6 +24,7 @@ __all__ = [
     "Refused",
     "fail",
     "field_problem",
+    "read_mapping",
     "show",
     "walk",
 ]
@@ -212,3 +213,45 @@ def fail(filename: str, problems: list[Problem]) -> NoReturn:
             {"field": field, "line": line, "message": message} for field, line, message in problems
         ],
     )
+
+
+def read_mapping(
+    text: str, filename: str, *, needs: str
+) -> tuple[Any, dict[FieldPath, int], list[Problem]]:
+    """A YAML document that must be a mapping: its data, each field path's line, and the
+    duplicate keys found (reported with the schema's problems, so the user sees all at once).
+
+    Files over ``MAX_INTENT_BYTES``, control characters, anchors, aliases and nesting deeper
+    than ``MAX_INTENT_DEPTH`` are refused (``ValidationFailed``) before anything is expanded;
+    ``needs`` names what an empty file lacks ("endpoint, task and model")."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_INTENT_BYTES:
+        fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
+    try:
+        loader = IntentLoader(text)  # refuses control characters at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        what = f"not valid YAML: character {exc.character:#06x} is not allowed ({exc.reason})"
+        fail(filename, [("", line, what)])
+    problems: list[Problem] = []
+    lines: dict[FieldPath, int] = {(): 1}
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            walk(node, (), lines, problems, set())
+            data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        what = getattr(exc, "problem", None) or str(exc)
+        what = what if isinstance(exc, Refused) else f"not valid YAML: {what}"
+        fail(filename, [("", line, what)])
+    finally:
+        loader.dispose()
+    if node is None:
+        fail(filename, [("", 1, f"the file is empty: it needs at least {needs}")])
+    if not isinstance(node, yaml.MappingNode):
+        got = "a list" if isinstance(node, yaml.SequenceNode) else show(data)
+        line = node.start_mark.line + 1
+        fail(filename, [("", line, f"the top level must be a mapping of fields, got {got}")])
+    return data, lines, problems

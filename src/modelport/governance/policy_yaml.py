@@ -6,20 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelport.core.errors import InvalidRequest
 from modelport.core.intent_yaml import (
-    MAX_INTENT_BYTES,
     FieldPath,
-    IntentLoader,
     Problem,
-    Refused,
     fail,
     field_problem,
+    read_mapping,
     show,
-    walk,
 )
 from modelport.core.names import check_name
 from modelport.governance.policy_context import CONTEXT_SCHEMA, SchemaField
@@ -160,12 +156,12 @@ def parse_policy(text: str, *, name: str | None = None, filename: str = "policy.
             check_name("policy", name)
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, field="name") from None
-    data, lines = _load(text, filename)
+    data, lines, duplicates = read_mapping(text, filename, needs="stages and rules")
     try:
         doc = _PolicyDoc.model_validate(data)
     except ValidationError as exc:
-        fail(filename, [field_problem(error, lines) for error in exc.errors()])
-    problems: list[Problem] = []
+        fail(filename, duplicates + [field_problem(error, lines) for error in exc.errors()])
+    problems: list[Problem] = duplicates
     own = doc.name if doc.name is not None else name
     if own is None:
         problems.append(("name", 1, "required (or give it in the URL)"))
@@ -206,41 +202,3 @@ def parse_policy(text: str, *, name: str | None = None, filename: str = "policy.
         fail(filename, problems)
     assert own is not None
     return Policy(own, doc.mode, frozenset(doc.stages), tuple(rules), doc.description, text=text)
-
-
-def _load(text: str, filename: str) -> tuple[Any, dict[FieldPath, int]]:
-    """The document and each field path's line, with the intent file's limits (size, depth,
-    no anchors or aliases)."""
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_INTENT_BYTES:
-        fail(filename, [("", 1, f"the file is {size} bytes; the limit is {MAX_INTENT_BYTES}")])
-    try:
-        loader = IntentLoader(text)
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        fail(
-            filename, [("", line, f"not valid YAML: character {exc.character:#06x} ({exc.reason})")]
-        )
-    problems: list[Problem] = []
-    lines: dict[FieldPath, int] = {(): 1}
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            walk(node, (), lines, problems, set())
-            data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = getattr(exc, "problem", None) or str(exc)
-        fail(
-            filename, [("", line, what if isinstance(exc, Refused) else f"not valid YAML: {what}")]
-        )
-    finally:
-        loader.dispose()
-    if node is None:
-        fail(filename, [("", 1, "the file is empty: it needs at least stages and rules")])
-    if not isinstance(node, yaml.MappingNode):
-        fail(filename, [("", node.start_mark.line + 1, "the top level must be a mapping")])
-    if problems:  # duplicate keys
-        fail(filename, problems)
-    return data, lines
