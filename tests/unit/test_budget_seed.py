@@ -11,9 +11,7 @@ from modelport.control.budget_seed import spent_before
 from modelport.control.usage_loader import store_batch
 from modelport.core.usage import UsageRecord
 from modelport.store import Database
-from tests.unit.test_rollups import NOW, db, record, write
-
-__all__ = ["db"]  # the fixture, imported for these tests
+from tests.unit.test_rollups import NOW, record, write
 
 SINCE = NOW.timestamp()  # 2026-11-30 12:30:15 UTC
 DAY = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
