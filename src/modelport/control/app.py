@@ -99,8 +99,16 @@ async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(409, "conflict", "a concurrent change conflicted with this one: retry it")
 
 
+_UNPARSED = "There was an error parsing the body"  # FastAPI's words when json.loads raised
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSED:
+        # What json.loads cannot read without raising a JSON error: nesting past the
+        # interpreter's recursion limit.
+        message = "request body could not be read as JSON: it nests too deeply"
+        return _error(400, "invalid_json", message)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, str(exc.detail))
 

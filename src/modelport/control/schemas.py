@@ -38,6 +38,9 @@ __all__ = [
 
 
 class _In(BaseModel):
+    # Numbers are declared strict one by one (Field(strict=True)): a lax int takes true as 1
+    # and "3" as 3, which a client never means; enums and dates stay lax, as JSON sends them
+    # as strings.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -89,20 +92,20 @@ class VersionCreate(_In):
 
 
 class AliasSet(_In):
-    version: int = Field(ge=1, le=MAX_VERSION)
+    version: int = Field(strict=True, ge=1, le=MAX_VERSION)
 
 
 class Batching(_In):
     """Adaptive batching for tabular and vision endpoints."""
 
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    max_batch_size: int = Field(default=32, strict=True, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, strict=True, ge=0, le=1000)
 
 
 class EndpointCreate(_In):
     name: str = Field(examples=["breast-cancer"])
     model: str = Field(description="NAME@ALIAS, NAME:VERSION, or NAME for the latest version.")
-    replicas: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, strict=True, ge=1, le=64)
     batching: Batching | None = Field(default=None, description="Merge concurrent requests.")
 
 
@@ -135,6 +138,7 @@ class KeyCreate(_In):
 class KeyRotate(_In):
     grace: int = Field(
         default=3600,
+        strict=True,
         ge=0,
         le=30 * 86400,
         description="Seconds the old key keeps working (at most 30 days).",

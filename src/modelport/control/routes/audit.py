@@ -109,7 +109,7 @@ def export_audit(
 class AnchorIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    seq: int = Field(ge=1)
+    seq: int = Field(strict=True, ge=1)
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     at: str = ""
 
