@@ -44,6 +44,12 @@ def _chat_error(**body: Any) -> InvalidRequest:
             {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
          "messages[1].content[0].type"),
         ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        # unhashable where a name is looked up (found by the fuzzing)
+        ({"messages": [{"role": "user", "content": [{"type": [], "text": ""}]}]},
+         "messages[0].content[0].type"),
+        ({"messages": [{"role": "user", "content": [{"type": {"a": 1}, "text": ""}]}]},
+         "messages[0].content[0].type"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "hi", "colour": "red"}]},
          "messages[0].colour"),
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),

@@ -174,6 +174,8 @@ def _text(content: Any, param: str, allowed: frozenset[str] = frozenset({"text"}
         where = f"{param}[{index}]"
         part = json_object(part, where)
         kind = part.get("type")
+        if not isinstance(kind, str):  # a list or an object cannot even be looked up
+            raise fail(f"'{where}.type' must be one of {sorted(allowed)}", f"{where}.type")
         if kind in _UNSUPPORTED_PARTS:
             raise fail(
                 f"'{where}' is an '{kind}' part: this model reads text only, not "
@@ -217,7 +219,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     where = f"messages[{index}]"
     message = json_object(message, where)
     role = message.get("role")
-    if role not in _MESSAGE_FIELDS:
+    if not isinstance(role, str) or role not in _MESSAGE_FIELDS:
         hint = " (the deprecated 'function' role: use 'tool')" if role == "function" else ""
         raise fail(
             f"'{where}.role' must be one of {sorted(_MESSAGE_FIELDS)}{hint}", f"{where}.role"
