@@ -10,7 +10,20 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import _audit, _budgets, _cost, _identity, _limits, _policy, _slo
+from modelport.cli import (
+    _audit,
+    _budgets,
+    _compare,
+    _cost,
+    _environments,
+    _identity,
+    _intent,
+    _limits,
+    _planning,
+    _policy,
+    _recommend,
+    _slo,
+)
 from modelport.cli._common import AsJson, Token, Url, _client, _print, err, out
 from modelport.cli._deploy import apply, diff, rollout_app
 from modelport.cli._drift import drift
@@ -35,6 +48,11 @@ _audit.register(app)
 _limits.register(app)
 _budgets.register(app)
 _identity.register(app)
+_environments.register(app)
+_intent.register(app)
+_planning.register(app)
+_compare.register(app)
+_recommend.register(app)
 app.command()(apply)
 app.command()(diff)
 app.command()(usage)

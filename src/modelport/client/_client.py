@@ -14,6 +14,7 @@ import numpy as np
 
 from modelport.client._governance import GovernanceCalls
 from modelport.client._http import ModelportClientError
+from modelport.client._planning import PlanningCalls
 
 __all__ = ["Client", "ModelportClientError"]
 
@@ -36,7 +37,7 @@ def _home() -> Path:
     return Path(os.environ.get("MODELPORT_HOME", ".modelport")).expanduser()
 
 
-class Client(GovernanceCalls):
+class Client(GovernanceCalls, PlanningCalls):
     """``Client(url, token)``; both default to ``MODELPORT_URL`` / ``MODELPORT_TOKEN``, then to
     the local server and the admin token in ``$MODELPORT_HOME/admin-token``."""
 

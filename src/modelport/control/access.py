@@ -294,6 +294,21 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", f"{P}/users"): _ADMIN,
     ("POST", f"{P}/users/{{name}}/token"): _ADMIN,
     ("POST", f"{P}/users/{{name}}/disable"): _ADMIN,
+    # environments and the hardware catalog: the installation's; anyone signed in may read
+    ("POST", f"{P}/environments"): _ADMIN,
+    ("GET", f"{P}/environments"): _SIGNED_IN,
+    ("GET", f"{P}/environments/{{name}}"): _SIGNED_IN,
+    ("PUT", f"{P}/environments/{{name}}"): _ADMIN,
+    ("DELETE", f"{P}/environments/{{name}}"): _ADMIN,
+    ("GET", f"{P}/hardware"): _SIGNED_IN,
+    # planning: a plan reads the intent's project (and the endpoint it would change); a bench
+    # or a comparison runs replicas, which is deploying
+    ("POST", f"{P}/plan"): Rule("read", _apply, body=True),
+    ("POST", f"{P}/endpoints/{{name}}/bench"): Rule("deploy", _endpoint("name")),
+    ("GET", f"{P}/endpoints/{{name}}/profiles"): Rule("read", _endpoint("name")),
+    ("POST", f"{P}/compare"): Rule("deploy", _apply, body=True),
+    ("GET", f"{P}/endpoints/{{name}}/comparisons"): Rule("read", _endpoint("name")),
+    ("GET", f"{P}/recommendations"): _read_any(),
 }
 
 

@@ -263,6 +263,11 @@ class Settings(BaseSettings):
         "roles), e.g. 'sub', 'email' or 'preferred_username'.",
     )
 
+    hardware_file: Path | None = Field(
+        default=None,
+        description="A YAML file of hardware types added to (or overriding) the built-in "
+        "catalog. Unset: $MODELPORT_HOME/hardware.yaml when it exists.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL (redis://host:port/db, rediss:// for TLS) where rate limit "

@@ -1,0 +1,11 @@
+"""``modelport environments create|list|show|delete``."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main app."""
