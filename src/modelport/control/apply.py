@@ -63,7 +63,9 @@ def _config(intent: Intent, version: ModelVersionRow) -> dict[str, Any]:
     return {
         "version_id": version.id,
         "runtime_options": dict(intent.runtime_options),
-        "replicas": intent.resources.replicas.min,
+        # A revision starts with at least one replica even when min is 0: scaling to zero
+        # happens later, after resources.autoscaling.idle_to_zero_after without a request.
+        "replicas": max(intent.resources.replicas.min, 1),
         "batching": intent.batching.model_dump() if intent.batching is not None else None,
     }
 

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_INTENT_BYTES",
     "MAX_INTENT_DEPTH",
     "Intent",
+    "IntentAutoscaling",
     "IntentBatching",
     "IntentBudget",
     "IntentData",
@@ -157,8 +158,18 @@ class Slo(_Model):
 
 
 class IntentReplicas(_Model):
-    min: Annotated[_Int, Field(ge=1, le=64)] = 1
-    max: Annotated[_Int, Field(ge=1, le=64)] = 1
+    """How many replicas the revision runs: a fixed N, or a range the autoscaler keeps to.
+
+    ``min`` may be 0 (scale to zero after ``resources.autoscaling.idle_to_zero_after`` with
+    no request; a new revision still starts with one replica), ``max`` is at least 1."""
+
+    min: Annotated[
+        _Int,
+        Field(ge=0, le=64, description="Fewest replicas; 0 lets the endpoint scale to zero."),
+    ] = 1
+    max: Annotated[
+        _Int, Field(ge=1, le=64, description="Most replicas the autoscaler may start.")
+    ] = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -179,11 +190,63 @@ class IntentReplicas(_Model):
         return self
 
 
+class IntentAutoscaling(_Model):
+    """How the replica count follows load, between ``replicas.min`` and ``replicas.max``.
+    Durations are held in seconds."""
+
+    target_in_flight: Annotated[
+        _Float,
+        Field(gt=0, le=10_000, description="Requests in flight plus queued per replica to aim at."),
+    ] = 4.0
+    scale_up_after_s: float = Field(
+        default=10.0,
+        alias="scale_up_after",
+        ge=0,
+        le=3600,
+        description="How long the load must call for more replicas before they are started.",
+    )
+    scale_down_after_s: float = Field(
+        default=60.0,
+        alias="scale_down_after",
+        ge=0,
+        le=86_400,
+        description="How long the load must allow fewer replicas before any is stopped.",
+    )
+    idle_to_zero_after_s: float = Field(
+        default=300.0,
+        alias="idle_to_zero_after",
+        gt=0,
+        le=7 * 86_400,
+        description="With replicas.min 0: how long without a request before the last "
+        "replica stops.",
+    )
+
+    @field_validator(
+        "scale_up_after_s", "scale_down_after_s", "idle_to_zero_after_s", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
 class IntentResources(_Model):
     """Where and how many: the replica range is ``resources.replicas.min`` / ``.max``."""
 
-    hardware: _Text = "auto"
+    hardware: Annotated[
+        _Text,
+        Field(description="A hardware type from the catalog (modelport hardware), or auto."),
+    ] = "auto"
     replicas: IntentReplicas = IntentReplicas()
+    # Left out of the dump when unset, so that intents applied before it existed keep their
+    # digest and show no change.
+    autoscaling: IntentAutoscaling | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        if self.autoscaling is None:
+            dumped.pop("autoscaling", None)
+        return dumped
 
 
 class IntentBatching(_Model):
@@ -358,6 +421,8 @@ class Intent(_Model):
     @field_validator("endpoint", "project", "environment")
     @classmethod
     def _names(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "environment" and value == "auto":
+            return value  # the planner picks the environment (planning.plan)
         return _name(info.field_name or "name", value)
 
     @field_validator("model")

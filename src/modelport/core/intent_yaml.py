@@ -23,6 +23,7 @@ __all__ = [
     "Problem",
     "Refused",
     "fail",
+    "field_line",
     "field_problem",
     "read_mapping",
     "show",
@@ -121,6 +122,32 @@ def _children(
                 problems.append((_render((*path, key.value)), line, "duplicate key"))
             keys.add(key.value)
             yield (*path, key.value), line, value
+
+
+def field_line(text: str, path: str) -> int | None:
+    """The 1-based line where a dotted field path (``resources.hardware``,
+    ``routing.segments[0].revision``) is written in an intent's text; ``None`` when the path
+    is not in it, or the text is not a readable mapping.
+
+    A field left to its default has no line; its nearest written parent's is not guessed, so
+    a caller can say "line N" only where the user wrote the value."""
+    try:
+        _, lines, _ = read_mapping(text, "intent", needs="fields")
+    except ValidationFailed:
+        return None
+    return lines.get(_parse_path(path))
+
+
+def _parse_path(path: str) -> FieldPath:
+    parts: list[str | int] = []
+    for dotted in path.split("."):
+        name, *indexes = dotted.split("[")
+        if name:
+            parts.append(name)
+        for index in indexes:
+            number = index.rstrip("]")
+            parts.append(int(number) if number.isdigit() else number)
+    return tuple(parts)
 
 
 def field_problem(error: Any, lines: dict[FieldPath, int]) -> Problem:
