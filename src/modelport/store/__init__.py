@@ -6,6 +6,7 @@ from modelport.store import (  # noqa: F401
     budget_tables,
     identity_tables,
     limit_tables,
+    planning_tables,
     policy_tables,
 )
 from modelport.store.artifacts import Artifact, ArtifactStore
