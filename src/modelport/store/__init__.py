@@ -4,6 +4,7 @@
 from modelport.store import (  # noqa: F401
     audit_tables,
     budget_tables,
+    environment_tables,
     identity_tables,
     limit_tables,
     planning_tables,
