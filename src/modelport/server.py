@@ -24,13 +24,13 @@ from modelport.control.app import ControlApp
 from modelport.control.budgets import BudgetService
 from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
-from modelport.control.schemas import VersionCreate
+from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.slo import SloBook
 from modelport.control.uptime import ReplicaUptime
 from modelport.control.usage_process import UsageLoaderProcess
 from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
-from modelport.demo import DEMOS
+from modelport.demo import DEMOS, DemoArtifact, DemoModel
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
 from modelport.governance.admission import Admission, Guard
@@ -392,14 +392,6 @@ class ModelportServer:
                     log.info("demo %s: a model of that name exists; left alone", demo.name)
                     marker.write_text("a model of this name existed; not deployed\n")
                     continue
-            # The demo's own files, wherever their package is installed: not a path a user
-            # gave, so not held to MODELPORT_ARTIFACT_ROOTS.
-            stored = plane.artifacts.ingest(artifact.path, trusted=True)
-            reference = (
-                plane.artifacts.ingest(artifact.reference, trusted=True)
-                if artifact.reference
-                else None
-            )
             with plane.db.session() as session:
                 registry.create_model(
                     session,
@@ -408,18 +400,11 @@ class ModelportServer:
                     description=demo.description,
                     owner="demo",
                 )
-            version = plane.register_version(
-                demo.name,
-                VersionCreate(
-                    runtime=demo.runtime,
-                    artifact_digest=stored.digest,
-                    metrics=artifact.metrics,
-                    runtime_options=demo.options,
-                    reference_digest=reference.digest if reference else None,
-                    tags={"source": "modelport demo"},
-                ),
-                created_by="demo",
-            )
+            version = self._register_demo_version(demo, artifact)
+            for locate in demo.candidates:  # versions 2, 3, ...: registered, not routed
+                candidate = locate(out)
+                if candidate is not None:
+                    self._register_demo_version(demo, candidate)
             with plane.db.session() as session:
                 registry.set_alias(
                     session, model=demo.name, alias="champion", version=version.version
@@ -430,6 +415,28 @@ class ModelportServer:
                 created.append((row.name, plane.prepare(row, row.revisions[0])))
             marker.write_text("registered and deployed; delete this file to do it again\n")
         return created
+
+    def _register_demo_version(self, demo: DemoModel, artifact: DemoArtifact) -> VersionPublic:
+        assert self.plane is not None
+        plane = self.plane
+        # The demo's own files, wherever their package is installed: not a path a user
+        # gave, so not held to MODELPORT_ARTIFACT_ROOTS.
+        stored = plane.artifacts.ingest(artifact.path, trusted=True)
+        reference = (
+            plane.artifacts.ingest(artifact.reference, trusted=True) if artifact.reference else None
+        )
+        return plane.register_version(
+            demo.name,
+            VersionCreate(
+                runtime=demo.runtime,
+                artifact_digest=stored.digest,
+                metrics=artifact.metrics,
+                runtime_options=demo.options,
+                reference_digest=reference.digest if reference else None,
+                tags={"source": "modelport demo"},
+            ),
+            created_by="demo",
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

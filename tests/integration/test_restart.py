@@ -34,7 +34,8 @@ def test_endpoints_come_back_after_restart(tmp_path) -> None:
         with second.client() as admin:
             # The demo was already deployed once in this home: it is not recreated.
             assert [e["name"] for e in admin.list_endpoints()] == ["bc"]
-            assert len(admin.get_model("breast-cancer")["versions"]) == 1
+            # Its two versions (the k-NN candidate is version 2), not registered again.
+            assert len(admin.get_model("breast-cancer")["versions"]) == 2
             admin.wait_ready("bc")
         with second.client(key) as user:  # keys survive too
             assert user.infer("bc", {"input": [[0.1] * 30]})["label"].shape == (1,)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_ENDPOINT", "DemoAssets", "build_demo", "build_digits"]
+__all__ = ["DEMO_ENDPOINT", "DemoAssets", "build_demo", "build_demo_candidate", "build_digits"]
 
 DEMO_ENDPOINT = "breast-cancer"
 _REFERENCE_ROWS = 200
@@ -96,6 +96,40 @@ def build_demo(out_dir: Path, *, force: bool = False) -> DemoAssets:
         "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
         "f1": round(float(f1_score(y_test, predicted)), 4),
         "roc_auc": round(float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])), 4),
+        "test_rows": len(y_test),
+    }
+    header = [str(name) for name in data.feature_names]
+    return _export(directory, model, model.steps[-1][1], 30, metrics, header, x_train)
+
+
+def build_demo_candidate(out_dir: Path, *, force: bool = False) -> DemoAssets:
+    """A second breast-cancer model, k-nearest neighbours on the same split and features, for
+    ``modelport compare``: the demo registers it as version 2 and routes nothing to it. It is
+    a little less accurate and slower per row than the logistic regression (every prediction
+    measures its distance to each training row), which a comparison should show."""
+    directory = out_dir / f"{DEMO_ENDPOINT}-knn"
+    if not force and (existing := DemoAssets.at(directory)):
+        return existing
+
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer()
+    features = data.data.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, data.target, test_size=0.25, random_state=0, stratify=data.target
+    )
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5))
+    model.fit(x_train, y_train)
+    predicted = model.predict(x_test)
+    metrics = {
+        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
+        "f1": round(float(f1_score(y_test, predicted)), 4),
         "test_rows": len(y_test),
     }
     header = [str(name) for name in data.feature_names]

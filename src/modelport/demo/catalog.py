@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.demo.build import build_demo, build_digits
+from modelport.demo.build import build_demo, build_demo_candidate, build_digits
 
 __all__ = ["DEMOS", "DemoArtifact", "DemoModel"]
 
@@ -33,6 +33,9 @@ class DemoModel:
     description: str
     locate: Callable[[Path], DemoArtifact | None]  # the build directory -> the artifact
     options: dict[str, Any] = field(default_factory=dict)
+    # More versions of the same model, registered after the first (2, 3, ...) and routed
+    # nothing: candidates for ``modelport compare`` or a rollout.
+    candidates: tuple[Callable[[Path], DemoArtifact | None], ...] = ()
 
 
 def _package_path(module: str, *parts: str) -> Path | None:
@@ -46,6 +49,11 @@ def _package_path(module: str, *parts: str) -> Path | None:
 
 def _breast_cancer(out: Path) -> DemoArtifact:
     assets = build_demo(out)
+    return DemoArtifact(assets.model, assets.metrics, assets.reference)
+
+
+def _breast_cancer_knn(out: Path) -> DemoArtifact:
+    assets = build_demo_candidate(out)
     return DemoArtifact(assets.model, assets.metrics, assets.reference)
 
 
@@ -68,8 +76,10 @@ DEMOS: tuple[DemoModel, ...] = (
         task="tabular",
         runtime="onnx",
         description="Breast cancer diagnosis from 30 cell-nucleus features (scikit-learn's "
-        "bundled data), logistic regression exported to ONNX.",
+        "bundled data), logistic regression exported to ONNX; version 2 is a k-nearest "
+        "neighbours candidate on the same data (registered, not routed).",
         locate=_breast_cancer,
+        candidates=(_breast_cancer_knn,),
     ),
     DemoModel(
         name="digits",
