@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from modelport.backends import LocalBackend
+from modelport.core.replica import ReplicaSpec
 from modelport.planning.autoscale import ScaleDecider
 
 
@@ -113,3 +120,45 @@ def test_decisions_say_why() -> None:
     d = decider(up_after_s=0)
     d.observe(0, 6, 1)
     assert "in flight" in d.reason and "per replica" in d.reason
+
+
+async def test_the_backend_scales_beside_running_replicas_and_keeps_the_group_at_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real supervision loops (of a program that cannot start: no model needed)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no 'vllm' program: replicas keep retrying
+    backend = LocalBackend(logs_dir=tmp_path / "logs", health_interval_s=0.02)
+    spec = ReplicaSpec(
+        endpoint="e",
+        model="m",
+        version=1,
+        runtime="vllm",
+        task="chat",
+        artifact_dir=tmp_path,
+        artifact_digest="sha256:" + "a" * 64,
+    )
+    await backend.start()
+    try:
+        await backend.deploy(spec, 1, b"token")
+        await asyncio.sleep(0.2)
+        first = backend.status("e@r1")[0]
+        assert first.restarts >= 1
+        await backend.scale("e@r1", 3)
+        assert [r.index for r in backend.status("e@r1")] == [0, 1, 2]
+        # The running one was left alone: its restart count went on, it did not start over.
+        assert backend.status("e@r1")[0].restarts >= first.restarts
+        await backend.scale("e@r1", 1)
+        assert [r.index for r in backend.status("e@r1")] == [0]
+        await backend.scale("e@r1", 0)
+        assert backend.status("e@r1") == []
+        # Same spec again (a revision brought back) at zero: starts what it asks for.
+        await backend.deploy(spec, 1, b"token")
+        assert len(backend.status("e@r1")) == 1
+        await backend.scale("e@r1", 2)
+        await backend.deploy(spec, 1, b"token")  # the autoscaler's count is kept
+        assert len(backend.status("e@r1")) == 2
+    finally:
+        await backend.close()
+    assert backend.status("e@r1") == []
+    await backend.scale("e@r1", 2)  # removed: nothing to scale, no error
+    assert backend.status("e@r1") == []

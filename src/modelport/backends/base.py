@@ -28,11 +28,21 @@ class Backend(ABC):
     """Runs replicas. ``on_change`` is called whenever the set of ready replicas changes."""
 
     on_change: Callable[[], None] = staticmethod(lambda: None)
+    # Requests the gateway has in flight at a replica (set by the server): a replica scaled
+    # away is stopped once it is out of routing and this reaches zero.
+    in_flight: Callable[[Upstream], int] = staticmethod(lambda upstream: 0)
 
     @abstractmethod
     async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
         """Run ``replicas`` copies of ``spec`` as the group ``spec.group``; replaces what that
         group ran before. Each revision of an endpoint is a group of its own."""
+
+    @abstractmethod
+    async def scale(self, group: str, replicas: int) -> None:
+        """Run ``replicas`` copies of a deployed group. New replicas start beside the running
+        ones, which are left alone; surplus ones are drained: out of routing first (the
+        change published), the requests sent to them finish, then they stop. Zero keeps the
+        group known, so that it can be scaled up again."""
 
     @abstractmethod
     async def remove(self, group: str) -> None:

@@ -35,6 +35,9 @@ __all__ = ["LocalBackend"]
 
 log = logging.getLogger("modelport.backends.local")
 
+# A replica scaled away leaves routing, then gets this long for requests that were routed to
+# it under the previous snapshot to arrive, before its in-flight count is trusted to be zero.
+_ROUTED_GRACE_S = 0.5
 _UNHEALTHY_AFTER = 3  # failed probes in a row before a ready replica stops getting traffic
 _MAX_BACKOFF_S = 30.0
 
@@ -348,21 +351,24 @@ class LocalBackend(Backend):
         )
         self._replicas: dict[str, list[_Replica]] = {}
         self._ready: dict[str, tuple[Upstream, ...]] = {}
+        # What each group was deployed with, so that it can be scaled (from zero, too).
+        self._deployed: dict[str, tuple[ReplicaSpec, bytes]] = {}
+        # Replicas scaled away and still finishing their requests, by group.
+        self._draining: dict[str, list[_Replica]] = {}
         self._started = False
 
     async def deploy(self, spec: ReplicaSpec, replicas: int, token: bytes) -> None:
         group = spec.group
         old = self._replicas.get(group, [])
-        if old and old[0].spec == spec and len(old) == replicas:
+        deployed = self._deployed.get(group)
+        if deployed is not None and deployed[0] == spec and group in self._replicas:
+            # The same revision again (brought back while it drained, say): the autoscaler
+            # may have resized it, and what runs is kept; from zero, it starts again.
+            if not old and replicas:
+                await self.scale(group, replicas)
             return
-
-        def publish() -> None:
-            self._publish(group)
-
-        self._replicas[group] = new = [
-            _Replica(spec, i, token, self._logs_dir / f"{group}-{i}.log", self._policy, publish)
-            for i in range(replicas)
-        ]
+        self._deployed[group] = (spec, token)
+        self._replicas[group] = new = [self._replica(group, i) for i in range(replicas)]
         self._publish(group)
         await self._stop(old)
         self.on_replicas(group, replicas)
@@ -370,8 +376,65 @@ class LocalBackend(Backend):
             for replica in new:
                 replica.start()
 
+    async def scale(self, group: str, replicas: int) -> None:
+        running = self._replicas.get(group)
+        if running is None or replicas < 0:
+            return  # removed meanwhile: nothing to scale
+        if replicas > len(running):
+            used = {r.index for r in running} | {r.index for r in self._draining.get(group, [])}
+            free = (i for i in range(len(used) + replicas) if i not in used)
+            added = [self._replica(group, next(free)) for _ in range(replicas - len(running))]
+            running.extend(added)
+            self.on_replicas(group, len(running))
+            log.info("scaling %s up to %d replica(s)", group, len(running))
+            if self._started:
+                for replica in added:
+                    replica.start()
+            return
+        if replicas == len(running):
+            return
+        # Those not serving yet go first, then the newest: the oldest keep their warm caches.
+        order = sorted(running, key=lambda r: (r.state == ReplicaState.READY, -r.index))
+        leaving = order[: len(running) - replicas]
+        running[:] = [r for r in running if r not in leaving]
+        self._publish(group)  # out of routing before anything else
+        self.on_replicas(group, len(running))
+        log.info("scaling %s down to %d replica(s)", group, len(running))
+        draining = self._draining.setdefault(group, [])
+        draining.extend(leaving)
+        try:
+            await self._drain(leaving)
+        finally:
+            for replica in leaving:
+                if replica in draining:
+                    draining.remove(replica)
+
+    async def _drain(self, replicas: list[_Replica]) -> None:
+        """Stop replicas already out of routing once the gateway has nothing in flight at
+        them (bounded by the drain timeout; the worker then still finishes what it holds)."""
+        deadline = time.monotonic() + self._policy.drain_timeout_s
+        await asyncio.sleep(_ROUTED_GRACE_S)
+        # Polled: the gateway's counter is a plain integer, with nothing to wait on.
+        while time.monotonic() < deadline:
+            if not any(self.in_flight(r.upstream) for r in replicas):
+                break
+            await asyncio.sleep(0.05)
+        await self._stop(replicas)
+
+    def _replica(self, group: str, index: int) -> _Replica:
+        spec, token = self._deployed[group]
+
+        def publish() -> None:
+            self._publish(group)
+
+        return _Replica(
+            spec, index, token, self._logs_dir / f"{group}-{index}.log", self._policy, publish
+        )
+
     async def remove(self, group: str) -> None:
         replicas = self._replicas.pop(group, [])
+        self._deployed.pop(group, None)
+        replicas.extend(self._draining.pop(group, []))
         self._publish(group)
         await self._stop(replicas)
         if replicas:
