@@ -51,6 +51,7 @@ from modelport.gateway.request_headers import MAX_ID, TIMEOUT_HEADER, client_id,
 from modelport.gateway.streaming import relay_stream
 from modelport.gateway.traffic import choose, pinned
 from modelport.gateway.upstream import UpstreamPool
+from modelport.gateway.waking import Waker
 from modelport.governance.admission import Admission
 from modelport.governance.auth_failures import AuthFailureThrottle
 from modelport.observability.sampling import Sample, Sampler, header_length
@@ -117,11 +118,31 @@ class GatewayApp:
         self._forwarder = Forwarder(
             upstream, self.windows, self.shadows, lambda: self.snapshot, self._hop_id
         )
+        # Requests to a revision scaled to zero wait here for a replica (gateway/waking.py).
+        self.waker = Waker(lambda: self.snapshot)
+        self._forwarder.waker = self.waker
 
     @property
     def balancer(self) -> LeastOutstanding:
         """The replicas' in-flight counts, which metrics read at scrape time."""
         return self._forwarder.balancer
+
+    def load(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (endpoint, revision label): requests in flight at its routed replicas (those
+        waiting in the gateway for a connection or for a replica to wake included), and the
+        calls sent to those replicas so far. Read on the event loop, by the autoscaler."""
+        in_flight = self.balancer.in_flight_counts
+        sent = self.balancer.sent_counts
+        waiting = self.waker.waiting
+        loads = {}
+        for traffic in self.snapshot.routes.values():
+            for route in traffic.revisions.values():
+                key = (route.endpoint, route.label)
+                loads[key] = (
+                    sum(in_flight.get(r, 0) for r in route.replicas) + waiting.get(key, 0),
+                    sum(sent.get(r, 0) for r in route.replicas),
+                )
+        return loads
 
     def publish_routes(self, snapshot: RoutingSnapshot) -> None:
         """Swap in a new routing snapshot (one attribute store: atomic for readers)."""

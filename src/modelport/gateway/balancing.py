@@ -20,12 +20,20 @@ __all__ = ["LeastOutstanding"]
 class LeastOutstanding:
     def __init__(self) -> None:
         self._in_flight: defaultdict[Upstream, int] = defaultdict(int)
+        # Calls sent to each replica, ever: how the autoscaler tells an idle revision from
+        # one whose calls are all shorter than its tick.
+        self._sent: defaultdict[Upstream, int] = defaultdict(int)
         self._turn = itertools.count()
 
     @property
     def in_flight_counts(self) -> defaultdict[Upstream, int]:
         """The live counts, for the hot path to update without a context manager's cost."""
         return self._in_flight
+
+    @property
+    def sent_counts(self) -> defaultdict[Upstream, int]:
+        """Calls sent to each replica so far, updated on the hot path like the live counts."""
+        return self._sent
 
     def choose(self, route: Route, skip: Upstream | None = None) -> Upstream | None:
         """The least busy ready replica, avoiding ``skip`` when another exists."""

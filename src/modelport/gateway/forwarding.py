@@ -33,6 +33,7 @@ from modelport.gateway.upstream import (
     UpstreamResponse,
     UpstreamStream,
 )
+from modelport.gateway.waking import Waker
 from modelport.governance.admission import Hold
 from modelport.observability import logs, tracing
 from modelport.observability.shadow import ShadowReports
@@ -199,6 +200,9 @@ class Forwarder:
         self._snapshot = snapshot
         self._hop_id = hop_id
         self.balancer = LeastOutstanding()
+        self._sent = self.balancer.sent_counts
+        # Holds calls to a revision scaled to zero until it has a replica (None: 503 at once).
+        self.waker: Waker | None = None
 
     def _headers(self, route: Route, call: Call) -> list[tuple[bytes, bytes]]:
         if route.remote is not None:  # an external server: its own credential, if any
@@ -231,6 +235,7 @@ class Forwarder:
     ) -> tuple[UpstreamResponse | None, UpstreamError | None]:
         in_flight = self.balancer.in_flight_counts
         in_flight[upstream] += 1
+        self._sent[upstream] += 1
         if tracing.ENABLED:
             headers = tracing.start_attempt(route, upstream, path, headers)
         try:
@@ -284,6 +289,8 @@ class Forwarder:
     async def answer(self, traffic: Traffic, route: Route, call: Call) -> Outcome:
         """The first usable answer from the revision or its fallbacks; ``Unavailable`` (503)
         when none was reached, ``BadGateway`` (502) when one may have done the work."""
+        if not route.replicas and self.waker is not None:  # scaled to zero: wait for one
+            route = await self.waker.ready(route)
         call.route = route
         response, failure = await self._attempt(route, call)
         if _fallback_is_safe(route, response, failure):
@@ -314,6 +321,8 @@ class Forwarder:
     ) -> tuple[UpstreamStream, Route]:
         """A stream's response head, from the revision or, before any byte reached the
         client, from a replica or fallback that can take it."""
+        if not route.replicas and self.waker is not None:  # scaled to zero: wait for one
+            route = await self.waker.ready(route)
         call.route = route
         candidates = [route, *self._chain(traffic, route)]
         failure: UpstreamError = _NO_REPLICA
@@ -361,6 +370,7 @@ class Forwarder:
     ) -> UpstreamStream:
         in_flight = self.balancer.in_flight_counts
         in_flight[replica] += 1
+        self._sent[replica] += 1
         try:
             stream = await self._upstream.open(replica, "POST", path, headers, body)
         except BaseException:
