@@ -4,11 +4,14 @@ recommendations. A mixin ``Client`` inherits."""
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from modelport.client._http import HTTPCalls
 
 __all__ = ["PlanningCalls"]
+
+_BENCH_TIMEOUT_S = 120.0
 
 
 class PlanningCalls(HTTPCalls):
@@ -61,7 +64,76 @@ class PlanningCalls(HTTPCalls):
 
     # -- plan and bench (part E) --------------------------------------------------------------
 
+    def plan(self, intent: str | Path, *, filename: str | None = None) -> dict[str, Any]:
+        """What a ``modelport.yaml`` (its text, or a path to it) would run on and cost, the
+        alternatives rejected, the policy verdict and the diff against what is deployed."""
+        if isinstance(intent, Path):
+            filename, intent = filename or intent.name, intent.read_text()
+        body = {"intent": intent, "filename": filename or "modelport.yaml"}
+        return self._object("POST", "/api/v1/plan", json=body)
+
+    def bench(
+        self,
+        endpoint: str,
+        *,
+        revision: str | None = None,
+        concurrency: list[int] | None = None,
+        duration: float | str | None = None,
+    ) -> dict[str, Any]:
+        """Measure a revision's replicas at each concurrency (callers per replica) for
+        ``duration`` each (seconds, or "3s") and store the profile; takes up to a minute."""
+        body: dict[str, Any] = {}
+        if revision is not None:
+            body["revision"] = revision
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        if duration is not None:
+            body["duration"] = duration
+        path = f"/api/v1/endpoints/{_segment(endpoint)}/bench"
+        # The server bounds a bench to 60 s; the default 60 s client timeout would cut it.
+        return self._object("POST", path, json=body, timeout=_BENCH_TIMEOUT_S)
+
+    def profiles(self, endpoint: str) -> list[dict[str, Any]]:
+        """The endpoint's stored bench profiles, newest first."""
+        return self._list("GET", f"/api/v1/endpoints/{_segment(endpoint)}/profiles")
+
+    def hardware(self) -> list[dict[str, Any]]:
+        """The hardware catalog (built-in and the installation's own), with sources."""
+        return self._list("GET", "/api/v1/hardware")
+
     # -- compare (part F) ---------------------------------------------------------------------
+
+    def compare(
+        self,
+        intent: str,
+        candidates: list[str],
+        eval_text: str,
+        *,
+        eval_format: str = "csv",
+        filename: str = "modelport.yaml",
+        duration_s: float | None = None,
+        concurrency: int | None = None,
+        timeout: float = 900.0,
+    ) -> dict[str, Any]:
+        """Score candidates (``NAME:V`` / ``NAME@ALIAS``) on an evaluation set against an
+        intent, side by side; the stored comparison, ranked. Runs each candidate's replica in
+        turn, so it can take minutes: ``timeout`` bounds the wait."""
+        body: dict[str, Any] = {
+            "intent": intent,
+            "filename": filename,
+            "candidates": candidates,
+            "eval": {"format": eval_format, "text": eval_text},
+        }
+        if duration_s is not None:
+            body["duration_s"] = duration_s
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        return self._object("POST", "/api/v1/compare", json=body, timeout=timeout)
+
+    def comparisons(self, endpoint: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """An endpoint's stored comparisons, newest first."""
+        name = urllib.parse.quote(endpoint, safe="")
+        return self._list("GET", f"/api/v1/endpoints/{name}/comparisons", params={"limit": limit})
 
     # -- recommendations (part C) -------------------------------------------------------------
 
