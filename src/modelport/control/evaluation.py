@@ -205,7 +205,7 @@ def _csv(text: str) -> tuple[list[str], list[EvalRow]]:
 
 def _jsonl(text: str) -> tuple[list[str], list[EvalRow]]:
     columns: list[str] | None = None
-    examples = []
+    examples: list[EvalRow] = []
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
