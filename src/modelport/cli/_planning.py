@@ -1,11 +1,249 @@
-"""``modelport plan`` and ``modelport bench``."""
+"""``modelport plan``, ``modelport bench`` and ``modelport hardware``: what an intent would
+run on and cost before it is applied, measured profiles to size it from, and the catalog."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from modelport.cli._common import Token, Url, _client, _print, err, out
 
 __all__ = ["register"]
 
+Format = Annotated[str, typer.Option("--format", help="table or json.")]
+IntentFile = Annotated[
+    Path,
+    typer.Option("-f", "--file", help="The intent file.", exists=True, dir_okay=False),
+]
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add ``plan``, ``bench`` and ``hardware`` to the main app."""
+    app.command("plan")(plan)
+    app.command("bench")(bench)
+    app.command("hardware")(hardware)
+
+
+def _check_format(format: str) -> bool:
+    """True for json; exits 2 on anything but table or json."""
+    if format not in ("table", "json"):
+        err.print(f"[red]error[/red] --format: table or json, got {format!r}")
+        raise typer.Exit(2)
+    return format == "json"
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _option_line(option: dict[str, Any]) -> str:
+    where = f"{option['environment']} / {option['hardware']} x{option['devices']}"
+    replicas = f"{option['replicas']} replica(s)"
+    figures = f"p95 {_ms(option['p95_ms'])}, {_usd(option['monthly_usd'])}/month"
+    why = f": {option['reason']}" if option.get("reason") else ""
+    return f"{where}, {replicas}, {figures} [{option['basis']}]{why}"
+
+
+def _print_plan(result: dict[str, Any]) -> None:
+    show = out.print
+    targets = result["targets"]
+    show(
+        f"plan for endpoint '{result['endpoint']}' ({result['model']}, {result['task']})",
+        highlight=False,
+    )
+    if result["feasible"]:
+        show(
+            f"environment    {result['environment']}: {result['environment_reason']}",
+            highlight=False,
+        )
+        show(f"hardware       {result['hardware']} x{result['devices']} per replica")
+        replicas = result["replicas"]
+        show(f"replicas       min {replicas['min']}, max {replicas['max']}", highlight=False)
+        peak = targets["peak_rps"]
+        at_peak = f"at peak {peak:g} rps" if peak is not None else "(no traffic.peak_rps given)"
+        target = targets["p95_latency_ms"]
+        goal = f" (SLO {_ms(target)})" if target is not None else ""
+        show(
+            f"p95            {_ms(result['predicted_p95_ms'])} {at_peak}{goal}, "
+            f"headroom {_share(result['headroom'])}, basis {result['basis']}",
+            highlight=False,
+        )
+        budget = targets["monthly_usd"]
+        cap = f" (budget {_usd(budget)})" if budget is not None else ""
+        show(f"monthly cost   {_usd(result['monthly_usd'])}{cap}", highlight=False)
+    else:
+        show(f"[red]infeasible[/red]     {result['reason']}", highlight=False)
+        show(f"environment    {result['environment_reason']}", highlight=False)
+        if result["closest"] is not None:
+            show(f"closest        {_option_line(result['closest'])}", highlight=False)
+    for title, key in (
+        ("cheaper, rejected", "rejected_cheaper"),
+        ("faster, rejected", "rejected_faster"),
+    ):
+        options = result[key]
+        show(f"{title}:" + ("" if options else " none"), highlight=False)
+        for option in options:
+            show(f"  - {_option_line(option)}", highlight=False)
+    policy = result["policy"]
+    if policy["allowed"]:
+        warned = f" ({len(policy['warnings'])} audit-mode warning(s))" if policy["warnings"] else ""
+        show(f"policy         [green]allowed[/green]{warned}", highlight=False)
+    else:
+        show("policy         [red]denied[/red]", highlight=False)
+    for rule in policy["denials"] + policy["warnings"]:
+        reasons = f" ({'; '.join(rule['reasons'])})" if rule.get("reasons") else ""
+        show(
+            f"  - {rule['policy']}/{rule['rule']} [{rule['mode']}]{reasons}: {rule['message']}",
+            highlight=False,
+        )
+    _print_diff(result)
+
+
+def _print_diff(result: dict[str, Any]) -> None:
+    changes = result["diff"]
+    if not changes:
+        out.print("diff           none: the endpoint already runs this intent", highlight=False)
+        return
+    what = "changes to the deployed intent" if result["endpoint_exists"] else "a new endpoint"
+    out.print(f"diff           {what}:", highlight=False)
+    for change in changes:
+        before, after = change["before"], change["after"]
+        if before is None:
+            out.print(f"  [green]+ {change['field']}: {after}[/green]", highlight=False)
+        elif after is None:
+            out.print(f"  [red]- {change['field']}: {before}[/red]", highlight=False)
+        else:
+            out.print(
+                f"  [yellow]~ {change['field']}: {before} -> {after}[/yellow]", highlight=False
+            )
+
+
+def plan(
+    file: IntentFile,
+    format: Format = "table",
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """What the intent file would run on (environment, hardware, replicas), its predicted p95
+    and monthly cost, the alternatives rejected, the policy verdict and the diff against what
+    is deployed. Exit code 0 when feasible and allowed, 1 otherwise (for CI)."""
+    as_json = _check_format(format)
+    with _client(url, token) as client:
+        result = client.plan(file)
+    if as_json:
+        _print(result, True)
+    else:
+        _print_plan(result)
+    if not result["feasible"] or not result["policy"]["allowed"]:
+        raise typer.Exit(1)
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        err.print(f"[red]error[/red] --concurrency: comma-separated integers, got {text!r}")
+        raise typer.Exit(2) from None
+
+
+def _duration(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # "3s", "500ms": the server reads durations
+
+
+def bench(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint to measure.")],
+    revision: Annotated[
+        str | None, typer.Option(help="The revision (rN); default: the stable one.")
+    ] = None,
+    concurrency: Annotated[
+        str, typer.Option(help="Callers per replica at each level, comma-separated.")
+    ] = "1,2,4,8",
+    duration: Annotated[str, typer.Option(help="Time at each level: 5s, 500ms or seconds.")] = "5s",
+    format: Format = "table",
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Measure a running revision's latency and throughput at several concurrencies, straight
+    at its replicas (at most 60 s), and store the profile that 'modelport plan' sizes from."""
+    as_json = _check_format(format)
+    with _client(url, token) as client:
+        profile = client.bench(
+            endpoint,
+            revision=revision,
+            concurrency=_levels(concurrency),
+            duration=_duration(duration),
+        )
+    if as_json:
+        _print(profile, True)
+        return
+    machine = profile["machine"]
+    out.print(
+        f"profile {profile['id']}: {profile['endpoint']} {profile['revision']} "
+        f"({profile['model']}) on {profile['hardware']}, {profile['replicas']} replica(s), "
+        f"{profile['duration_s']:g} s per level",
+        highlight=False,
+    )
+    out.print(
+        f"machine: {machine.get('cpu')}, {machine.get('usable_cores')}/{machine.get('cores')} "
+        f"cores, {machine.get('memory_gb')} GB, {machine.get('platform')}",
+        highlight=False,
+    )
+    table = Table("concurrency", "requests", "rps/replica", "p50", "p95", "p99", "errors")
+    for point in profile["points"]:
+        table.add_row(
+            str(point["concurrency"]),
+            str(point["requests"]),
+            f"{point['rps']:,.1f}",
+            _ms(point["p50_ms"]),
+            _ms(point["p95_ms"]),
+            _ms(point["p99_ms"]),
+            str(point["errors"]),
+        )
+    out.print(table)
+    if any(point["errors"] for point in profile["points"]):
+        last = next(p.get("last_error") for p in profile["points"] if p["errors"])
+        err.print(f"[yellow]some calls failed[/yellow]: {last}", highlight=False)
+
+
+# --- hardware -------------------------------------------------------------------------------
+
+
+def hardware(format: Format = "table", url: Url = None, token: Token = None) -> None:
+    """The hardware catalog: memory, bandwidth, compute and hourly price of each type."""
+    as_json = _check_format(format)
+    with _client(url, token) as client:
+        types = client.hardware()
+    if as_json:
+        _print(types, True)
+        return
+    table = Table("name", "kind", "memory GB", "bandwidth GB/s", "bf16 TFLOP/s", "USD/hour")
+    for entry in types:
+        table.add_row(
+            entry["name"],
+            entry["kind"],
+            f"{entry['memory_gb']:g}",
+            f"{entry['bandwidth_gbs']:g}",
+            f"{entry['bf16_tflops']:g}",
+            f"{entry['hourly_usd']:.4g}",
+        )
+    out.print(table)
