@@ -317,6 +317,7 @@ def test_what_team_a_spent_on_an_endpoint_for_a_customer(db: Database, history: 
             "unit": {"nanousd": 1, "usd": "0.000000001"},
             "compute": {"nanousd": 666_666_667, "usd": "0.666666667"},
             "total": {"nanousd": 666_666_668, "usd": "0.666666668"},
+            "outcome": None,  # the endpoint has no applied intent
         }
     ]
 

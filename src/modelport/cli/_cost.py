@@ -159,6 +159,11 @@ def _table(report: dict[str, Any]) -> Table:
     table = Table(
         *header, title=f"cost by {report['by']}, {report['since']} to {report['until']} (USD)"
     )
+    # Why each endpoint exists, where its intent says so (the table only: CSV keeps its columns).
+    outcomes = [row.get("outcome") or "" for row in report["rows"]]
+    if any(outcomes):
+        table.add_column("outcome")
+        rows = [[*row, outcome] for row, outcome in zip(rows, [*outcomes, "", ""], strict=True)]
     for row in rows:
         table.add_row(*row)
     return table

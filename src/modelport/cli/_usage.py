@@ -85,14 +85,20 @@ def usage(
     total = report["total"]
     # Units nobody used (audio on a tabular endpoint...) only widen the table: left out.
     columns = [(n, t) for n, t in _COLUMNS if n not in _UNITS or total[n]]
-    table = Table(*group, *(title for _, title in columns))
+    # Why each endpoint exists, where its intent says so.
+    outcome = [("outcome", "outcome")] if any(r.get("outcome") for r in report["rows"]) else []
+    table = Table(*group, *(title for _, title in columns + outcome))
     for row in report["rows"]:
         table.add_row(
             *(row[name] or '""' for name in group),
             *(_cell(name, row[name]) for name, _ in columns),
+            *(row.get("outcome") or "" for _ in outcome),
         )
     table.add_row(
-        "total", *([""] * (len(group) - 1)), *(_cell(name, total[name]) for name, _ in columns)
+        "total",
+        *([""] * (len(group) - 1)),
+        *(_cell(name, total[name]) for name, _ in columns),
+        *("" for _ in outcome),
     )
     out.print(f"usage by {by} from {report['since']} to {report['until']}", highlight=False)
     out.print(table)

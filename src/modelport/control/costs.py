@@ -27,6 +27,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from modelport.control.usage import FILTERS as USAGE_FILTERS
+from modelport.control.usage import add_outcomes
 from modelport.core.errors import InvalidRequest, NotFound
 from modelport.observability.pricing import (
     US_PER_HOUR,
@@ -299,6 +300,8 @@ def cost_report(
         sums[1] += row.unit_nanousd
         sums[2] += row.compute_nanousd
     rows = [_row(by, key, *sums) for key, sums in sorted(groups.items())]
+    if by in ("endpoint", "revision"):
+        add_outcomes(session, rows)
     if filters.by_consumer:
         idle.clear()  # idle time belongs to no team, project, key or customer
     idle_total = sum(v[0] for v in idle.values())

@@ -211,6 +211,9 @@ class EndpointPublic(BaseModel):
     )
     rollout: str | None = Field(default=None, description="State of a rollout in progress.")
     intent: dict[str, Any] | None = None
+    outcome: str | None = Field(
+        default=None, description="Why the endpoint exists: its applied intent's outcome."
+    )
 
 
 class RolloutEventPublic(BaseModel):

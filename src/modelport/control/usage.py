@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 from modelport.control.keys import key_teams
 from modelport.control.times import parse_time
 from modelport.core.errors import InvalidRequest, NotFound
-from modelport.store.tables import ROLLUP_SUMS, UsageEventRow, UsageRollupRow
+from modelport.store.tables import ROLLUP_SUMS, EndpointRow, UsageEventRow, UsageRollupRow
 
 __all__ = [
     "BY",
     "FILTERS",
+    "add_outcomes",
     "events",
     "plan",
     "report",
@@ -156,6 +157,8 @@ def report(
         .order_by(*columns)
     )
     rows = [_report_row(dict(row._mapping)) for row in session.execute(query)]
+    if "endpoint" in group:
+        add_outcomes(session, rows)
     total = {name: sum(row[name] for row in rows) for name in ROLLUP_SUMS}
     return {
         "by": by,
@@ -168,6 +171,18 @@ def report(
         "rows": rows,
         "total": _report_row(total),
     }
+
+
+def add_outcomes(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Set each row's ``outcome``: why its endpoint exists, from the endpoint's applied intent
+    (``None`` for an endpoint without one, or deleted since)."""
+    names = {row["endpoint"] for row in rows}
+    if not names:
+        return
+    query = select(EndpointRow.name, EndpointRow.intent).where(EndpointRow.name.in_(names))
+    outcomes = {name: (intent or {}).get("outcome") for name, intent in session.execute(query)}
+    for row in rows:
+        row["outcome"] = outcomes.get(row["endpoint"])
 
 
 def _report_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -88,6 +88,7 @@ def endpoint_public(plane: ControlPlane, row: EndpointRow) -> EndpointPublic:
         revisions=[r for r in revisions_public(plane, row, live) if r.running],
         rollout=rollout,
         intent=row.intent,
+        outcome=(row.intent or {}).get("outcome"),
     )
 
 
