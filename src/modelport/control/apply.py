@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from modelport.control import endpoints as endpoint_service
 from modelport.control import identity, registry
 from modelport.control import rollouts as rollout_service
+from modelport.control.environments import require_environment
 from modelport.control.policies import Policies, intent_context
 from modelport.control.schemas import Change
 from modelport.core.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
@@ -116,12 +117,18 @@ def apply_intent(
     what would change). An enforced policy that denies raises ``PolicyDenied`` (403)."""
     _check_project(session, intent.project)
     version = _resolve(session, intent)
+    environment = require_environment(session, intent)
     config = _config(intent, version)
     document = intent.to_dict()
     row = session.scalar(select(EndpointRow).where(EndpointRow.name == intent.endpoint))
     if policies is not None:
         context = intent_context(
-            policies, intent=document, version=version, actor=actor, endpoint_exists=row is not None
+            policies,
+            intent=document,
+            version=version,
+            actor=actor,
+            endpoint_exists=row is not None,
+            environment=environment,
         )
         stage = "plan" if dry_run else "apply"
         policies.check(stage, context, actor, target=f"endpoint:{intent.endpoint}")

@@ -31,11 +31,12 @@ from modelport.governance.policy import (
     PolicyDenied,
     Verdict,
     artifact_format,
-    environment_kind,
     evaluate,
     parse_policy,
 )
+from modelport.governance.policy_context import environment_context
 from modelport.store import ArtifactStore, Database
+from modelport.store.environment_tables import EnvironmentRow
 from modelport.store.policy_tables import PolicyVersionRow, RolloutApprovalRow
 from modelport.store.tables import ModelVersionRow, RolloutRow
 
@@ -342,9 +343,13 @@ def _actor(actor: Actor) -> dict[str, Any]:
     return {"name": actor.name, "kind": actor.kind}
 
 
-def _environment(intent: Mapping[str, Any]) -> dict[str, Any]:
-    name = str(intent.get("environment") or "sandbox")
-    return {"name": name, "kind": environment_kind(name)}
+def _environment(intent: Mapping[str, Any], row: EnvironmentRow | None) -> dict[str, Any]:
+    sensitivity = (intent.get("data") or {}).get("sensitivity")
+    if row is None:  # not stored (a policy test): the kind its name suggests
+        return environment_context(str(intent.get("environment") or "sandbox"))
+    return environment_context(
+        row.name, kind=row.kind, sensitivities=row.sensitivities, sensitivity=sensitivity
+    )
 
 
 def _version(policies: Policies, version: ModelVersionRow) -> dict[str, Any]:
@@ -365,14 +370,16 @@ def intent_context(
     version: ModelVersionRow,
     actor: Actor,
     endpoint_exists: bool,
+    environment: EnvironmentRow | None = None,
 ) -> dict[str, Any]:
-    """What rules see at ``plan`` and ``apply``: ``intent`` as ``Intent.to_dict()`` gives it."""
+    """What rules see at ``plan`` and ``apply``: ``intent`` as ``Intent.to_dict()`` gives it,
+    ``environment`` the stored one it names (None: judged by its name alone)."""
     return {
         "intent": dict(intent),
         "endpoint": {"name": intent.get("endpoint"), "exists": endpoint_exists},
         "version": _version(policies, version),
         "actor": _actor(actor),
-        "environment": _environment(intent),
+        "environment": _environment(intent, environment),
     }
 
 
@@ -395,7 +402,16 @@ def promote_context(
     intent = dict(row.intent or {"endpoint": row.name, "environment": "sandbox"})
     target = next(r for r in row.revisions if r.number == rollout.to_revision)
     context = intent_context(
-        policies, intent=intent, version=target.version, actor=actor, endpoint_exists=True
+        policies,
+        intent=intent,
+        version=target.version,
+        actor=actor,
+        endpoint_exists=True,
+        environment=session.scalar(
+            select(EnvironmentRow).where(
+                EnvironmentRow.name == str(intent.get("environment") or "sandbox")
+            )
+        ),
     )
     context["rollout"] = {
         "created_by": rollout.created_by,

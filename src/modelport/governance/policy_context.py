@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -28,6 +28,7 @@ __all__ = [
     "SchemaField",
     "Stage",
     "artifact_format",
+    "environment_context",
     "environment_kind",
 ]
 
@@ -36,9 +37,11 @@ Mode = Literal["enforce", "audit"]
 STAGES: tuple[Stage, ...] = ("plan", "apply", "promote", "key_create")
 MODES: tuple[Mode, ...] = ("enforce", "audit")
 
-# Until environments come with the planning issue, an intent's ``environment`` is a name and
-# its kind comes from this table. An unknown name counts as shared: the cautious reading, so
-# that confidential data needs an environment known to be dedicated or isolated.
+# An intent's ``environment`` names a stored environment (control/environments.py), whose
+# kind and sensitivities the context carries. This table only serves where no stored row is at
+# hand (a policy tested against an environment that does not exist yet): an unknown name counts
+# as shared, the cautious reading, so that confidential data needs an environment known to be
+# dedicated or isolated.
 ENVIRONMENT_KINDS: dict[str, str] = {
     "sandbox": "shared",
     "dev": "shared",
@@ -55,6 +58,25 @@ _STRATEGIES = ("immediate", "canary", "blue-green", "shadow")
 def environment_kind(name: str) -> str:
     """The kind of a named environment: ``shared``, ``dedicated`` or ``isolated``."""
     return ENVIRONMENT_KINDS.get(name, "shared")
+
+
+def environment_context(
+    name: str,
+    *,
+    kind: str | None = None,
+    sensitivities: Sequence[str] | None = None,
+    sensitivity: str | None = None,
+) -> dict[str, Any]:
+    """What rules see as ``environment``: its ``name`` and ``kind`` (the stored kind, else
+    :func:`environment_kind`'s reading of the name) and, for a stored environment, the
+    ``sensitivities`` it accepts and whether they include the intent's ``sensitivity``
+    (``accepts_sensitivity``)."""
+    context: dict[str, Any] = {"name": name, "kind": kind or environment_kind(name)}
+    if sensitivities is not None:
+        context["sensitivities"] = list(sensitivities)
+        if sensitivity is not None:
+            context["accepts_sensitivity"] = sensitivity in sensitivities
+    return context
 
 
 # What a version's artifact is, from its runtime and its files' suffixes. Loading pickle,
@@ -182,6 +204,8 @@ def _schema() -> ContextSchema:
             "environment": SchemaField(),
             "environment.name": SchemaField(),
             "environment.kind": SchemaField(choices=_KINDS),
+            "environment.sensitivities": SchemaField(),
+            "environment.accepts_sensitivity": SchemaField(),
             "rollout": SchemaField(),
             "rollout.created_by": SchemaField(),
             "rollout.approved_by": SchemaField(),

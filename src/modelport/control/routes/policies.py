@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from modelport.control import registry
 from modelport.control.deps import ActorDep, PlaneDep, audit_change
+from modelport.control.environments import environment_of
 from modelport.control.policies import PolicyPublic, intent_context
 from modelport.core.errors import NotFound
 from modelport.core.intent import parse_intent
@@ -119,6 +120,7 @@ async def test_policies(body: PolicyTest, plane: PlaneDep, actor: ActorDep) -> V
                 version=version,
                 actor=actor,
                 endpoint_exists=exists is not None,
+                environment=environment_of(session, intent.to_dict()),
             )
         return plane.policies.dry_run(body.stage, context).to_dict()
 
