@@ -8,6 +8,8 @@ A roofline model, calibrated by efficiency factors rather than fitted per GPU:
   takes bytes / (bandwidth x ``DECODE_BANDWIDTH_EFFICIENCY``), or its matmuls' FLOPs at
   ``MFU`` when a large batch makes it compute bound;
 - prefill: 2 x params x prompt tokens FLOPs at ``MFU``;
+- tensor parallelism over N devices: N x the bandwidth and FLOPs, at a falling efficiency,
+  plus two all-reduces per layer per step;
 - continuous batching: with B sequences in flight, each request's life holds its own prefill,
   the B - 1 prefills of the others that start meanwhile, and its output tokens' decode steps.
 """
@@ -45,7 +47,11 @@ many prefills happen to start during it, which varies; 1.2 x the mean covers tha
 _USABLE_MEMORY = 0.9  # vLLM's default gpu_memory_utilization: the rest is left to the runtime
 _RUNTIME_GB = 1.0  # per device: CUDA context, activations, sampler buffers
 _STEP_OVERHEAD_S = 0.002  # per decode step: scheduler, sampling, kernel launches
-_TP_EFFICIENCY = {1: 1.0, 2: 0.9, 4: 0.8, 8: 0.7}  # all-reduces per layer eat into the gain
+# Tensor parallelism: each device runs 1/N of every matmul, and smaller kernels reach less of
+# the peak; on top, every layer all-reduces its activations twice (attention and MLP), a fixed
+# latency per step that does not shrink with N.
+_TP_EFFICIENCY = {1: 1.0, 2: 0.85, 4: 0.75, 8: 0.6}
+_ALLREDUCE_S = 20e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +120,17 @@ def estimate_llm(
         inf = math.inf
         return LlmEstimate(False, devices, weights_gb, kv_gb_per_seq, 0, inf, 0.0, inf, 0.0)
     batch = min(concurrency, max_sequences)
-    scale = devices * _TP_EFFICIENCY.get(devices, 0.7)
+    scale = devices * _TP_EFFICIENCY.get(devices, 0.6)
+    allreduce_s = 2 * model.layers * _ALLREDUCE_S if devices > 1 else 0.0
     bandwidth = hw.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_EFFICIENCY * scale
     flops = hw.bf16_tflops * 1e12 * MFU * scale
     params = model.params_b * 1e9
     # A sequence is on average half way through its output while decoding.
     kv_read = batch * kv_bytes_per_token * (input_tokens + output_tokens / 2)
     step_s = max((weights_gb * 1e9 + kv_read) / bandwidth, 2 * params * batch / flops)
-    step_s += _STEP_OVERHEAD_S
+    step_s += _STEP_OVERHEAD_S + allreduce_s
     # Prefill reads the weights at least once, however short the prompt.
-    prefill_s = max(2 * params * input_tokens / flops, weights_gb * 1e9 / bandwidth)
+    prefill_s = max(2 * params * input_tokens / flops, weights_gb * 1e9 / bandwidth) + allreduce_s
     ttft_s = prefill_s + step_s  # a new prompt waits for the step already running
     life_s = batch * prefill_s + output_tokens * step_s
     rps = batch / life_s
