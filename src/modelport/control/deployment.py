@@ -11,7 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from modelport.core.replica import ReplicaSpec
+from sqlalchemy.orm import object_session
+
+from modelport.control.environments import environment_of, isolation_of
+from modelport.core.replica import ReplicaIsolation, ReplicaSpec
 from modelport.core.routing import RemoteTarget, Upstream
 from modelport.core.settings import Settings
 from modelport.core.signature import Signature
@@ -73,12 +76,20 @@ def prepare(
         max_prompt_tokens=settings.max_prompt_tokens,
         max_embedding_inputs=settings.max_embedding_inputs,
         max_embedding_chars=settings.max_embedding_chars,
+        isolation=_isolation(row),
     )
     token = secrets.token_urlsafe(24).encode()
     deployment = Deployment(spec=spec, replicas=revision.replicas, token=token, signature=signature)
     if version.runtime in REMOTE_RUNTIMES:
         return _remote(deployment, row.name, secret_store)
     return deployment
+
+
+def _isolation(row: EndpointRow) -> ReplicaIsolation | None:
+    """The limits of the endpoint's environment, when it is an isolated one."""
+    session = object_session(row)
+    found = isolation_of(environment_of(session, row.intent)) if session is not None else None
+    return ReplicaIsolation.model_validate(found) if found is not None else None
 
 
 def _remote(deployment: Deployment, endpoint: str, secret_store: SecretStore) -> Deployment:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.core.signature import Signature
 
-__all__ = ["WORKER_TOKEN_HEADER", "ReplicaLaunch", "ReplicaSpec"]
+__all__ = ["WORKER_TOKEN_HEADER", "ReplicaIsolation", "ReplicaLaunch", "ReplicaSpec"]
 
 # Replicas answer only requests that carry their endpoint's secret, so that a local user
 # cannot bypass the gateway's authentication by calling a replica's loopback port.
 WORKER_TOKEN_HEADER = b"x-modelport-worker-token"
+
+
+class ReplicaIsolation(BaseModel):
+    """What an isolated environment's replica runs under, applied by the worker before it
+    loads the model: an address-space limit, a CPU set, and no network but its listening
+    socket. ``None`` for a limit: none of that kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int | None = Field(default=None, ge=64)
+    cpus: int | None = Field(default=None, ge=1)
+    network: Literal["none", "host"] = "none"
 
 
 class ReplicaSpec(BaseModel):
@@ -41,6 +53,7 @@ class ReplicaSpec(BaseModel):
     max_embedding_inputs: int = Field(default=2048, ge=1)
     max_embedding_chars: int = Field(default=1_000_000, ge=1)
     max_concurrency: int = Field(default=0, ge=0, description="In-flight requests; 0: runtime's.")
+    isolation: ReplicaIsolation | None = None  # set for an isolated environment's replicas
 
     @property
     def group(self) -> str:

@@ -20,6 +20,7 @@ from modelport.core.replica import ReplicaLaunch
 from modelport.observability import tracing
 from modelport.observability.logs import configure_logging
 from modelport.worker.app import WorkerApp
+from modelport.worker.isolation import apply_isolation
 from modelport.worker.sandbox import hide_directory
 
 
@@ -30,6 +31,8 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     configure_logging(launch.log_level, launch.log_format)
+    if launch.spec.isolation is not None:  # single-threaded still, and no model code yet
+        apply_isolation(launch.spec.isolation)
     if launch.hidden_dir is not None:  # before any thread starts, and any model code runs
         hide_directory(launch.hidden_dir, readable=[launch.spec.artifact_dir])
     spec = launch.spec
