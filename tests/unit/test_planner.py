@@ -97,6 +97,8 @@ def _llm_curve(inp: PlanInput, hw: HardwareType, devices: int) -> Profile | None
         return None
     top = first.max_sequences
     levels = sorted({2**i for i in range(11) if 2**i <= min(top, 1024)} | {top})
+    if hw.kind == "cpu":
+        levels = [1]  # llama.cpp on a CPU generates for one request at a time
     points = []
     for level in levels:
         est = estimate_llm(inp.llm, hw, devices, concurrency=level, **tokens)
@@ -297,6 +299,18 @@ def test_an_llm_too_big_for_one_gpu_gets_tensor_parallelism() -> None:
         if o.devices == 1
     )  # fmt: skip
     assert one.reason is not None and "does not fit" in one.reason
+
+
+def test_an_llm_on_a_cpu_is_planned_one_request_at_a_time() -> None:
+    """The CPU runtime (llama.cpp) does not batch: a replica's capacity is one request's rate."""
+    tokens = {"input_tokens": 100, "output_tokens": 50}
+    inp = _input(
+        task="chat", llm=SMOLLM2, profiles={}, peak_rps=3.0, p95_ms=None, hardware="cpu", **tokens
+    )
+    alone = estimate_llm(SMOLLM2, CATALOG.get("cpu"), 1, concurrency=1, **tokens)
+    got = plan(inp, CATALOG)
+    assert got.chosen is not None
+    assert got.chosen.replicas == math.ceil(3.0 * 1.3 / alone.rps_per_replica)
 
 
 def test_ties_on_cost_go_to_the_lower_p95() -> None:

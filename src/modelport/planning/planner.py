@@ -92,7 +92,7 @@ class Option:
     basis: str
     """"measured" | "estimated" | "none"."""
     reason: str | None
-    """Why infeasible; None when feasible."""
+    """Why infeasible; None when feasible (in a plan's rejected lists: why not chosen)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -108,9 +108,15 @@ class Plan:
     closest: Option | None
     """When infeasible: the option that comes closest."""
     environment_reason: str
+    """Why this environment: it accepts the data and holds the cheapest plan, or why not."""
     reason: str | None
+    """Why no plan is feasible; for a feasible plan without a measured or estimated basis,
+    the caveat (run ``modelport bench``); otherwise None."""
     rejected_cheaper: list[Option]
+    """Up to five options cheaper than the chosen one, each with ``reason`` saying why not."""
     rejected_faster: list[Option]
+    """Up to five with a lower p95 than the chosen one, cheapest first; ``reason`` says what
+    they would cost more (or why they are infeasible)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for ``modelport plan --format json``."""
@@ -272,7 +278,12 @@ def _llm_performance(inp: PlanInput, llm: LlmModel, hw: HardwareType, devices: i
             f"{first.kv_gb_per_seq:.2f} GB of KV cache per sequence (~{need:.1f} GB) on "
             f"{devices} x {hw.memory_gb:g} GB",
         )
-    levels = sorted({*_powers_of_two(min(first.max_sequences, 1024)), first.max_sequences})
+    if hw.kind == "cpu":
+        # On CPUs the model runs in llama.cpp, which generates for one request at a time per
+        # replica (one context, one lock): no continuous batching to count on.
+        levels = [1]
+    else:
+        levels = sorted({*_powers_of_two(min(first.max_sequences, 1024)), first.max_sequences})
     points = []
     for level in levels:
         est = first if level == 1 else estimate_llm(llm, hw, devices, concurrency=level, **tokens)
