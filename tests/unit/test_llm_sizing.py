@@ -272,6 +272,8 @@ def test_reads_a_minimal_header(tmp_path: Path) -> None:
         # counts far beyond anything real are refused before any loop runs
         (b"GGUF" + struct.pack("<IQQ", 3, 1 << 60, 1) + b"\0" * 32, "claims"),
         (b"GGUF" + struct.pack("<IQQ", 3, 0, 1 << 40) + b"\0" * 32, "claims"),
+        # within the limits, but more entries than the file has bytes for
+        (b"GGUF" + struct.pack("<IQQ", 3, 50_000, 90_000) + b"\0" * 1024, "truncated"),
         # a key claiming 2**60 bytes
         (b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 60) + b"\0" * 32, "malformed"),
         # a string value claiming more bytes than the file has
@@ -290,6 +292,15 @@ def test_reads_a_minimal_header(tmp_path: Path) -> None:
             + _string("k")
             + struct.pack("<IIQ", 9, 4, 1 << 62)
             + b"\0" * 32,
+            "truncated",
+        ),
+        # an array of a million strings in a 1 KB file: refused before looping
+        (
+            b"GGUF"
+            + struct.pack("<IQQ", 3, 0, 1)
+            + _string("k")
+            + struct.pack("<IIQ", 9, 8, 10**6)
+            + b"\0" * 1024,
             "truncated",
         ),
         # an array of 2**40 strings in a tiny file

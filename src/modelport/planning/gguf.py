@@ -28,6 +28,8 @@ MAX_TENSORS = 1_000_000
 _MAX_KEY = 65_535
 _MAX_DIMS = 8
 _MAX_DEPTH = 2  # arrays of arrays (nothing nests deeper in practice)
+_MIN_TENSOR_INFO = 8 + 4 + 4 + 8  # name length, dimensions, type, offset
+_MIN_METADATA = 8 + 4  # key length, value type
 
 _SCALARS: dict[int, struct.Struct] = {
     0: struct.Struct("<B"),
@@ -117,6 +119,10 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> LlmModel:
         tensor_count, metadata_count = reader.u64(), reader.u64()
         if tensor_count > MAX_TENSORS or metadata_count > MAX_METADATA:
             _refuse(path, f"claims {tensor_count} tensors and {metadata_count} metadata entries")
+        # Each entry takes at least this many bytes: a count the file cannot hold is refused
+        # before a loop runs over it.
+        if tensor_count * _MIN_TENSOR_INFO + metadata_count * _MIN_METADATA > size:
+            raise _Truncated
         metadata: dict[str, Any] = {}
         for _ in range(metadata_count):
             key = reader.string(_MAX_KEY)
@@ -165,7 +171,8 @@ def _value(reader: _Reader, kind: int, depth: int) -> Any:
             def skip() -> object:
                 return _value(reader, item_kind, depth + 1)
 
-        if count > len(reader.data):  # every item takes at least one byte
+        # A string is at least its 8-byte length, an array its 12-byte type and count.
+        if count * (8 if item_kind == _STRING else 12) > len(reader.data) - reader.pos:
             raise _Truncated
         for _ in range(count):
             skip()
