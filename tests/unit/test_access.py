@@ -56,6 +56,11 @@ BODIES = {
     ("POST", "/api/v1/apply"): {
         "intent": f"endpoint: alpha-ep\nproject: {PROJECT}\ntask: custom\nmodel: alpha-model:1\n"
     },
+    ("POST", "/api/v1/compare"): {
+        "intent": f"endpoint: alpha-ep\nproject: {PROJECT}\ntask: custom\nmodel: alpha-model:1\n",
+        "candidates": ["alpha-model:1"],
+        "eval": {"format": "csv", "text": "x,label\n1,0\n"},
+    },
 }
 # The team a route's target belongs to when it is not alpha's (POST /endpoints: project
 # default, team default).
