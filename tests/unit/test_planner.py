@@ -341,6 +341,17 @@ def test_rejected_alternatives_are_cheaper_failures_and_faster_costlier_options(
     assert all("does not offer" not in (o.reason or "") for o in sandbox.rejected_cheaper)
 
 
+def test_faster_options_the_budget_rules_out_are_listed_with_the_reason() -> None:
+    free = plan(_input(peak_rps=2000.0, p95_ms=12.0, environment="production"), CATALOG)
+    assert free.chosen is not None
+    budget = free.chosen.monthly_usd + 1  # room for the cheapest, not for a faster one
+    got = plan(_input(peak_rps=2000.0, p95_ms=12.0, environment="production",
+                      monthly_budget_usd=budget), CATALOG)  # fmt: skip
+    assert got.chosen == free.chosen
+    over = [o for o in got.rejected_faster if "over the budget" in (o.reason or "")]
+    assert over and all(o.monthly_usd > budget for o in over)
+
+
 def test_unknown_hardware_or_environment_is_a_400_naming_the_field() -> None:
     with pytest.raises(InvalidRequest) as caught:
         plan(_input(hardware="tpu"), CATALOG)

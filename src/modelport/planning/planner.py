@@ -159,8 +159,12 @@ def plan(inp: PlanInput, catalog: Catalog) -> Plan:
     ]
     faster = [
         option
-        for option in feasible
-        if option is not chosen
+        for option, stage in judged
+        # Feasible ones cost more (or the same); those over the budget or the replica limit
+        # are faster alternatives the intent's own limits rule out.
+        if stage >= _REPLICAS
+        and option is not chosen
+        and option.monthly_usd >= chosen.monthly_usd
         and option.p95_ms is not None
         and chosen.p95_ms is not None
         and option.p95_ms < chosen.p95_ms
@@ -402,8 +406,8 @@ def _costlier(option: Option, chosen: Option) -> str:
     if option.reason is not None:
         return option.reason
     return (
-        f"{option.p95_ms:.0f} ms p95 instead of {chosen.p95_ms:.0f} ms, for ${extra:,.2f} a "
-        "month more than the SLO needs"
+        f"p95 {option.p95_ms:.0f} ms instead of {chosen.p95_ms:.0f} ms, for ${extra:,.2f} a "
+        "month more; the chosen plan already meets the intent"
     )
 
 
