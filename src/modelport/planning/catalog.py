@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
@@ -89,7 +90,7 @@ def load_catalog(extra: Path | None = None) -> Catalog:
     """The built-in catalog, with ``extra`` (a user file in the same format) adding types or
     overriding built-in ones. A missing or bad ``extra`` is ``InvalidRequest`` naming the field
     and line."""
-    types = parse_catalog(BUILTIN_FILE.read_text(encoding="utf-8"), BUILTIN_FILE.name)
+    types = dict(_builtin_types())
     if extra is not None:
         try:
             text = extra.read_text(encoding="utf-8")
@@ -99,6 +100,14 @@ def load_catalog(extra: Path | None = None) -> Catalog:
             ) from None
         types.update(parse_catalog(text, extra.name))
     return Catalog(types)
+
+
+@cache
+def _builtin_types() -> Mapping[str, HardwareType]:
+    # Parsed once per process: the file ships with the package and a parse takes ~50 ms,
+    # which every plan and every environment write would otherwise pay.
+    types = parse_catalog(BUILTIN_FILE.read_text(encoding="utf-8"), BUILTIN_FILE.name)
+    return MappingProxyType(types)
 
 
 def parse_catalog(text: str, filename: str) -> dict[str, HardwareType]:
