@@ -21,6 +21,7 @@ from modelport.control import endpoints as endpoint_service
 from modelport.control import prices as price_catalog
 from modelport.control.alerts import DbEpisodeStore, seal_webhook_secrets
 from modelport.control.app import ControlApp
+from modelport.control.autoscaler import Autoscaler
 from modelport.control.budgets import BudgetService
 from modelport.control.drift import DriftService
 from modelport.control.plane import Deployment
@@ -130,6 +131,7 @@ class ModelportServer:
         self._metrics_route = MetricsRoute(self.metrics, self._may_scrape)
         self.plane: ControlPlane | None = None
         self.controller: RolloutController | None = None
+        self.autoscaler: Autoscaler | None = None
         self._control: ControlApp | None = None
         self._announcer: asyncio.Task[None] | None = None
         self.uptime: ReplicaUptime | None = None
@@ -203,6 +205,8 @@ class ModelportServer:
             log_format=settings.log_format,
             otlp_endpoint=settings.otlp_endpoint,
         )
+        # A replica scaled away stops once the gateway has nothing in flight at it.
+        backend.in_flight = self.gateway.balancer.in_flight
         # Before any replica starts: closes what a crash left open, then records each start.
         self.uptime = ReplicaUptime(db)
         await self.uptime.start()
@@ -280,6 +284,12 @@ class ModelportServer:
             drift=self.drift,
         )
         await self.controller.start()
+        # Replicas follow load where intents let them; a revision scaled to zero is woken by
+        # its first request, which waits for it (the gateway asks, on the event loop).
+        self.autoscaler = Autoscaler(self.plane, self.gateway.load)
+        await self.autoscaler.start()
+        self.plane.autoscaling = self.autoscaler.view
+        self.gateway.waker.on_wake = self.autoscaler.wake
         self.metrics.watch(
             load=lambda: self.gateway.balancer.load(self.gateway.snapshot, self.upstream.queued),
             replicas=self.plane.replica_counts,
@@ -351,6 +361,8 @@ class ModelportServer:
         await self.journal.close()
         if self.loader is not None:
             await self.loader.close()
+        if self.autoscaler is not None:
+            await self.autoscaler.close()
         if self.controller is not None:
             await self.controller.close()
         if self.drift is not None:

@@ -13,7 +13,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from modelport.backends import Backend
 from modelport.control import endpoints as endpoint_service
@@ -106,6 +106,9 @@ class ControlPlane:
         self.lock = EndpointLocks()
         self._loop: asyncio.AbstractEventLoop | None = None
         backend.on_change = self.refresh_routes
+        # An autoscaled endpoint's {replicas, desired, reason} for its view (read on the
+        # loop); the server points it at the autoscaler.
+        self.autoscaling: Callable[[str], dict[str, Any] | None] = lambda name: None
 
     def is_admin(self, token: str) -> bool:
         return hmac.compare_digest(hash_secret(token).encode(), self._admin_hash)
@@ -375,7 +378,10 @@ class ControlPlane:
 
     async def _start(self, deployment: Deployment) -> None:
         if deployment.remote is None:
-            await self.backend.deploy(deployment.spec, deployment.replicas, deployment.token)
+            # A revision that may scale to zero (replicas.min 0) still starts with one: it is
+            # checked, and takes its first requests, before the autoscaler may stop it.
+            replicas = max(1, deployment.replicas)
+            await self.backend.deploy(deployment.spec, replicas, deployment.token)
 
     def _retire(self, name: str, label: str) -> None:
         """Take a revision out of routing now; stop its replicas in the background, once

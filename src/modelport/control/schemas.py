@@ -211,6 +211,11 @@ class EndpointPublic(BaseModel):
     )
     rollout: str | None = Field(default=None, description="State of a rollout in progress.")
     intent: dict[str, Any] | None = None
+    autoscaling: dict[str, Any] | None = Field(
+        default=None,
+        description="When the intent's replicas may vary: the replicas running, the count the "
+        "autoscaler wants, and why.",
+    )
     outcome: str | None = Field(
         default=None, description="Why the endpoint exists: its applied intent's outcome."
     )

@@ -9,6 +9,7 @@ the live state on the event loop, so the live part is read in one go on the loop
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from modelport.backends import ReplicaStatus
 from modelport.control.plane import FAILED_AFTER_RESTARTS, ControlPlane, Deployment
@@ -28,6 +29,7 @@ class LiveEndpoint:
     replicas: dict[str, list[ReplicaStatus]]  # by revision label
     routed: dict[str, int]  # replicas in the published routing snapshot, by revision label
     shares: dict[str, float]
+    autoscaling: dict[str, Any] | None = None  # the autoscaler's {replicas, desired, reason}
 
 
 def live_endpoint(plane: ControlPlane, name: str) -> LiveEndpoint:
@@ -47,6 +49,7 @@ def live_endpoint(plane: ControlPlane, name: str) -> LiveEndpoint:
                 for label, deployment in running.items()
             },
             shares=plane.traffic_shares(name),
+            autoscaling=plane.autoscaling(name),
         )
 
     return plane.on_loop(read)
@@ -88,6 +91,7 @@ def endpoint_public(plane: ControlPlane, row: EndpointRow) -> EndpointPublic:
         revisions=[r for r in revisions_public(plane, row, live) if r.running],
         rollout=rollout,
         intent=row.intent,
+        autoscaling=live.autoscaling,
         outcome=(row.intent or {}).get("outcome"),
     )
 
