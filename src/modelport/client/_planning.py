@@ -137,6 +137,19 @@ class PlanningCalls(HTTPCalls):
 
     # -- recommendations (part C) -------------------------------------------------------------
 
+    def recommendations(
+        self, endpoint: str | None = None, *, days: float | None = None
+    ) -> dict[str, Any]:
+        """Proposed changes to the intent of ``endpoint`` (default: every endpoint the caller
+        may read) from the last ``days`` days (7): ``{days, since, until, endpoints: [{endpoint,
+        observed, basis, proposals: [{kind, reason, effect, diff}], notes}]}``."""
+        params: dict[str, Any] = {}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        if days is not None:
+            params["days"] = days
+        return self._object("GET", "/api/v1/recommendations", params=params)
+
 
 def _segment(name: str) -> str:
     # A name is one path segment: a slash or '..' in it must not reach another route.
