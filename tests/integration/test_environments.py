@@ -194,6 +194,8 @@ def test_an_unknown_environment_is_refused_at_apply_and_diff(admin: Client) -> N
         error = _refused(lambda d=dry_run: admin.apply(_intent("lost", "nowhere"), dry_run=d))
         assert error.status == 400
         assert error.details["param"] == "environment"
+        assert error.details["line"] == 4  # endpoint, task, model, environment
+        assert error.message.startswith("modelport.yaml line 4: ")
         assert "production, sandbox, vault" in error.message
     assert _refused(lambda: admin.get_endpoint("lost")).status == 404  # nothing stored
 

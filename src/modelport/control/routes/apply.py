@@ -11,7 +11,9 @@ from sqlalchemy import select
 from modelport.control.deps import ActorDep, ControllerDep
 from modelport.control.plane import ControlPlane
 from modelport.control.schemas import ApplyRequest, ApplyResult
+from modelport.core.errors import InvalidRequest
 from modelport.core.intent import Intent, parse_intent
+from modelport.core.intent_yaml import field_line
 from modelport.governance.identity import Actor
 from modelport.store.tables import EndpointRow
 
@@ -28,7 +30,15 @@ async def apply(
     intent = await asyncio.to_thread(parse_intent, body.intent, filename=body.filename)
     plane = controller.plane
     before = None if body.dry_run else await asyncio.to_thread(_stored_intent, plane, intent)
-    result = await controller.apply(intent, dry_run=body.dry_run, actor=actor)
+    try:
+        result = await controller.apply(intent, dry_run=body.dry_run, actor=actor)
+    except InvalidRequest as exc:
+        if exc.details.get("param") == "environment":  # where in the file to fix it
+            line = field_line(body.intent, "environment")
+            if line is not None:
+                exc.message = f"{body.filename} line {line}: {exc.message}"
+                exc.details["line"] = line
+        raise
     if not body.dry_run:  # the intent's limits reach the gateway with the endpoint
         await controller.plane.limits.refresh()
         if plane.budgets is not None:  # and its budget.monthly_usd, seeded before enforced
