@@ -19,6 +19,8 @@ from modelport.planning.llm import LlmModel, estimate_llm
 from modelport.planning.profiles import Profile, ProfilePoint, capacity, predict_p95
 
 __all__ = [
+    "DEFAULT_INPUT_TOKENS",
+    "DEFAULT_OUTPUT_TOKENS",
     "HEADROOM",
     "HOURS_PER_MONTH",
     "REPLICAS_LIMIT",
@@ -35,6 +37,12 @@ HEADROOM = 0.3
 HOURS_PER_MONTH = 730
 REPLICAS_LIMIT = 64
 """The most replicas an intent may ask for (``replicas.max``)."""
+DEFAULT_INPUT_TOKENS = 512
+DEFAULT_OUTPUT_TOKENS = 256
+"""Tokens per request an LLM is sized for when the intent's traffic does not say."""
+
+_LISTED = 5  # alternatives shown each way: enough to see the trade-off, short enough to read
+_TENSOR_PARALLEL = (1, 2, 4, 8)
 
 _SENSITIVITY_KINDS = {
     "restricted": ("isolated",),
@@ -184,11 +192,6 @@ def plan(inp: PlanInput, catalog: Catalog) -> Plan:
     )
 
 
-_LISTED = 5  # alternatives shown each way: enough to see the trade-off, short enough to read
-DEFAULT_INPUT_TOKENS = 512
-DEFAULT_OUTPUT_TOKENS = 256
-_TENSOR_PARALLEL = (1, 2, 4, 8)
-
 # The checks, in the order they are judged; an option failing a later one got further.
 _SENSITIVITY, _OFFERED, _MEMORY, _SLO, _REPLICAS, _BUDGET, _FEASIBLE = range(7)
 
@@ -206,7 +209,7 @@ def _judged(inp: PlanInput, catalog: Catalog) -> list[tuple[Option, int]]:
     """(option, how far it got through the checks) for every candidate."""
     environments = _environments(inp)
     types = list(catalog) if inp.hardware == "auto" else [catalog.get(inp.hardware)]
-    any_profile = any(name in inp.profiles for name in (hw.name for hw in types))
+    any_profile = any(hw.name in inp.profiles for hw in types)
     judged: list[tuple[Option, int]] = []
     performance: dict[tuple[str, int], _Performance] = {}
     for env in environments:
