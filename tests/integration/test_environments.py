@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from modelport.backends.isolation import network_isolated
 from modelport.cli import app
 from modelport.client import Client, ModelportClientError
 
@@ -230,7 +231,13 @@ def test_an_isolated_replica_cannot_connect_out(srv: RunningServer, admin: Clien
         isolated = _probe(admin, caller, "probe-shut")
     assert sandbox == {"connected": 1.0, "memory_mb": -1.0}
     assert isolated == {"connected": 0.0, "memory_mb": float(MEMORY_MB)}
-    # ... while the gateway still reaches it: the answer above came through it.
+    # ... while the gateway still reaches it: the answer above came through it. From the
+    # outside too, its worker runs in a network namespace of its own, and its status says
+    # nothing went wrong; the sandbox's shares the host's.
+    for endpoint, isolated_ns in (("probe-shut", True), ("probe-open", False)):
+        [replica] = admin.get_endpoint(endpoint)["replica_status"]
+        assert replica["last_error"] is None
+        assert network_isolated(replica["pid"]) is isolated_ns
 
 
 def test_delete_is_refused_while_an_endpoint_runs_there(admin: Client) -> None:

@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
+from modelport.backends.isolation import network_isolated
 from modelport.core.replica import ReplicaIsolation, ReplicaSpec
-from modelport.worker.isolation import network_isolated
 
 _CHILD = textwrap.dedent(
     """

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.backends.base import Backend, ReplicaStatus
+from modelport.backends.isolation import network_isolated
 from modelport.core.enums import ReplicaState
 from modelport.core.environment import minimal_environment
 from modelport.core.replica import ReplicaLaunch, ReplicaSpec
@@ -253,6 +254,8 @@ class _Replica:
         working = cpu is not None and self._cpu is not None and cpu > self._cpu
         self._cpu = cpu
         if healthy:
+            if self.state != ReplicaState.READY and self.spec.isolation is not None:
+                self._check_isolation(self.process.pid)
             self.state = ReplicaState.READY
             self.failures = 0
             self._busy_since = None
@@ -302,6 +305,14 @@ class _Replica:
             _kill_group(process.pid)
             await process.wait()
         self.sock.close()
+
+    def _check_isolation(self, pid: int) -> None:
+        # The worker isolates itself and starts anyway where the kernel refuses: say so where
+        # operators look (the replica's status), not only in its log.
+        assert self.spec.isolation is not None
+        if self.spec.isolation.network == "none" and network_isolated(pid) is False:
+            self.last_error = "isolation: network not isolated (the replica's log says why)"
+            log.warning("replica %s: network not isolated", self.name)
 
     def status(self) -> ReplicaStatus:
         return ReplicaStatus(

@@ -30,7 +30,7 @@ import resource
 
 from modelport.core.replica import ReplicaIsolation
 
-__all__ = ["apply_isolation", "network_isolated"]
+__all__ = ["apply_isolation"]
 
 log = logging.getLogger("modelport.worker.isolation")
 
@@ -61,15 +61,6 @@ def apply_isolation(isolation: ReplicaIsolation) -> list[str]:
     for problem in problems:
         log.warning("replica isolation incomplete: %s", problem)
     return problems
-
-
-def network_isolated(pid: int) -> bool | None:
-    """Whether process ``pid`` runs in a network namespace other than this process's; None
-    where /proc cannot tell."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
-    except OSError:
-        return None
 
 
 def _unshare_network() -> str | None:
