@@ -1,4 +1,5 @@
-"""The autoscaler's decision (planning/autoscale.py), tick by tick on a fake clock."""
+"""The autoscaler's decision (planning/autoscale.py), tick by tick on a fake clock; the
+backend's scale on real supervision loops; the gateway's wait for a woken revision."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from modelport.backends import LocalBackend
 from modelport.core.replica import ReplicaSpec
+from modelport.core.routing import Route, RoutingSnapshot, Traffic, Upstream
+from modelport.gateway.waking import Waker
 from modelport.planning.autoscale import ScaleDecider
 
 
@@ -162,3 +165,39 @@ async def test_the_backend_scales_beside_running_replicas_and_keeps_the_group_at
     assert backend.status("e@r1") == []
     await backend.scale("e@r1", 2)  # removed: nothing to scale, no error
     assert backend.status("e@r1") == []
+
+
+def _route(*replicas: Upstream) -> Route:
+    return Route(endpoint="e", model="m", version=1, metadata=b"{}", token=b"t", replicas=replicas)
+
+
+async def test_a_request_waits_for_a_woken_revision_and_only_for_one() -> None:
+    snapshot = RoutingSnapshot.of([Traffic.single(_route())])
+    waker = Waker(lambda: snapshot)
+    cold = snapshot.routes["e"].primary
+    assert await waker.ready(cold) is cold  # nothing to wake it: answered as before (503)
+    woken: list[tuple[str, str]] = []
+
+    def refuse(endpoint: str, label: str) -> bool:
+        woken.append((endpoint, label))
+        return False
+
+    waker.on_wake = refuse
+    assert await waker.ready(cold) is cold  # the plane will not wake it: no wait either
+    assert woken == [("e", "r1")]
+
+    waker.on_wake = lambda endpoint, label: True
+    waiting = asyncio.create_task(waker.ready(cold))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    assert waker.waiting == {("e", "r1"): 1}  # counted as load while it waits
+    warm = _route(Upstream("127.0.0.1", 1))
+    snapshot = RoutingSnapshot.of([Traffic.single(warm)])
+    assert await asyncio.wait_for(waiting, 1) is warm
+    assert waker.waiting == {}
+    # The revision left routing while a request waited: it stops waiting (and gets a 503).
+    snapshot = RoutingSnapshot.of([Traffic.single(_route())])
+    waiting = asyncio.create_task(waker.ready(snapshot.routes["e"].primary))
+    await asyncio.sleep(0.1)
+    snapshot = RoutingSnapshot()
+    assert (await asyncio.wait_for(waiting, 1)).replicas == ()
