@@ -79,10 +79,15 @@ class PlanningCalls(HTTPCalls):
         revision: str | None = None,
         concurrency: list[int] | None = None,
         duration: float | str | None = None,
+        rate: float | None = None,
     ) -> dict[str, Any]:
         """Measure a revision's replicas at each concurrency (callers per replica) for
-        ``duration`` each (seconds, or "3s") and store the profile; takes up to a minute."""
+        ``duration`` each (seconds, or "3s") and store the profile; takes up to a minute.
+        With ``rate`` instead: one open-loop run at that many requests per second per
+        replica (to check a plan's predicted p95), not stored."""
         body: dict[str, Any] = {}
+        if rate is not None:
+            body["rate"] = rate
         if revision is not None:
             body["revision"] = revision
         if concurrency is not None:

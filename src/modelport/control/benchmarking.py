@@ -7,38 +7,35 @@ speech), with the secret the gateway sends them: nothing is metered, limited or 
 the gateway's own work is not in the figures. At each concurrency level every replica gets
 that many closed-loop callers (one request in flight each, the next sent when the answer
 arrives) for ``duration`` seconds, so each point says what ONE replica does with that many
-requests in flight. The load runs in a thread with an event loop of its own, so the server's
-loop (the gateway's too) never waits on it, and the whole run is bounded by ``MAX_TOTAL_S``.
+requests in flight. ``bench_load`` drives it (in a thread with an event loop of its own, so
+the server's loop, the gateway's too, never waits on it; bounded by ``MAX_TOTAL_S``); this
+module decides what to send and stores what was measured.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import math
 import os
 import platform
-import statistics
-import time
 import wave
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from modelport.control.bench_load import MAX_TOTAL_S, BenchPlan, BenchRunner, Sample
 from modelport.control.deployment import Deployment
-from modelport.core.errors import Conflict, InvalidRequest
-from modelport.core.replica import WORKER_TOKEN_HEADER
-from modelport.core.routing import Upstream
+from modelport.core.errors import InvalidRequest
 from modelport.store.planning_tables import BenchProfileRow
 
 __all__ = [
+    "DEFAULT_LEVELS",
     "MAX_CONCURRENCY",
+    "MAX_RATE",
     "MAX_TOTAL_S",
     "BenchPlan",
     "BenchRunner",
@@ -48,50 +45,30 @@ __all__ = [
     "machine_facts",
     "profile_public",
     "profiles_of_version",
+    "run_public",
     "sample_request",
     "store_profile",
 ]
 
-MAX_TOTAL_S = 60.0  # the whole run, stragglers included
 MAX_LEVELS = 8
 MAX_CONCURRENCY = 64  # callers per replica at one level
+MAX_RATE = 5_000.0  # requests per second per replica, open loop
+DEFAULT_LEVELS = (1, 2, 4, 8)
 MIN_DURATION_S = 0.5
 # Levels share the total; what is left after the levels is the stragglers' grace.
 _LOAD_SHARE_S = 50.0
-_WARMUP_S = 0.5
-_WARMUP_CALLS = 20
-_CALL_TIMEOUT_S = 10.0
 _WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again")
 
 
-@dataclass(frozen=True, slots=True)
-class BenchPlan:
-    """What to measure: the concurrency levels (callers per replica) and seconds at each."""
-
-    concurrency: tuple[int, ...]
-    duration_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One request, sent again and again: its path, body and content type, and a short
-    description stored with the profile."""
-
-    path: str
-    body: bytes
-    content_type: str
-    describe: Mapping[str, Any]
-
-
-@dataclass(slots=True)
-class _Level:
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    last_error: str = ""
-
-
-def check_plan(concurrency: Sequence[int], duration_s: float) -> BenchPlan:
-    """The levels in increasing order, or ``InvalidRequest`` naming the field at fault."""
+def check_plan(
+    concurrency: Sequence[int] | None, duration_s: float, rate: float | None = None
+) -> BenchPlan:
+    """The levels in increasing order (default ``DEFAULT_LEVELS``), or one run at ``rate``
+    requests per second per replica; ``InvalidRequest`` naming the field at fault."""
+    if rate is not None:
+        return _check_rate(concurrency, duration_s, rate)
+    if concurrency is None:
+        concurrency = DEFAULT_LEVELS
     if not 1 <= len(concurrency) <= MAX_LEVELS:
         raise InvalidRequest(
             f"concurrency: give 1 to {MAX_LEVELS} levels, got {len(concurrency)}",
@@ -122,6 +99,30 @@ def check_plan(concurrency: Sequence[int], duration_s: float) -> BenchPlan:
             param="duration",
         )
     return BenchPlan(levels, duration_s)
+
+
+def _check_rate(concurrency: Sequence[int] | None, duration_s: float, rate: float) -> BenchPlan:
+    if concurrency is not None:
+        raise InvalidRequest(
+            "rate: give either rate (an open-loop run at that rate) or concurrency levels "
+            "(closed loop), not both",
+            field="rate",
+            param="rate",
+        )
+    if isinstance(rate, bool) or not math.isfinite(rate) or not 0 < rate <= MAX_RATE:
+        raise InvalidRequest(
+            f"rate: must be above 0 and at most {MAX_RATE:g} requests per second per replica, "
+            f"got {rate}",
+            field="rate",
+            param="rate",
+        )
+    if not math.isfinite(duration_s) or not MIN_DURATION_S <= duration_s <= _LOAD_SHARE_S:
+        raise InvalidRequest(
+            f"duration: must be {MIN_DURATION_S:g}s to {_LOAD_SHARE_S:g}s, got {duration_s:g}s",
+            field="duration",
+            param="duration",
+        )
+    return BenchPlan((), duration_s, rate)
 
 
 # --- the request ----------------------------------------------------------------------------
@@ -269,168 +270,6 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-# --- the load -------------------------------------------------------------------------------
-
-
-def _percentile(ordered: Sequence[float], share: float) -> float:
-    """Linear interpolation between closest ranks (``ordered`` sorted, not empty)."""
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = share * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def _point(concurrency: int, level: _Level, elapsed_s: float, replicas: int) -> dict[str, Any]:
-    ordered = sorted(level.latencies_ms)
-    done = len(ordered)
-
-    def pct(share: float) -> float | None:
-        return round(_percentile(ordered, share), 3) if ordered else None
-
-    point: dict[str, Any] = {
-        "concurrency": concurrency,
-        "requests": done + level.errors,
-        "rps": round(done / elapsed_s / replicas, 3) if elapsed_s > 0 else 0.0,
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "mean_ms": round(statistics.fmean(ordered), 3) if ordered else None,
-        "errors": level.errors,
-    }
-    if level.last_error:
-        point["last_error"] = level.last_error
-    return point
-
-
-async def _call(
-    client: httpx.AsyncClient, target: Upstream, sample: Sample, headers: Mapping[str, str]
-) -> tuple[float, str | None]:
-    scheme = "https" if target.tls else "http"
-    started = time.perf_counter()
-    try:
-        response = await client.post(
-            f"{scheme}://{target.host}:{target.port}{sample.path}",
-            content=sample.body,
-            headers=headers,
-        )
-    except httpx.HTTPError as exc:
-        return (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}"[:200]
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if response.status_code >= 400:
-        return elapsed_ms, f"HTTP {response.status_code}: {response.text[:160]}"
-    return elapsed_ms, None
-
-
-async def _caller(
-    client: httpx.AsyncClient,
-    target: Upstream,
-    sample: Sample,
-    headers: Mapping[str, str],
-    until: float,
-    level: _Level | None,
-    max_calls: int | None = None,
-) -> None:
-    calls = 0
-    while time.monotonic() < until and (max_calls is None or calls < max_calls):
-        elapsed_ms, error = await _call(client, target, sample, headers)
-        calls += 1
-        if level is None:
-            continue
-        if error is None:
-            level.latencies_ms.append(elapsed_ms)
-        else:
-            level.errors += 1
-            level.last_error = error
-
-
-async def _level(
-    client: httpx.AsyncClient,
-    targets: Sequence[Upstream],
-    sample: Sample,
-    headers: Mapping[str, str],
-    concurrency: int,
-    duration_s: float,
-    hard_deadline: float,
-) -> dict[str, Any]:
-    level = _Level()
-    started = time.monotonic()
-    until = started + duration_s
-    tasks = [
-        asyncio.create_task(_caller(client, target, sample, headers, until, level))
-        for target in targets
-        for _ in range(concurrency)
-    ]
-    # Callers stop starting calls at ``until``; calls still running finish, up to the grace.
-    _, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_deadline - time.monotonic()))
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
-        level.errors += len(pending)
-        level.last_error = f"{len(pending)} call(s) still running when the bench ran out of time"
-    # Throughput over the measured window: calls finished after ``until`` add to it a little,
-    # as they would have been replaced by others had the run gone on.
-    elapsed = max(time.monotonic(), until) - started
-    return _point(concurrency, level, elapsed, len(targets))
-
-
-async def _run(
-    targets: Sequence[Upstream], token: bytes, sample: Sample, plan: BenchPlan
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + MAX_TOTAL_S
-    secret = token.decode("latin-1")
-    headers = {
-        WORKER_TOKEN_HEADER.decode(): secret,
-        "authorization": f"Bearer {secret}",  # replicas that are servers of their own (vLLM)
-        "content-type": sample.content_type,
-        "x-request-id": "modelport-bench",
-    }
-    most = max(plan.concurrency) * len(targets)
-    limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
-    timeout = httpx.Timeout(_CALL_TIMEOUT_S)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
-        # Warm up each replica (connections, lazy first-call work); not measured.
-        warm_until = time.monotonic() + _WARMUP_S
-        await asyncio.gather(
-            *(_caller(client, t, sample, headers, warm_until, None, _WARMUP_CALLS) for t in targets)
-        )
-        points = []
-        for index, concurrency in enumerate(plan.concurrency):
-            # Each level's stragglers get what the levels after it leave of the total.
-            later = plan.duration_s * (len(plan.concurrency) - index - 1)
-            hard = min(deadline - later, time.monotonic() + plan.duration_s + _CALL_TIMEOUT_S)
-            points.append(
-                await _level(client, targets, sample, headers, concurrency, plan.duration_s, hard)
-            )
-        return points
-
-
-def drive(
-    targets: Sequence[Upstream], token: bytes, sample: Sample, plan: BenchPlan
-) -> list[dict[str, Any]]:
-    """Run the load and return one point per level (per replica). Blocks for at most
-    ``MAX_TOTAL_S``: call it in a thread; it runs an event loop of its own."""
-    return asyncio.run(_run(targets, token, sample, plan))
-
-
-class BenchRunner:
-    """Runs one bench at a time per server: two at once would each measure the other."""
-
-    def __init__(self) -> None:
-        self._busy = asyncio.Lock()
-
-    async def run(
-        self, targets: Sequence[Upstream], token: bytes, sample: Sample, plan: BenchPlan
-    ) -> list[dict[str, Any]]:
-        """``drive`` in a thread; ``Conflict`` while another bench runs."""
-        if self._busy.locked():
-            raise Conflict("another bench is running on this server: try again when it ends")
-        async with self._busy:
-            return await asyncio.to_thread(drive, targets, token, sample, plan)
-
-
 # --- stored profiles ------------------------------------------------------------------------
 
 
@@ -465,6 +304,35 @@ def store_profile(
     session.add(row)
     session.flush()
     return row
+
+
+def run_public(
+    deployment: Deployment,
+    hardware: str,
+    replicas: int,
+    plan: BenchPlan,
+    machine: Mapping[str, Any],
+    points: list[dict[str, Any]],
+    sample: Sample,
+) -> dict[str, Any]:
+    """A run that is not stored (one at a fixed rate), shaped as a stored profile is, with
+    ``id`` and ``created_at`` null."""
+    spec = deployment.spec
+    return {
+        "id": None,
+        "endpoint": spec.endpoint,
+        "revision": spec.revision,
+        "model": f"{spec.model}:{spec.version}",
+        "task": spec.task,
+        "hardware": hardware,
+        "replicas": replicas,
+        "duration_s": plan.duration_s,
+        "machine": dict(machine),
+        "points": points,
+        "sample": dict(sample.describe),
+        "created_by": None,
+        "created_at": None,
+    }
 
 
 def profile_public(row: BenchProfileRow) -> dict[str, Any]:

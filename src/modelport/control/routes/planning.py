@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from modelport.control import benchmarking as bench_service
@@ -42,10 +42,15 @@ class BenchRequest(_In):
         pattern=r"^r[1-9][0-9]{0,8}$",
         description="The revision to measure (rN); default: the stable one.",
     )
-    concurrency: list[Annotated[int, Strict()]] = Field(
-        default_factory=lambda: [1, 2, 4, 8],
+    concurrency: list[Annotated[int, Strict()]] | None = Field(
+        default=None,
         max_length=64,
-        description="Closed-loop callers per replica at each level.",
+        description="Closed-loop callers per replica at each level; default 1, 2, 4, 8.",
+    )
+    rate: Annotated[float, Strict()] | None = Field(
+        default=None,
+        description="Instead of levels: one open-loop run at this many requests per second "
+        "per replica, to check a plan's predicted p95; not stored as a profile.",
     )
     duration: Annotated[float, Strict()] | Annotated[str, Strict()] = Field(
         default=5.0,
@@ -143,11 +148,17 @@ def _deployment(plane: ControlPlane, name: str, revision: str | None) -> Deploym
 
 @router.post("/endpoints/{name}/bench", status_code=201)
 async def bench(
-    name: str, body: BenchRequest, request: Request, plane: PlaneDep, actor: ActorDep
+    name: str,
+    body: BenchRequest,
+    request: Request,
+    response: Response,
+    plane: PlaneDep,
+    actor: ActorDep,
 ) -> dict[str, Any]:
     """Measure a revision's replicas at each concurrency (``modelport bench``) and store the
-    profile. Bounded: at most 60 s."""
-    plan = bench_service.check_plan(body.concurrency, _duration(body.duration))
+    profile (201); with ``rate``, measure one open-loop run and store nothing (200). Bounded:
+    at most 60 s."""
+    plan = bench_service.check_plan(body.concurrency, _duration(body.duration), body.rate)
     input_tokens, output_tokens = await asyncio.to_thread(_traffic, plane, name)  # 404 if none
     deployment = _deployment(plane, name, body.revision)
     targets = plane.backend.ready(deployment.spec.group)
@@ -160,6 +171,12 @@ async def bench(
         deployment, input_tokens=input_tokens, output_tokens=output_tokens
     )
     points = await _runner(request).run(targets, deployment.token, sample, plan)
+    if plan.rate is not None:  # a check at one rate: what it measured, nothing stored
+        response.status_code = 200
+        machine = await asyncio.to_thread(bench_service.machine_facts)
+        return bench_service.run_public(
+            deployment, _LOCAL_HARDWARE, len(targets), plan, machine, points, sample
+        )
     profile = await asyncio.to_thread(
         _store, plane, actor, deployment, len(targets), plan, points, sample
     )
