@@ -118,8 +118,13 @@ def test_bad_candidates_and_eval_files_are_400s_naming_them(
         assert caught.value.status == 400, (candidates, caught.value)
         assert caught.value.details.get("param") == param, (candidates, caught.value.details)
         assert words in caught.value.message, (words, caught.value.message)
+    # A speech model's eval file needs its recordings and transcripts.
     with pytest.raises(ModelportClientError) as caught:
         admin.compare(INTENT.replace("task: tabular", "task: asr"), ["bc-speech:1"], good)
+    assert caught.value.status == 400 and caught.value.details["param"] == "eval"
+    assert caught.value.details["column"] == "audio"
+    with pytest.raises(ModelportClientError) as caught:  # not a task compare scores
+        admin.compare(INTENT.replace("task: tabular", "task: embedding"), ["bc-speech:1"], good)
     assert caught.value.status == 400 and caught.value.details["param"] == "task"
     with pytest.raises(ModelportClientError) as caught:
         admin.compare("endpoint: x\n", ["breast-cancer:1"], good)

@@ -32,8 +32,9 @@ def compare(
         Path,
         typer.Option(
             "--eval",
-            help="Evaluation set: CSV with a header, or JSON Lines (.jsonl); feature columns "
-            "and a label column (label, target, class or y).",
+            help="Evaluation set: CSV with a header, or JSON Lines (.jsonl). tabular: feature "
+            "columns and a label column (label, target, class or y); chat/completion: prompt "
+            "and expected; asr: audio (base64 WAV/FLAC) and text.",
             exists=True,
             dir_okay=False,
         ),
@@ -97,6 +98,15 @@ def comparisons(
         show(result)
 
 
+_TITLES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "exact_match": "exact match",
+    "token_f1": "token F1",
+    "word_error_rate": "WER",
+}
+
+
 def _num(value: Any, digits: int = 1, suffix: str = "") -> str:
     return "-" if value is None else f"{value:.{digits}f}{suffix}"
 
@@ -114,11 +124,11 @@ def show(result: dict[str, Any]) -> None:
         f"comparison {result['id']} for {result['endpoint']}: {result['eval']['rows']} examples, "
         f"on {result['hardware']}"
     )
+    metrics = result.get("metrics") or list(result["candidates"][0]["metrics"])
     table = Table(
         "#",
         "candidate",
-        "accuracy",
-        "macro F1",
+        *(_TITLES.get(name, name) for name in metrics),
         "p50 ms",
         "p95 ms",
         "rps",
@@ -133,11 +143,10 @@ def show(result: dict[str, Any]) -> None:
         table.add_row(
             str(row["rank"]),
             row["candidate"],
-            _num(row["metrics"]["accuracy"], 4),
-            _num(row["metrics"]["macro_f1"], 4),
+            *(_num(row["metrics"].get(name), 4) for name in metrics),
             _num(latency["p50_ms"], 2),
             _num(latency["p95_ms"], 2),
-            _num(latency["throughput_rps"], 0),
+            _num(latency["throughput_rps"], 1),
             _num(row["cost_per_1k_usd"], 6),
             _num(row["monthly_usd_at_peak"], 2),
             _yes(row["meets_slo"]),

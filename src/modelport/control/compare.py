@@ -30,16 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelport.control import registry
-from modelport.control.evaluation import TabularSet, accuracy, label_text, macro_f1, parse_eval
-from modelport.control.evaluation import tabular_set as read_tabular_set
+from modelport.control import evaluation, registry
+from modelport.control.evaluation import EvalRow, SpeechSet, TabularSet, TextSet, label_text
 from modelport.core.errors import InvalidRequest, ModelportError, NotFound, Unavailable
 from modelport.core.intent import Intent, intent_digest
 from modelport.core.names import parse_model_ref
 from modelport.core.replica import WORKER_TOKEN_HEADER, ReplicaSpec
 from modelport.core.routing import Upstream
 from modelport.core.signature import DATATYPES, Signature
-from modelport.core.usage import Units
+from modelport.core.usage import UNITS_HEADER, Units
 from modelport.observability.pricing import HARDWARE_UNIT, NANO_PER_USD, PriceBook
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store.compare_tables import ComparisonRow
@@ -68,7 +67,20 @@ _REQUEST_TIMEOUT_S = 30.0
 _READY_POLL_S = 0.1
 _FAILED_AFTER_RESTARTS = 3  # as the control plane's (plane.FAILED_AFTER_RESTARTS)
 _HOURS_PER_MONTH = 730
-_TASKS = ("tabular",)
+_TASKS = ("tabular", "chat", "completion", "asr")
+_TEXT_TASKS = ("chat", "completion")
+#: What a candidate's answers are scored with, per task; the first decides the ranking
+#: (``_LOWER_IS_BETTER`` says which way), then p95.
+_METRICS = {
+    "tabular": ("accuracy", "macro_f1"),
+    "chat": ("exact_match", "token_f1"),
+    "completion": ("exact_match", "token_f1"),
+    "asr": ("word_error_rate",),
+}
+_LOWER_IS_BETTER = {"word_error_rate"}
+_DEFAULT_MAX_TOKENS = 64
+
+EvalSet = TabularSet | TextSet | SpeechSet
 
 
 class EvalFile(BaseModel):
@@ -91,6 +103,13 @@ class CompareRequest(BaseModel):
     eval: EvalFile
     duration_s: float = Field(default=3.0, ge=0.5, le=30.0, description="Latency test length.")
     concurrency: int = Field(default=2, ge=1, le=32, description="Latency test clients.")
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="chat/completion: tokens each answer may take (default: the intent's "
+        "traffic.avg_output_tokens, else 64).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +119,7 @@ class _Candidate:
     version: int
     runtime: str
     spec: ReplicaSpec
-    data: TabularSet
+    data: EvalSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,8 @@ class Prepared:
     candidates: tuple[_Candidate, ...]
     rows: int
     hardware: str
+    task: str
+    max_tokens: int
 
 
 def prepare(plane: ControlPlane, intent: Intent, body: CompareRequest) -> Prepared:
@@ -128,7 +149,7 @@ def prepare(plane: ControlPlane, intent: Intent, body: CompareRequest) -> Prepar
     if len(set(body.candidates)) != len(body.candidates):
         duplicate = next(c for c in body.candidates if body.candidates.count(c) > 1)
         raise InvalidRequest(f"candidate '{duplicate}' is named twice", param="candidates")
-    columns, examples = parse_eval(body.eval.text, body.eval.format)
+    columns, examples = evaluation.parse_eval(body.eval.text, body.eval.format)
     comparison = secrets.token_hex(4)
     candidates = []
     with plane.db.session() as session:
@@ -156,7 +177,7 @@ def prepare(plane: ControlPlane, intent: Intent, body: CompareRequest) -> Prepar
                 )
             signature = Signature.model_validate(version.signature)
             try:
-                data = read_tabular_set(columns, examples, signature)
+                data = _read_set(task, columns, examples, signature)
             except InvalidRequest as exc:
                 exc.details.setdefault("candidate", ref)
                 if exc.details.get("param") == "candidates":
@@ -174,7 +195,19 @@ def prepare(plane: ControlPlane, intent: Intent, body: CompareRequest) -> Prepar
         candidates=tuple(candidates),
         rows=len(examples),
         hardware="cpu" if hardware == "auto" else hardware,
+        task=task,
+        max_tokens=body.max_tokens or intent.traffic.avg_output_tokens or _DEFAULT_MAX_TOKENS,
     )
+
+
+def _read_set(
+    task: str, columns: list[str], examples: list[EvalRow], signature: Signature
+) -> EvalSet:
+    if task == "tabular":
+        return evaluation.tabular_set(columns, examples, signature)
+    if task == "asr":
+        return evaluation.speech_set(columns, examples)
+    return evaluation.text_set(columns, examples)
 
 
 def _spec(
@@ -221,11 +254,16 @@ async def compare(
 
 
 def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best accuracy first, then lower p95 (a candidate without a p95 last among equals)."""
+    """Best on the task's first metric first (highest accuracy or exact match, lowest word
+    error rate), then on its others, then lower p95 (none: last among equals)."""
 
-    def key(result: dict[str, Any]) -> tuple[float, float]:
+    def key(result: dict[str, Any]) -> tuple[float, ...]:
         p95 = result["latency"]["p95_ms"]
-        return (-result["metrics"]["accuracy"], p95 if p95 is not None else math.inf)
+        scores = [
+            value if name in _LOWER_IS_BETTER else -value
+            for name, value in result["metrics"].items()
+        ]
+        return (*scores, p95 if p95 is not None else math.inf)
 
     ranked = sorted(results, key=key)
     for position, result in enumerate(ranked, 1):
@@ -246,32 +284,168 @@ async def _run(
         await plane.backend.deploy(spec, 1, token)
         upstream = await _ready(plane, candidate, plane.settings.worker_start_timeout_s)
         base = f"{'https' if upstream.tls else 'http'}://{upstream.host}:{upstream.port}"
-        path = f"/v2/models/{spec.endpoint}/infer"
         headers = {WORKER_TOKEN_HEADER.decode(): token.decode()}
         async with httpx.AsyncClient(
             base_url=base, headers=headers, timeout=_REQUEST_TIMEOUT_S
         ) as client:
-            predicted = await _score(client, path, candidate)
-            latency = await _latency(client, path, candidate, duration_s, concurrency)
+            caller = _Caller(client, candidate, prepared.task, prepared.max_tokens)
+            predicted = await caller.score()
+            per_1k = caller.units_per_1k()
+            latency = await _latency(caller, duration_s, concurrency)
     finally:
         # Stopped whatever happened, a cancelled request included: shielded, so that the
         # cancellation that ends this coroutine does not also cut the stop short.
         await asyncio.shield(plane.backend.remove(spec.group))
-    truth = candidate.data.labels
     result: dict[str, Any] = {
         "candidate": candidate.ref,
         "model": candidate.model,
         "version": candidate.version,
         "runtime": candidate.runtime,
-        "rows": len(truth),
-        "metrics": {
-            "accuracy": round(accuracy(truth, predicted), 6),
-            "macro_f1": round(macro_f1(truth, predicted), 6),
-        },
+        "rows": len(predicted),
+        "metrics": _metrics(prepared.task, _expected(candidate.data), predicted),
         "latency": latency,
     }
-    result.update(_judge(plane.prices, prepared, candidate, latency))
+    result.update(_judge(plane.prices, prepared, candidate, latency, per_1k))
     return result
+
+
+def _expected(data: EvalSet) -> list[str]:
+    if isinstance(data, TabularSet):
+        return data.labels
+    if isinstance(data, TextSet):
+        return data.answers
+    return data.transcripts
+
+
+def _metrics(task: str, expected: list[str], predicted: list[str]) -> dict[str, float]:
+    functions = {
+        "accuracy": evaluation.accuracy,
+        "macro_f1": evaluation.macro_f1,
+        "exact_match": evaluation.exact_match,
+        "token_f1": evaluation.token_f1,
+        "word_error_rate": evaluation.word_error_rate,
+    }
+    scores = {}
+    for name in _METRICS[task]:
+        value = functions[name](expected, predicted)
+        scores[name] = round(value, 6) if math.isfinite(value) else value
+    return scores
+
+
+class _Caller:
+    """Sends one candidate's replica its examples, as the gateway would, and reads its
+    answers as text: a class, a reply or a transcript. Sums the usage units the replica
+    reports while scoring, for pricing."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, candidate: _Candidate, task: str, max_tokens: int
+    ) -> None:
+        self.client = client
+        self.candidate = candidate
+        self.task = task
+        self.max_tokens = max_tokens
+        self._units: dict[str, float] = dict.fromkeys(
+            ("rows", "input_tokens", "output_tokens", "audio_seconds", "images"), 0
+        )
+        self._examples = 0
+
+    @property
+    def size(self) -> int:
+        data = self.candidate.data
+        return len(data.rows) if isinstance(data, TabularSet) else len(_expected(data))
+
+    async def score(self) -> list[str]:
+        """Every example's answer, in order: tabular rows in requests of _SCORE_BATCH."""
+        predicted: list[str] = []
+        step = _SCORE_BATCH if isinstance(self.candidate.data, TabularSet) else 1
+        for start in range(0, self.size, step):
+            answers, units = await self.call(start, min(step, self.size - start))
+            predicted += answers
+            self._examples += len(answers)
+            for name in self._units:
+                self._units[name] += getattr(units, name)
+        return predicted
+
+    def units_per_1k(self) -> Units:
+        """What 1,000 one-example requests use, from the mean of those scored."""
+        n = max(self._examples, 1)
+        units = self._units
+        return Units(
+            requests=1000,
+            rows=round(1000 * units["rows"] / n),
+            input_tokens=round(1000 * units["input_tokens"] / n),
+            output_tokens=round(1000 * units["output_tokens"] / n),
+            audio_seconds=round(1000 * units["audio_seconds"] / n, 3),
+            images=round(1000 * units["images"] / n),
+        )
+
+    async def call(self, start: int, count: int) -> tuple[list[str], Units]:
+        """One request of ``count`` examples from ``start``: their answers and units."""
+        data, ref, spec = self.candidate.data, self.candidate.ref, self.candidate.spec
+        line: int | None = None
+        try:
+            if isinstance(data, TabularSet):
+                path = f"/v2/models/{spec.endpoint}/infer"
+                response = await self.client.post(
+                    path, json=_tabular_body(data, data.rows[start : start + count])
+                )
+            elif isinstance(data, TextSet):
+                line = data.lines[start]
+                path, body = self._text_request(data.prompts[start])
+                response = await self.client.post(path, json=body)
+            else:
+                line = data.lines[start]
+                response = await self.client.post(
+                    "/v1/audio/transcriptions",
+                    files={"file": ("audio", data.audio[start])},
+                    data={"response_format": "json"},
+                )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"candidate '{ref}' did not answer: {exc!r}", candidate=ref) from exc
+        if response.status_code != 200:
+            _refused(response, ref, line)
+        answer = response.json()
+        units = Units.decode(response.headers.get(UNITS_HEADER.decode(), "").encode())
+        if isinstance(data, TabularSet):
+            return _labels(answer, count, ref), units
+        if isinstance(data, TextSet):
+            choice = (answer.get("choices") or [{}])[0]
+            text = choice.get("message", {}).get("content") if "message" in choice else None
+            return [str(text if text is not None else choice.get("text") or "")], units
+        return [str(answer.get("text", ""))], units
+
+    def _text_request(self, prompt: str) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.candidate.spec.endpoint,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,  # the likeliest answer: scores that do not change run to run
+        }
+        if self.task == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+            return "/v1/chat/completions", body
+        body["prompt"] = prompt
+        return "/v1/completions", body
+
+
+def _refused(response: httpx.Response, ref: str, line: int | None) -> None:
+    """A replica's refusal of one example (a prompt past the context, a recording it cannot
+    decode) is the evaluation file's mistake: a 400 naming its line. Anything else, or a
+    refusal of checked tabular rows, is the candidate's failure."""
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+    except ValueError:
+        message = response.text[:300]
+    if line is not None and 400 <= response.status_code < 500 and response.status_code != 429:
+        raise InvalidRequest(
+            f"line {line} of the evaluation file: candidate '{ref}' refused it: {message}",
+            param="eval",
+            line=line,
+            candidate=ref,
+        )
+    raise Unavailable(
+        f"candidate '{ref}' answered {response.status_code}: {message[:300]}", candidate=ref
+    )
 
 
 async def _ready(plane: ControlPlane, candidate: _Candidate, timeout_s: float) -> Upstream:
@@ -295,7 +469,7 @@ async def _ready(plane: ControlPlane, candidate: _Candidate, timeout_s: float) -
         await asyncio.sleep(_READY_POLL_S)
 
 
-def _body(data: TabularSet, rows: Sequence[list[float]]) -> dict[str, Any]:
+def _tabular_body(data: TabularSet, rows: Sequence[list[float]]) -> dict[str, Any]:
     flat = [value for row in rows for value in row]
     if DATATYPES.get(data.datatype, "").startswith(("int", "uint")):
         flat = [int(value) for value in flat]
@@ -309,23 +483,6 @@ def _body(data: TabularSet, rows: Sequence[list[float]]) -> dict[str, Any]:
             }
         ]
     }
-
-
-async def _infer(
-    client: httpx.AsyncClient, path: str, candidate: _Candidate, rows: Sequence[list[float]]
-) -> list[str]:
-    try:
-        response = await client.post(path, json=_body(candidate.data, rows))
-    except httpx.HTTPError as exc:
-        raise Unavailable(
-            f"candidate '{candidate.ref}' did not answer: {exc!r}", candidate=candidate.ref
-        ) from exc
-    if response.status_code != 200:
-        raise Unavailable(
-            f"candidate '{candidate.ref}' answered {response.status_code}: {response.text[:300]}",
-            candidate=candidate.ref,
-        )
-    return _labels(response.json(), len(rows), candidate.ref)
 
 
 def _labels(answer: dict[str, Any], rows: int, ref: str) -> list[str]:
@@ -349,24 +506,11 @@ def _labels(answer: dict[str, Any], rows: int, ref: str) -> list[str]:
     )
 
 
-async def _score(client: httpx.AsyncClient, path: str, candidate: _Candidate) -> list[str]:
-    rows = candidate.data.rows
-    predicted: list[str] = []
-    for start in range(0, len(rows), _SCORE_BATCH):
-        predicted += await _infer(client, path, candidate, rows[start : start + _SCORE_BATCH])
-    return predicted
-
-
-async def _latency(
-    client: httpx.AsyncClient,
-    path: str,
-    candidate: _Candidate,
-    duration_s: float,
-    concurrency: int,
-) -> dict[str, Any]:
-    """Closed loop: ``concurrency`` clients each send one single-row request after another
-    (the evaluation rows in turn) until ``duration_s`` is up; in-flight requests finish."""
-    rows = candidate.data.rows
+async def _latency(caller: _Caller, duration_s: float, concurrency: int) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` clients each send one single-example request after
+    another (the evaluation examples in turn) until ``duration_s`` is up; the requests in
+    flight then finish (each bounded by the request timeout)."""
+    size = caller.size
     latencies: list[float] = []
     errors = 0
     started = time.monotonic()
@@ -378,7 +522,7 @@ async def _latency(
         while time.monotonic() < deadline:
             sent = time.perf_counter()
             try:
-                await _infer(client, path, candidate, [rows[i % len(rows)]])
+                await caller.call(i % size, 1)
             except ModelportError:
                 errors += 1
             else:
@@ -407,7 +551,11 @@ def _percentile(ordered: Sequence[float], q: float) -> float | None:
 
 
 def _judge(
-    prices: PriceBook, prepared: Prepared, candidate: _Candidate, latency: dict[str, Any]
+    prices: PriceBook,
+    prepared: Prepared,
+    candidate: _Candidate,
+    latency: dict[str, Any],
+    per_1k_units: Units,
 ) -> dict[str, Any]:
     """Cost per 1,000 requests, monthly cost at the intent's peak, and whether the SLO and
     the budget are met (None where the intent sets no target, or nothing prices it)."""
@@ -423,7 +571,7 @@ def _judge(
     monthly: float | None = None
     basis: str | None = None
     if unit_prices:
-        nano = PriceBook.exact_cost(unit_prices, Units(requests=1000, rows=1000))
+        nano = PriceBook.exact_cost(unit_prices, per_1k_units)
         per_1k = nano / NANO_PER_USD
         basis = f"price book: {model_version}"
         if peak is not None:
@@ -469,10 +617,11 @@ def store(
     intent = prepared.intent
     result = {
         "endpoint": intent.endpoint,
-        "task": "tabular",
+        "task": prepared.task,
+        "metrics": list(_METRICS[prepared.task]),
         "intent_digest": prepared.digest,
         "hardware": prepared.hardware,
-        "eval": {"rows": prepared.rows, "label_column": prepared.candidates[0].data.label_column},
+        "eval": {"rows": prepared.rows, "columns": _columns(prepared.candidates[0].data)},
         "slo": {"p95_latency_ms": intent.slo.p95_latency_ms},
         "traffic": {"peak_rps": intent.traffic.peak_rps},
         "budget": {"monthly_usd": intent.budget.monthly_usd},
@@ -489,6 +638,15 @@ def store(
         session.add(row)
         session.flush()
         return _public(row)
+
+
+def _columns(data: EvalSet) -> dict[str, str]:
+    """Which column the comparison read as what."""
+    if isinstance(data, TabularSet):
+        return {"label": data.label_column}
+    if isinstance(data, TextSet):
+        return {"prompt": data.prompt_column, "expected": data.answer_column}
+    return {"audio": data.audio_column, "transcript": data.transcript_column}
 
 
 def _public(row: ComparisonRow) -> dict[str, Any]:

@@ -11,6 +11,8 @@ line). Every mistake in it is an ``InvalidRequest`` naming the column and the li
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -29,12 +31,16 @@ __all__ = [
     "LABEL_COLUMNS",
     "MAX_EVAL_ROWS",
     "EvalRow",
+    "SpeechSet",
     "TabularSet",
+    "TextSet",
     "accuracy",
     "exact_match",
     "macro_f1",
     "parse_eval",
+    "speech_set",
     "tabular_set",
+    "text_set",
     "token_f1",
     "word_error_rate",
 ]
@@ -358,3 +364,103 @@ def label_text(value: Any, column: str = "label", line: int = 0) -> str:
         column=column,
         line=line,
     )
+
+
+# -- text and speech sets ---------------------------------------------------------------------
+
+#: The prompt of a text example, and what it should answer (first found wins).
+PROMPT_COLUMNS = ("prompt", "input", "question")
+ANSWER_COLUMNS = ("expected", "reference", "answer", "output")
+#: A speech example: its recording (base64 of a WAV or FLAC file) and its transcript.
+AUDIO_COLUMNS = ("audio", "audio_base64")
+TRANSCRIPT_COLUMNS = ("text", "transcript", "reference", "expected")
+
+
+@dataclass(frozen=True, slots=True)
+class TextSet:
+    """Prompts and the answers expected of them (chat and completion models)."""
+
+    prompt_column: str
+    answer_column: str
+    prompts: list[str]
+    answers: list[str]
+    lines: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSet:
+    """Recordings and their transcripts (speech recognition models)."""
+
+    audio_column: str
+    transcript_column: str
+    audio: list[bytes]
+    transcripts: list[str]
+    lines: list[int]
+
+
+def _column(columns: list[str], names: tuple[str, ...], what: str) -> str:
+    found = next((c for c in names if c in columns), None)
+    if found is None:
+        raise InvalidRequest(
+            f"the evaluation file needs a column with {what} ({' or '.join(names)}); its "
+            f"columns are {', '.join(columns[:10])}",
+            param=_PARAM,
+            column=names[0],
+            line=1,
+        )
+    return found
+
+
+def _text(value: Any, column: str, line: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            f"line {line}, column '{column}': must be text", param=_PARAM, column=column, line=line
+        )
+    return value
+
+
+def text_set(columns: list[str], examples: list[EvalRow]) -> TextSet:
+    """A prompt column and an expected-answer column, both text, the prompt not empty."""
+    prompt = _column(columns, PROMPT_COLUMNS, "each example's prompt")
+    answer = _column(columns, ANSWER_COLUMNS, "each example's expected answer")
+    prompts, answers = [], []
+    for example in examples:
+        text = _text(example.fields[prompt], prompt, example.line)
+        if not text.strip():
+            raise InvalidRequest(
+                f"line {example.line}, column '{prompt}': the prompt is empty",
+                param=_PARAM,
+                column=prompt,
+                line=example.line,
+            )
+        prompts.append(text)
+        answers.append(_text(example.fields[answer], answer, example.line))
+    return TextSet(prompt, answer, prompts, answers, [e.line for e in examples])
+
+
+def speech_set(columns: list[str], examples: list[EvalRow]) -> SpeechSet:
+    """An audio column (base64 of a WAV or FLAC file) and a transcript column."""
+    audio = _column(columns, AUDIO_COLUMNS, "each example's recording, base64")
+    transcript = _column(columns, TRANSCRIPT_COLUMNS, "each example's transcript")
+    recordings, transcripts = [], []
+    for example in examples:
+        encoded = _text(example.fields[audio], audio, example.line)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(
+                f"line {example.line}, column '{audio}': not base64 ({exc})",
+                param=_PARAM,
+                column=audio,
+                line=example.line,
+            ) from exc
+        if not data:
+            raise InvalidRequest(
+                f"line {example.line}, column '{audio}': the recording is empty",
+                param=_PARAM,
+                column=audio,
+                line=example.line,
+            )
+        recordings.append(data)
+        transcripts.append(_text(example.fields[transcript], transcript, example.line))
+    return SpeechSet(audio, transcript, recordings, transcripts, [e.line for e in examples])
