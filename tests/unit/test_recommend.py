@@ -321,3 +321,28 @@ def test_usage_and_cost_rows_carry_the_endpoints_outcome(endpoint: Database) -> 
     outcomes = {row["endpoint"]: row["outcome"] for row in report["rows"]}
     assert outcomes == {"bc": "Flag applications for review", "gone": None}
     assert "outcome" not in by_team["rows"][0]
+
+
+def test_an_endpoint_whose_stored_intent_does_not_parse_is_described_not_a_500(
+    endpoint: Database, tmp_path: Path
+) -> None:
+    db = endpoint
+    with db.session() as session:
+        row = recommend.endpoint_or_404(session, "bc")
+        row.intent = {"endpoint": "bc", "project": "default"}  # written before a schema change
+        store_batch(session, calls(40, NOW - timedelta(minutes=3)))
+    settings = Settings(home=tmp_path)
+    with db.session() as session:
+        answer = recommend.recommendations(
+            session,
+            settings,
+            ArtifactStore(tmp_path / "artifacts"),
+            endpoint="bc",
+            days=7,
+            may_read=lambda _r: True,
+            now=NOW,
+        )
+    [one] = answer["endpoints"]
+    assert any("does not parse" in note for note in one["notes"])
+    [fewer] = one["proposals"]
+    assert fewer["diff"][0]["before"] == {"min": 3, "max": 3}  # what runs: 3 replicas

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -221,11 +222,22 @@ def _p95(session: Session, endpoint: str, start: datetime, end: datetime) -> flo
     return None if value is None else float(value)
 
 
-def intent_of(row: EndpointRow) -> tuple[Intent, bool]:
-    """The endpoint's applied intent, or (for one created without an intent) the intent that
-    describes what runs; the flag says whether it was applied."""
+def intent_of(row: EndpointRow) -> tuple[Intent, str | None]:
+    """The endpoint's applied intent or, for one created without an intent (or whose stored
+    intent no longer parses), the intent that describes what runs, with a note saying so."""
     if row.intent is not None:
-        return Intent.model_validate(row.intent), True
+        try:
+            return Intent.model_validate(row.intent), None
+        except ValidationError as exc:
+            note = (
+                f"the stored intent does not parse ({exc.error_count()} problem(s)): the diffs "
+                "are against an intent that describes what runs"
+            )
+    else:
+        note = (
+            "no intent was applied to this endpoint: the diffs are against an intent that "
+            "describes what runs (modelport init writes one to start from)"
+        )
     described = Intent.model_validate(
         {
             "endpoint": row.name,
@@ -235,7 +247,7 @@ def intent_of(row: EndpointRow) -> tuple[Intent, bool]:
             "batching": row.batching,
         }
     )
-    return described, False
+    return described, note
 
 
 def window(days: float, now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -643,7 +655,7 @@ def _recommend_one(
     start: datetime,
     end: datetime,
 ) -> dict[str, Any]:
-    intent, applied = intent_of(row)
+    intent, described = intent_of(row)
     seen = observe(session, row.name, start, end)
     version = row.version
     profiles = {
@@ -667,12 +679,7 @@ def _recommend_one(
         profiles=profiles,
         llm=llm,
     )
-    notes = list(result.notes)
-    if not applied:
-        notes.append(
-            "no intent was applied to this endpoint: the diffs are against an intent that "
-            "describes what runs (modelport init writes one to start from)"
-        )
+    notes = list(result.notes) + ([described] if described else [])
     return {
         "endpoint": row.name,
         "outcome": intent.outcome,
