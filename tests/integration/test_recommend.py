@@ -89,6 +89,22 @@ def test_an_over_provisioned_endpoint_gets_fewer_replicas(tmp_path: Path) -> Non
 
         _refusals(running, api)
         _cli(running)
+        _scale_to_zero_starts_with_one(running, api)
+
+
+def _scale_to_zero_starts_with_one(running: RunningServer, api: httpx.Client) -> None:
+    # replicas.min 0 still deploys a replica (control/apply: max(min, 1)); scaling to zero
+    # is the autoscaler's, after idle_to_zero_after without a request.
+    with running.client() as admin:
+        intent = INTENT.replace("bc-over", "bc-zero").replace(
+            "replicas: 3", "replicas: {min: 0, max: 2}"
+        )
+        assert admin.apply(intent)["action"] == "created"
+        admin.wait_ready("bc-zero", timeout=180)
+    assert api.get("/endpoints/bc-zero").json()["replicas"] == 1
+    [one] = api.get("/recommendations", params={"endpoint": "bc-zero"}).json()["endpoints"]
+    assert one["proposals"] == []
+    assert any("already scales to zero" in note for note in one["notes"])
 
 
 def _refusals(running: RunningServer, api: httpx.Client) -> None:
