@@ -413,12 +413,11 @@ class LocalBackend(Backend):
         log.info("scaling %s down to %d replica(s)", group, len(running))
         draining = self._draining.setdefault(group, [])
         draining.extend(leaving)
-        try:
-            await self._drain(leaving)
-        finally:
-            for replica in leaving:
-                if replica in draining:
-                    draining.remove(replica)
+        # Cancelled half-way (the server stopping), they stay listed: close() stops them.
+        await self._drain(leaving)
+        for replica in leaving:
+            if replica in draining:
+                draining.remove(replica)
 
     async def _drain(self, replicas: list[_Replica]) -> None:
         """Stop replicas already out of routing once the gateway has nothing in flight at
