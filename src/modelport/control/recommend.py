@@ -290,7 +290,7 @@ def propose(
         after = {"min": 0, "max": max(replicas.max, 1)}
         saved = -hourly * replicas.min * HOURS_PER_MONTH
         reason = (
-            f"no request in {seen.days:g} days, yet {replicas.min} replica(s) always run: "
+            f"no request in {_days(seen.days)}, yet {replicas.min} replica(s) always run: "
             "with min 0 the endpoint stops when idle and starts on its next request (that "
             "request waits for a replica to start)"
         )
@@ -416,7 +416,7 @@ def _replica_proposals(
     needed = sized.replicas
     before = {"min": replicas.min, "max": replicas.max}
     peak = (
-        f"the busiest minute averaged {seen.peak_rps:.3g} rps over {seen.days:g} days; "
+        f"the busiest minute averaged {seen.peak_rps:.3g} rps over {_days(seen.days)}; "
         f"with {HEADROOM:.0%} headroom that needs {needed} replica(s) "
         f"({_basis_words(sized.basis)})"
     )
@@ -445,6 +445,10 @@ def _replica_proposals(
             )
         ]
     return []
+
+
+def _days(days: float) -> str:
+    return "1 day" if days == 1 else f"{days:g} days"
 
 
 def _basis_words(basis: str) -> str:
