@@ -254,3 +254,124 @@ def test_a_model_version_unit_price_takes_over_the_hardware_price(admin: Client)
     assert row["monthly_usd_at_peak"] == pytest.approx(39_420.0)
     assert row["meets_budget"] is False
     assert len(admin.comparisons("breast-cancer")) >= 1
+
+
+# -- speech and text ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speech_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    home = tmp_path_factory.mktemp("compare-speech") / "home"
+    env = {"MODELPORT_DEMO_MODELS": "asr-small,chat-small"}
+    with demo_server(home, "asr-small", "chat-small", env=env) as running:
+        yield running
+
+
+def spoken(directory: Path, text: str) -> bytes:
+    path = directory / f"{len(text)}.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(path), text], check=True)
+    return path.read_bytes()
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    """Word error rate written again here, as a textbook dynamic programme over whole
+    matrices, so that the server's is checked against an independent one."""
+    strip = str.maketrans("", "", ".,!?;:'\"")
+    errors = words = 0
+    for ref_text, hyp_text in zip(references, hypotheses, strict=True):
+        ref = ref_text.lower().translate(strip).split()
+        hyp = hyp_text.lower().translate(strip).split()
+        d = [[0] * (len(hyp) + 1) for _ in range(len(ref) + 1)]
+        for i in range(len(ref) + 1):
+            d[i][0] = i
+        for j in range(len(hyp) + 1):
+            d[0][j] = j
+        for i in range(1, len(ref) + 1):
+            for j in range(1, len(hyp) + 1):
+                cost = 0 if ref[i - 1] == hyp[j - 1] else 1
+                d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+        errors += d[len(ref)][len(hyp)]
+        words += len(ref)
+    return errors / words
+
+
+def test_speech_candidates_are_scored_by_word_error_rate(
+    speech_srv: RunningServer, tmp_path: Path
+) -> None:
+    import base64
+
+    texts = ["hello world", "go forward ten meters", "the weather is nice today"]
+    recordings = [spoken(tmp_path, text) for text in texts]
+    lines = [
+        json.dumps({"audio": base64.b64encode(audio).decode(), "text": text})
+        for audio, text in zip(recordings, texts, strict=True)
+    ]
+    intent = (
+        "endpoint: asr-small\ntask: asr\nmodel: asr-small@champion\nslo:\n  p95_latency_ms: 5000\n"
+    )
+    with speech_srv.client() as admin:
+        key = str(admin.create_key("default", "listener")["key"])
+    with speech_srv.client(key) as data, speech_srv.client() as admin:
+        heard = []
+        for audio in recordings:  # what the served model hears, through the gateway
+            reply = data._http.post(
+                "/v1/audio/transcriptions",
+                files={"file": ("a.wav", audio)},
+                data={"model": "asr-small"},
+            )
+            assert reply.status_code == 200, reply.text
+            heard.append(reply.json()["text"])
+        expected = wer(texts, heard)
+
+        before = workers(speech_srv)
+        result = admin.compare(
+            intent, ["asr-small:1"], "\n".join(lines) + "\n", eval_format="jsonl", duration_s=1
+        )
+        assert workers(speech_srv) == before
+        [row] = result["candidates"]
+        assert result["metrics"] == ["word_error_rate"]
+        assert row["metrics"]["word_error_rate"] == pytest.approx(expected, abs=1e-6)
+        assert row["latency"]["requests"] >= 1 and row["latency"]["errors"] == 0
+        assert row["meets_slo"] == (row["latency"]["p95_ms"] <= 5000)
+
+        # A recording that is not base64, and one that is not audio: each names its line.
+        broken = [lines[0], json.dumps({"audio": "%%%", "text": "x"})]
+        with pytest.raises(ModelportClientError) as caught:
+            admin.compare(intent, ["asr-small:1"], "\n".join(broken), eval_format="jsonl")
+        assert caught.value.status == 400
+        assert (caught.value.details["column"], caught.value.details["line"]) == ("audio", 2)
+        noise = json.dumps({"audio": base64.b64encode(b"not a recording").decode(), "text": "x"})
+        with pytest.raises(ModelportClientError) as caught:
+            admin.compare(intent, ["asr-small:1"], f"{lines[0]}\n{noise}\n", eval_format="jsonl")
+        assert caught.value.status == 400 and caught.value.details["line"] == 2, caught.value
+        assert workers(speech_srv) == before  # its replica stopped on the way out
+        assert [c["id"] for c in admin.comparisons("asr-small")] == [result["id"]]
+
+
+def test_chat_candidates_are_scored_by_exact_match_and_token_f1(
+    speech_srv: RunningServer,
+) -> None:
+    intent = (
+        "endpoint: chat-small\ntask: chat\nmodel: chat-small@champion\n"
+        "traffic:\n  avg_output_tokens: 8\n  peak_rps: 1\n"
+    )
+    examples = [
+        {"prompt": "What is the capital of France? Answer with one word.", "expected": "Paris"},
+        {"prompt": "Say the word yes.", "expected": "yes"},
+    ]
+    text = "\n".join(json.dumps(e) for e in examples)
+    with speech_srv.client() as admin:
+        admin.set_prices({"per_1k_output_tokens": "0.002"}, model="chat-small:1")
+        result = admin.compare(intent, ["chat-small:1"], text, eval_format="jsonl", duration_s=1)
+        [row] = result["candidates"]
+        assert result["metrics"] == ["exact_match", "token_f1"]
+        assert 0 <= row["metrics"]["exact_match"] <= row["metrics"]["token_f1"] <= 1
+        assert row["rows"] == 2 and row["latency"]["errors"] == 0
+        # Priced per output token: at most 8 a reply (max_tokens from avg_output_tokens).
+        assert row["cost_basis"] == "price book: chat-small:1"
+        assert 0 < row["cost_per_1k_usd"] <= 8 * 0.002
+        with pytest.raises(ModelportClientError) as caught:
+            admin.compare(
+                intent, ["chat-small:1"], '{"prompt": "hi", "answer": 3}\n', eval_format="jsonl"
+            )
+        assert caught.value.status == 400 and caught.value.details["column"] == "answer"
