@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelport.control import environments as service
 from modelport.control.deps import ActorDep, PlaneDep, audit_change
 from modelport.control.environments import EnvironmentPublic
-from modelport.core.settings import Settings
-from modelport.planning.catalog import load_catalog
+from modelport.control.planning import catalog_of
 
 router = APIRouter(prefix="/environments", tags=["environments"])
 
@@ -42,13 +41,6 @@ class EnvironmentCreate(EnvironmentSpec):
     name: str = Field(max_length=64)
 
 
-def _known_hardware(settings: Settings) -> list[str]:
-    extra = settings.hardware_file
-    if extra is None and (settings.home / "hardware.yaml").is_file():
-        extra = settings.home / "hardware.yaml"
-    return load_catalog(extra).names()
-
-
 @router.post("", status_code=201)
 async def create_environment(
     body: EnvironmentCreate, request: Request, plane: PlaneDep, actor: ActorDep
@@ -56,7 +48,7 @@ async def create_environment(
     """Create an environment (admin)."""
 
     def store() -> EnvironmentPublic:
-        known = _known_hardware(plane.settings)
+        known = catalog_of(plane.settings).names()
         with plane.db.session() as session:
             return service.create_environment(
                 session, **body.model_dump(), known_hardware=known, actor=actor.name
@@ -105,7 +97,7 @@ async def replace_environment(
     with; an endpoint's next apply or restart uses the new values."""
 
     def store() -> tuple[EnvironmentPublic, EnvironmentPublic]:
-        known = _known_hardware(plane.settings)
+        known = catalog_of(plane.settings).names()
         with plane.db.session() as session:
             return service.replace_environment(
                 session, name, **body.model_dump(), known_hardware=known
