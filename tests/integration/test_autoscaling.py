@@ -134,6 +134,7 @@ def test_replicas_follow_a_load_step_up_and_back_down_with_no_failed_request(
         message="the autoscaler to take the endpoint on",
     )
     assert scaling(admin, "stepped")["replicas"] == 1
+    assert admin.get_endpoint("breast-cancer")["autoscaling"] is None  # a fixed count
     seen: list[dict[str, Any]] = []
     with Load(srv.url, key, "stepped", threads=6) as load:
         # 6 calls of 100 ms in flight against a target of 1 each: the most, 3, are wanted.
