@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,6 +239,27 @@ def test_an_isolated_replica_cannot_connect_out(srv: RunningServer, admin: Clien
         [replica] = admin.get_endpoint(endpoint)["replica_status"]
         assert replica["last_error"] is None
         assert network_isolated(replica["pid"]) is isolated_ns
+
+
+def test_moving_an_endpoint_into_an_isolated_environment_isolates_it(
+    srv: RunningServer, admin: Client
+) -> None:
+    if "probe-open" not in {e["name"] for e in admin.list_endpoints()}:
+        admin.apply(_intent("probe-open", "sandbox"))
+    moved = admin.apply(_intent("probe-open", "vault"))
+    # Its replicas must start again under the limits: a new revision, rolled out.
+    assert moved["action"] == "rollout", moved
+    assert [c["field"] for c in moved["changes"]] == ["environment"]
+    with srv.client(admin.create_key("default", "mover")["key"]) as caller:
+        deadline = time.monotonic() + 120
+        while True:
+            admin.wait_ready("probe-open", timeout=120)
+            if _probe(admin, caller, "probe-open")["connected"] == 0.0:
+                break
+            assert time.monotonic() < deadline, "the moved endpoint still connects out"
+            time.sleep(0.5)
+    # Applying the same file again changes nothing.
+    assert admin.apply(_intent("probe-open", "vault"))["action"] == "unchanged"
 
 
 def test_delete_is_refused_while_an_endpoint_runs_there(admin: Client) -> None:

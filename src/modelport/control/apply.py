@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from modelport.control import endpoints as endpoint_service
 from modelport.control import identity, registry
 from modelport.control import rollouts as rollout_service
-from modelport.control.environments import require_environment
+from modelport.control.environments import environment_of, isolation_of, require_environment
 from modelport.control.policies import Policies, intent_context
 from modelport.control.schemas import Change
 from modelport.core.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
@@ -162,7 +162,10 @@ def apply_intent(
     current = endpoint_service.get_revision(
         session, row, active.to_revision if active is not None else row.stable_revision
     )
-    new_revision = config != _config_of(current)
+    # A move in or out of an isolation its replicas start under needs new replicas: a new
+    # revision, rolled out like any other.
+    moved = isolation_of(environment_of(session, row.intent)) != isolation_of(environment)
+    new_revision = config != _config_of(current) or moved
     if new_revision and current.version_id != version.id:
         before = f"{current.version.model.name}:{current.version.version}"
         after = f"{version.model.name}:{version.version}"
