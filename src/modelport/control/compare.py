@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelport.control import evaluation, registry
+from modelport.control.deployment import replica_spec
 from modelport.control.evaluation import EvalRow, SpeechSet, TabularSet, TextSet, label_text
 from modelport.core.errors import InvalidRequest, ModelportError, NotFound, Unavailable
 from modelport.core.intent import Intent, intent_digest
@@ -183,7 +184,7 @@ def prepare(plane: ControlPlane, intent: Intent, body: CompareRequest) -> Prepar
                 if exc.details.get("param") == "candidates":
                     exc.details["param"] = param
                 raise
-            spec = _spec(plane, intent, comparison, index, version, signature)
+            spec = _spec(plane, intent, comparison, index, version)
             candidates.append(
                 _Candidate(ref, version.model.name, version.version, version.runtime, spec, data)
             )
@@ -216,30 +217,16 @@ def _spec(
     comparison: str,
     index: int,
     version: ModelVersionRow,
-    signature: Signature,
 ) -> ReplicaSpec:
     """The replica a revision of this version would run (control/deployment.py's spec, with
     the intent's runtime options), in a group of its own: ``compare-<id>@c<n>``."""
-    settings = plane.settings
-    return ReplicaSpec(
+    return replica_spec(
+        plane.settings,
+        plane.artifacts,
+        version,
         endpoint=f"compare-{comparison}",
         revision=f"c{index + 1}",
-        model=version.model.name,
-        version=version.version,
-        runtime=version.runtime,
-        task=version.model.task,
-        artifact_dir=plane.artifacts.path(version.artifact_digest),
-        artifact_digest=version.artifact_digest,
-        signature=signature,
-        options={**version.runtime_options, **intent.runtime_options},
-        max_body_bytes=settings.max_body_bytes,
-        max_request_rows=settings.max_request_rows,
-        max_tensor_elements=settings.max_tensor_elements,
-        max_image_pixels=settings.max_image_pixels,
-        max_audio_seconds=settings.max_audio_seconds,
-        max_prompt_tokens=settings.max_prompt_tokens,
-        max_embedding_inputs=settings.max_embedding_inputs,
-        max_embedding_chars=settings.max_embedding_chars,
+        options=intent.runtime_options,
     )
 
 

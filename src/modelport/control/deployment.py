@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import object_session
@@ -22,9 +23,9 @@ from modelport.governance import SecretStore
 from modelport.runtimes import runtime_class
 from modelport.runtimes.registry import REMOTE_RUNTIMES
 from modelport.store import ArtifactStore
-from modelport.store.tables import EndpointRow, RevisionRow
+from modelport.store.tables import EndpointRow, ModelVersionRow, RevisionRow
 
-__all__ = ["Deployment", "prepare"]
+__all__ = ["Deployment", "prepare", "replica_spec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,39 @@ def prepare(
     can roll back the rows it is writing."""
     version = revision.version
     signature = Signature.model_validate(version.signature)
-    spec = ReplicaSpec(
+    spec = replica_spec(
+        settings,
+        artifacts,
+        version,
         endpoint=row.name,
         revision=revision.label,
+        options=revision.runtime_options,
+        batching=revision.batching,
+        isolation=_isolation(row),
+    )
+    token = secrets.token_urlsafe(24).encode()
+    deployment = Deployment(spec=spec, replicas=revision.replicas, token=token, signature=signature)
+    if version.runtime in REMOTE_RUNTIMES:
+        return _remote(deployment, row.name, secret_store)
+    return deployment
+
+
+def replica_spec(
+    settings: Settings,
+    artifacts: ArtifactStore,
+    version: ModelVersionRow,
+    *,
+    endpoint: str,
+    revision: str,
+    options: dict[str, Any],
+    batching: dict[str, Any] | None = None,
+    isolation: ReplicaIsolation | None = None,
+) -> ReplicaSpec:
+    """The replica that runs ``version`` as ``endpoint@revision``: its artifact, signature,
+    runtime options (the version's, overridden by ``options``) and the server's input limits."""
+    return ReplicaSpec(
+        endpoint=endpoint,
+        revision=revision,
         model=version.model.name,
         version=version.version,
         runtime=version.runtime,
@@ -65,10 +96,10 @@ def prepare(
             artifacts.path(version.artifact_digest) if version.artifact_digest else Path()
         ),
         artifact_digest=version.artifact_digest,
-        signature=signature,
-        options={**version.runtime_options, **revision.runtime_options},
+        signature=Signature.model_validate(version.signature),
+        options={**version.runtime_options, **options},
         max_body_bytes=settings.max_body_bytes,
-        batching=revision.batching,
+        batching=batching,
         max_request_rows=settings.max_request_rows,
         max_tensor_elements=settings.max_tensor_elements,
         max_image_pixels=settings.max_image_pixels,
@@ -76,13 +107,8 @@ def prepare(
         max_prompt_tokens=settings.max_prompt_tokens,
         max_embedding_inputs=settings.max_embedding_inputs,
         max_embedding_chars=settings.max_embedding_chars,
-        isolation=_isolation(row),
+        isolation=isolation,
     )
-    token = secrets.token_urlsafe(24).encode()
-    deployment = Deployment(spec=spec, replicas=revision.replicas, token=token, signature=signature)
-    if version.runtime in REMOTE_RUNTIMES:
-        return _remote(deployment, row.name, secret_store)
-    return deployment
 
 
 def _isolation(row: EndpointRow) -> ReplicaIsolation | None:
