@@ -44,8 +44,15 @@ def test_bench_measures_each_level_and_stores_the_profile(admin: Client) -> None
         "cpu",
         1,
     )
-    assert [p["concurrency"] for p in profile["points"]] == [1, 2]  # in increasing order
-    for point in profile["points"]:
+    # The levels in increasing order, then open loop at 1/4, 1/2 and 3/4 of the top rps.
+    points = profile["points"]
+    assert [p["concurrency"] for p in points] == [1, 2, 0, 0, 0]
+    top = max(points[0]["rps"], points[1]["rps"])
+    assert [p["rate"] for p in points[2:]] == [
+        pytest.approx(share * top, rel=1e-3) for share in (0.25, 0.5, 0.75)
+    ]
+    assert all(p["rps"] == p["rate"] and p["completed_rps"] > 0 for p in points[2:])
+    for point in points:
         assert point["errors"] == 0, point
         assert point["requests"] > 10
         assert point["rps"] > 0
@@ -59,7 +66,7 @@ def test_bench_measures_each_level_and_stores_the_profile(admin: Client) -> None
 
 
 def test_bench_of_a_chat_model_speaks_openai(admin: Client) -> None:
-    profile = admin.bench("chat-small", concurrency=[1], duration=1.0)
+    profile = admin.bench("chat-small", concurrency=[1], duration=1.0, open_loop=[])
     (point,) = profile["points"]
     assert point["errors"] == 0, point
     assert point["requests"] >= 1 and point["p95_ms"] > 0
@@ -81,6 +88,12 @@ def test_bench_of_a_chat_model_speaks_openai(admin: Client) -> None:
         ({"concurrency": ["2"]}, 422, "concurrency.0"),
         ({"concurrency": [True]}, 422, "concurrency.0"),
         ({"warp": 9}, 422, "warp"),
+        ({"open_loop": [0.5, 1.5]}, 400, "open_loop[1]"),
+        ({"open_loop": [0.1] * 9}, 400, "open_loop"),
+        ({"rate": 0}, 400, "rate"),
+        ({"rate": 10, "concurrency": [1]}, 400, "rate"),
+        ({"rate": 10, "open_loop": [0.5]}, 400, "open_loop"),
+        ({"rate": 10, "duration": "2m"}, 400, "duration"),
     ],
 )
 def test_bad_bench_input_is_a_4xx_naming_the_field_and_stores_nothing(
@@ -110,11 +123,18 @@ def test_the_cli_prints_the_profile(served: RunningServer) -> None:
         app, ["bench", "breast-cancer", "--concurrency", "1", "--duration", "500ms", *args]
     )
     assert result.exit_code == 0, result.output
-    assert "rps/replica" in result.output and "breast-cancer:1" in result.output
-    as_json = ["--concurrency", "1", "--duration", "0.5", "--format", "json"]
+    assert "p95" in result.output and "breast-cancer:1" in result.output
+    as_json = ["--concurrency", "1", "--duration", "0.5", "--open-loop", "", "--format", "json"]
     result = runner.invoke(app, ["bench", "breast-cancer", *as_json, *args])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["points"][0]["concurrency"] == 1
+    result = runner.invoke(
+        app,
+        ["bench", "breast-cancer", "--rate", "20", "--duration", "0.5", "--format", "json", *args],
+    )
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.output)
+    assert checked["id"] is None and checked["points"][0]["rate"] == 20
     result = runner.invoke(app, ["bench", "breast-cancer", "--concurrency", "x", *args])
     assert result.exit_code == 2
     result = runner.invoke(app, ["hardware", "--format", "json", *args])

@@ -163,6 +163,14 @@ def _levels(text: str) -> list[int]:
         raise typer.Exit(2) from None
 
 
+def _shares(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        err.print(f"[red]error[/red] --open-loop: comma-separated shares, got {text!r}")
+        raise typer.Exit(2) from None
+
+
 def _duration(text: str) -> float | str:
     try:
         return float(text)
@@ -179,6 +187,22 @@ def bench(
         str, typer.Option(help="Callers per replica at each level, comma-separated.")
     ] = "1,2,4,8",
     duration: Annotated[str, typer.Option(help="Time at each level: 5s, 500ms or seconds.")] = "5s",
+    open_loop: Annotated[
+        str,
+        typer.Option(
+            "--open-loop",
+            help="Then open-loop runs at these shares of the top throughput, comma-separated "
+            "('' for none).",
+        ),
+    ] = "0.25,0.5,0.75",
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Instead: one open-loop run at this many requests per second per replica, "
+            "to check a plan's predicted p95 (not stored).",
+            show_default=False,
+        ),
+    ] = None,
     format: Format = "table",
     url: Url = None,
     token: Token = None,
@@ -190,15 +214,18 @@ def bench(
         profile = client.bench(
             endpoint,
             revision=revision,
-            concurrency=_levels(concurrency),
+            concurrency=None if rate is not None else _levels(concurrency),
             duration=_duration(duration),
+            rate=rate,
+            open_loop=None if rate is not None else _shares(open_loop),
         )
     if as_json:
         _print(profile, True)
         return
     machine = profile["machine"]
+    stored = f"profile {profile['id']}" if profile["id"] is not None else "not stored"
     out.print(
-        f"profile {profile['id']}: {profile['endpoint']} {profile['revision']} "
+        f"{stored}: {profile['endpoint']} {profile['revision']} "
         f"({profile['model']}) on {profile['hardware']}, {profile['replicas']} replica(s), "
         f"{profile['duration_s']:g} s per level",
         highlight=False,
@@ -208,10 +235,12 @@ def bench(
         f"cores, {machine.get('memory_gb')} GB, {machine.get('platform')}",
         highlight=False,
     )
-    table = Table("concurrency", "requests", "rps/replica", "p50", "p95", "p99", "errors")
+    table = Table("load", "requests", "rps/replica", "p50", "p95", "p99", "errors")
     for point in profile["points"]:
         table.add_row(
-            str(point["concurrency"]),
+            f"open loop {point['rate']:g}/s"
+            if point["concurrency"] == 0
+            else (f"{point['concurrency']} in flight"),
             str(point["requests"]),
             f"{point['rps']:,.1f}",
             _ms(point["p50_ms"]),

@@ -80,12 +80,16 @@ class PlanningCalls(HTTPCalls):
         concurrency: list[int] | None = None,
         duration: float | str | None = None,
         rate: float | None = None,
+        open_loop: list[float] | None = None,
     ) -> dict[str, Any]:
         """Measure a revision's replicas at each concurrency (callers per replica) for
-        ``duration`` each (seconds, or "3s") and store the profile; takes up to a minute.
-        With ``rate`` instead: one open-loop run at that many requests per second per
-        replica (to check a plan's predicted p95), not stored."""
+        ``duration`` each (seconds, or "3s"), then open-loop at ``open_loop`` shares of the
+        top throughput (default 0.25, 0.5, 0.75), and store the profile; takes up to a
+        minute. With ``rate`` instead: one open-loop run at that many requests per second
+        per replica (to check a plan's predicted p95), not stored."""
         body: dict[str, Any] = {}
+        if open_loop is not None:
+            body["open_loop"] = open_loop
         if rate is not None:
             body["rate"] = rate
         if revision is not None:

@@ -40,6 +40,17 @@ class BenchPlan:
     concurrency: tuple[int, ...]
     duration_s: float
     rate: float | None = None
+    open_loop: tuple[float, ...] = ()
+    """After the levels: open-loop runs at these shares of the most throughput a level
+    reached. Real traffic arrives open loop, and on a busy or a mostly idle machine its p95
+    differs from a closed loop's at the same throughput (a closed loop waits out a stall
+    with one call; an idle replica wakes slower), so the planner reads these points below
+    saturation."""
+
+    @property
+    def runs(self) -> int:
+        """How many timed runs of ``duration_s`` the plan makes."""
+        return 1 if self.rate is not None else len(self.concurrency) + len(self.open_loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +222,9 @@ async def _paced(
         level.errors += len(pending)
         level.last_error = f"{len(pending)} call(s) still running when the bench ran out of time"
     point = _point(0, level, max(time.monotonic(), until) - started, len(targets))
-    return {**point, "concurrency": None, "rate": rate}
+    # concurrency 0: open loop. Its rps is the load offered (what the p95 was measured at);
+    # what was answered within the run, stragglers included, is completed_rps.
+    return {**point, "concurrency": 0, "rate": rate, "rps": rate, "completed_rps": point["rps"]}
 
 
 async def _run(
@@ -239,13 +252,26 @@ async def _run(
             return [
                 await _paced(client, targets, sample, headers, plan.rate, plan.duration_s, hard)
             ]
-        points = []
-        for index, concurrency in enumerate(plan.concurrency):
-            # Each level's stragglers get what the levels after it leave of the total.
-            later = plan.duration_s * (len(plan.concurrency) - index - 1)
-            hard = min(deadline - later, time.monotonic() + plan.duration_s + _CALL_TIMEOUT_S)
+        points: list[dict[str, Any]] = []
+
+        def hard_deadline() -> float:
+            # Each run's stragglers get what the runs after it leave of the total.
+            later = plan.duration_s * (plan.runs - len(points) - 1)
+            return min(deadline - later, time.monotonic() + plan.duration_s + _CALL_TIMEOUT_S)
+
+        for concurrency in plan.concurrency:
             points.append(
-                await _level(client, targets, sample, headers, concurrency, plan.duration_s, hard)
+                await _level(
+                    client, targets, sample, headers, concurrency, plan.duration_s, hard_deadline()
+                )
+            )
+        top = max((float(point["rps"]) for point in points), default=0.0)
+        for share in plan.open_loop if top > 0 else ():
+            rate = round(share * top, 3)
+            points.append(
+                await _paced(
+                    client, targets, sample, headers, rate, plan.duration_s, hard_deadline()
+                )
             )
         return points
 

@@ -34,6 +34,7 @@ from modelport.store.planning_tables import BenchProfileRow
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "DEFAULT_OPEN_LOOP",
     "MAX_CONCURRENCY",
     "MAX_RATE",
     "MAX_TOTAL_S",
@@ -54,6 +55,7 @@ MAX_LEVELS = 8
 MAX_CONCURRENCY = 64  # callers per replica at one level
 MAX_RATE = 5_000.0  # requests per second per replica, open loop
 DEFAULT_LEVELS = (1, 2, 4, 8)
+DEFAULT_OPEN_LOOP = (0.25, 0.5, 0.75)
 MIN_DURATION_S = 0.5
 # Levels share the total; what is left after the levels is the stragglers' grace.
 _LOAD_SHARE_S = 50.0
@@ -61,12 +63,24 @@ _WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "
 
 
 def check_plan(
-    concurrency: Sequence[int] | None, duration_s: float, rate: float | None = None
+    concurrency: Sequence[int] | None,
+    duration_s: float,
+    rate: float | None = None,
+    open_loop: Sequence[float] | None = None,
 ) -> BenchPlan:
-    """The levels in increasing order (default ``DEFAULT_LEVELS``), or one run at ``rate``
-    requests per second per replica; ``InvalidRequest`` naming the field at fault."""
+    """The levels in increasing order (default ``DEFAULT_LEVELS``) then open-loop runs at
+    ``open_loop`` shares of the top throughput (default ``DEFAULT_OPEN_LOOP``); or one run
+    at ``rate`` requests per second per replica. ``InvalidRequest`` naming the field at
+    fault."""
     if rate is not None:
+        if open_loop is not None:
+            raise InvalidRequest(
+                "open_loop: a run at one rate takes no open-loop shares",
+                field="open_loop",
+                param="open_loop",
+            )
         return _check_rate(concurrency, duration_s, rate)
+    shares = _check_shares(DEFAULT_OPEN_LOOP if open_loop is None else open_loop)
     if concurrency is None:
         concurrency = DEFAULT_LEVELS
     if not 1 <= len(concurrency) <= MAX_LEVELS:
@@ -90,15 +104,34 @@ def check_plan(
             field="duration",
             param="duration",
         )
-    if duration_s * len(levels) > _LOAD_SHARE_S:
+    plan = BenchPlan(levels, duration_s, open_loop=shares)
+    if duration_s * plan.runs > _LOAD_SHARE_S:
         raise InvalidRequest(
-            f"duration: {len(levels)} level(s) of {duration_s:g}s is "
-            f"{duration_s * len(levels):g}s; a bench runs at most {_LOAD_SHARE_S:g}s of load "
-            f"(shorten duration or give fewer levels)",
+            f"duration: {plan.runs} run(s) ({len(levels)} level(s), {len(shares)} open-loop) "
+            f"of {duration_s:g}s is {duration_s * plan.runs:g}s; a bench runs at most "
+            f"{_LOAD_SHARE_S:g}s of load (shorten duration or give fewer levels)",
             field="duration",
             param="duration",
         )
-    return BenchPlan(levels, duration_s)
+    return plan
+
+
+def _check_shares(shares: Sequence[float]) -> tuple[float, ...]:
+    if len(shares) > MAX_LEVELS:
+        raise InvalidRequest(
+            f"open_loop: give at most {MAX_LEVELS} shares, got {len(shares)}",
+            field="open_loop",
+            param="open_loop",
+        )
+    for index, share in enumerate(shares):
+        if isinstance(share, bool) or not math.isfinite(share) or not 0 < share <= 1:
+            raise InvalidRequest(
+                f"open_loop[{index}]: a share of the top throughput, above 0 and at most 1, "
+                f"got {share}",
+                field=f"open_loop[{index}]",
+                param=f"open_loop[{index}]",
+            )
+    return tuple(sorted(set(shares)))
 
 
 def _check_rate(concurrency: Sequence[int] | None, duration_s: float, rate: float) -> BenchPlan:

@@ -47,6 +47,12 @@ class BenchRequest(_In):
         max_length=64,
         description="Closed-loop callers per replica at each level; default 1, 2, 4, 8.",
     )
+    open_loop: list[Annotated[float, Strict()]] | None = Field(
+        default=None,
+        max_length=64,
+        description="After the levels: open-loop runs at these shares (0-1] of the top "
+        "throughput; default 0.25, 0.5, 0.75; [] for none.",
+    )
     rate: Annotated[float, Strict()] | None = Field(
         default=None,
         description="Instead of levels: one open-loop run at this many requests per second "
@@ -158,7 +164,9 @@ async def bench(
     """Measure a revision's replicas at each concurrency (``modelport bench``) and store the
     profile (201); with ``rate``, measure one open-loop run and store nothing (200). Bounded:
     at most 60 s."""
-    plan = bench_service.check_plan(body.concurrency, _duration(body.duration), body.rate)
+    plan = bench_service.check_plan(
+        body.concurrency, _duration(body.duration), body.rate, body.open_loop
+    )
     input_tokens, output_tokens = await asyncio.to_thread(_traffic, plane, name)  # 404 if none
     deployment = _deployment(plane, name, body.revision)
     targets = plane.backend.ready(deployment.spec.group)
