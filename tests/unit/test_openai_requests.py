@@ -240,6 +240,18 @@ def test_bad_schemas_are_400_naming_the_path(schema: dict[str, Any], param: str)
     assert info.value.details["param"] == param
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [{"const": {"$ref": True}}, {"enum": ["a", {"$ref": 1}]}, {"const": [{"$ref": False}]}],
+)
+def test_values_that_look_like_references_are_400(schema: dict[str, Any]) -> None:
+    """llama.cpp's converter resolves every ``$ref`` key, even inside a ``const`` or ``enum``
+    value, and fails on one that is not a string (found by fuzzing the converter)."""
+    with pytest.raises(InvalidRequest) as info:
+        response_grammar(schema, strict=False, param="s")
+    assert info.value.details["param"] == "s"
+
+
 def test_defs_of_two_tools_do_not_collide() -> None:
     def tool(name: str, kind: str) -> Tool:
         return Tool(

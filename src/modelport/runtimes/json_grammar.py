@@ -206,7 +206,17 @@ def _convert(document: dict[str, Any], root: str, param: str) -> str:
     try:
         schema = converter.resolve_refs(_drop_none(document), "input")
         converter.visit(schema, root)  # type: ignore[no-untyped-call]
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError, re.error) as exc:
+    # AttributeError: the converter resolves every "$ref" key, even one inside a const or
+    # enum value, and calls string methods on whatever it holds.
+    except (
+        AssertionError,
+        AttributeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RecursionError,
+        re.error,
+    ) as exc:
         raise InvalidRequest(
             f"'{param}' cannot be turned into a grammar: {type(exc).__name__}: {exc}",
             param=param,
