@@ -7,9 +7,9 @@ speech), with the secret the gateway sends them: nothing is metered, limited or 
 the gateway's own work is not in the figures. At each concurrency level every replica gets
 that many closed-loop callers (one request in flight each, the next sent when the answer
 arrives) for ``duration`` seconds, so each point says what ONE replica does with that many
-requests in flight. ``bench_load`` drives it (in a thread with an event loop of its own, so
-the server's loop, the gateway's too, never waits on it; bounded by ``MAX_TOTAL_S``); this
-module decides what to send and stores what was measured.
+requests in flight; then open-loop runs below saturation. ``bench_load`` drives it (in a
+process of its own, so neither the server's loop nor its garbage collections get in the way;
+bounded by ``MAX_TOTAL_S``); this module decides what to send and stores what was measured.
 """
 
 from __future__ import annotations
