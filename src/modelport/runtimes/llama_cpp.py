@@ -281,8 +281,14 @@ class LlamaCppRuntime(ModelRuntime):
 
     async def stream(self, request: GenerateRequest) -> GenerationStream:
         prompt, budget = self._prompt_tokens(request)
-        # A bad schema or bias is a 400 before the stream starts.
-        constraints = (self._grammar(request), self._bias(request))
+        # A bad schema or bias is a 400 before the stream starts. Compiling a grammar is
+        # native work that grows with the schema: off the event loop, so that the replica
+        # keeps answering its health probes meanwhile.
+        if request.json_schema is not None or request.tools:
+            grammar = await asyncio.to_thread(self._grammar, request)
+        else:
+            grammar = None
+        constraints = (grammar, self._bias(request))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stopped = threading.Event()
