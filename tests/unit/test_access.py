@@ -56,6 +56,9 @@ BODIES = {
     ("POST", "/api/v1/apply"): {
         "intent": f"endpoint: alpha-ep\nproject: {PROJECT}\ntask: custom\nmodel: alpha-model:1\n"
     },
+    ("POST", "/api/v1/plan"): {
+        "intent": f"endpoint: alpha-ep\nproject: {PROJECT}\ntask: custom\nmodel: alpha-model:1\n"
+    },
     ("POST", "/api/v1/compare"): {
         "intent": f"endpoint: alpha-ep\nproject: {PROJECT}\ntask: custom\nmodel: alpha-model:1\n",
         "candidates": ["alpha-model:1"],
@@ -331,7 +334,7 @@ async def test_a_key_reads_only_its_own_projects_usage(control: Control) -> None
 
 
 # POST routes that change nothing (a dry run, a check): the only writes a reader may call.
-READ_ONLY_POSTS = {"/api/v1/policies/test", "/api/v1/audit/verify"}
+READ_ONLY_POSTS = {"/api/v1/policies/test", "/api/v1/audit/verify", "/api/v1/plan"}
 
 
 def test_no_change_is_open_to_readers(control: Control) -> None:
