@@ -44,12 +44,12 @@ def test_bench_measures_each_level_and_stores_the_profile(admin: Client) -> None
         "cpu",
         1,
     )
-    # The levels in increasing order, then open loop at 1/4, 1/2 and 3/4 of the top rps.
+    # The levels in increasing order, then open loop at 40%, 55% and 70% of the top rps.
     points = profile["points"]
     assert [p["concurrency"] for p in points] == [1, 2, 0, 0, 0]
     top = max(points[0]["rps"], points[1]["rps"])
     assert [p["rate"] for p in points[2:]] == [
-        pytest.approx(share * top, rel=1e-3) for share in (0.25, 0.5, 0.75)
+        pytest.approx(share * top, rel=1e-3) for share in (0.4, 0.55, 0.7)
     ]
     assert all(p["rps"] == p["rate"] and p["completed_rps"] > 0 for p in points[2:])
     # Closed-loop levels pace themselves; at 3/4 of the top rate, open loop, a shared 2-core

@@ -79,9 +79,13 @@ def _round(admin: Client) -> dict[str, Any]:
     replica at the planned per-replica rate."""
     profile = admin.bench("breast-cancer", concurrency=[1, 2, 4], duration=SECONDS)
     top = max(point["rps"] for point in profile["points"] if point["concurrency"])
-    # 0.8x the most one replica did, plus the planner's 30% headroom, is more than one
-    # replica sustains: 2 replicas, each at about half of what it can do.
-    peak = round(0.8 * top, 1)
+    # What one replica sustains within the SLO, read back from a light plan's headroom
+    # (headroom = 1 - load / capacity) ...
+    light = admin.plan(intent(peak=round(0.1 * top, 1)))
+    capacity = 0.1 * top / light["replicas"]["min"] / (1 - light["headroom"])
+    # ... then a peak that, with the planner's 30% headroom, is more than one replica
+    # sustains: 2 replicas, each at 40% of what it can do.
+    peak = round(0.8 * capacity, 1)
     plan = admin.plan(intent(peak=peak))
     assert plan["feasible"] is True, plan
     assert (plan["basis"], plan["hardware"]) == ("measured", "cpu"), plan
@@ -98,6 +102,7 @@ def _round(admin: Client) -> dict[str, Any]:
     predicted = plan["predicted_p95_ms"]
     return {
         "profile": [(p["concurrency"], p["rps"], p["p95_ms"]) for p in profile["points"]],
+        "capacity": round(capacity, 1),
         "peak": peak,
         "replicas": replicas,
         "rate": round(rate, 1),

@@ -194,7 +194,7 @@ def bench(
             help="Then open-loop runs at these shares of the top throughput, comma-separated "
             "('' for none).",
         ),
-    ] = "0.25,0.5,0.75",
+    ] = "0.4,0.55,0.7",
     rate: Annotated[
         float | None,
         typer.Option(

@@ -84,7 +84,7 @@ class PlanningCalls(HTTPCalls):
     ) -> dict[str, Any]:
         """Measure a revision's replicas at each concurrency (callers per replica) for
         ``duration`` each (seconds, or "3s"), then open-loop at ``open_loop`` shares of the
-        top throughput (default 0.25, 0.5, 0.75), and store the profile; takes up to a
+        top throughput (default 0.4, 0.55, 0.7), and store the profile; takes up to a
         minute. With ``rate`` instead: one open-loop run at that many requests per second
         per replica (to check a plan's predicted p95), not stored."""
         body: dict[str, Any] = {}

@@ -51,7 +51,7 @@ class BenchRequest(_In):
         default=None,
         max_length=64,
         description="After the levels: open-loop runs at these shares (0-1] of the top "
-        "throughput; default 0.25, 0.5, 0.75; [] for none.",
+        "throughput; default 0.4, 0.55, 0.7; [] for none.",
     )
     rate: Annotated[float, Strict()] | None = Field(
         default=None,
