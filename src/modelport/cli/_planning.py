@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modelport.cli._common import Token, Url, _client, _print, err, out
@@ -14,6 +15,7 @@ from modelport.cli._common import Token, Url, _client, _print, err, out
 __all__ = ["register"]
 
 Format = Annotated[str, typer.Option("--format", help="table or json.")]
+_COLUMN = 19  # where a plan line's text starts
 IntentFile = Annotated[
     Path,
     typer.Option("-f", "--file", help="The intent file.", exists=True, dir_okay=False),
@@ -55,81 +57,80 @@ def _option_line(option: dict[str, Any]) -> str:
     replicas = f"{option['replicas']} replica(s)"
     figures = f"p95 {_ms(option['p95_ms'])}, {_usd(option['monthly_usd'])}/month"
     why = f": {option['reason']}" if option.get("reason") else ""
-    return f"{where}, {replicas}, {figures} [{option['basis']}]{why}"
+    return f"{where}, {replicas}, {figures} ({option['basis']}){why}"
+
+
+def _show(label: str, text: str, style: str = "") -> None:
+    """One line of the plan: a label column, then ``text`` (the server's words, printed as
+    they are: a ``[measured]`` in them is not markup)."""
+    head = f"[{style}]{escape(label)}[/{style}]" if style else escape(label)
+    out.print(f"{head:<{_COLUMN + len(head) - len(label)}}{escape(text)}", highlight=False)
 
 
 def _print_plan(result: dict[str, Any]) -> None:
-    show = out.print
     targets = result["targets"]
-    show(
-        f"plan for endpoint '{result['endpoint']}' ({result['model']}, {result['task']})",
-        highlight=False,
-    )
+    _show("plan", f"endpoint '{result['endpoint']}' ({result['model']}, {result['task']})")
     if result["feasible"]:
-        show(
-            f"environment    {result['environment']}: {result['environment_reason']}",
-            highlight=False,
-        )
-        show(f"hardware       {result['hardware']} x{result['devices']} per replica")
+        _show("environment", result["environment"])
+        _show("", result["environment_reason"])
+        _show("hardware", f"{result['hardware']} x{result['devices']} per replica")
         replicas = result["replicas"]
-        show(f"replicas       min {replicas['min']}, max {replicas['max']}", highlight=False)
+        _show("replicas", f"min {replicas['min']}, max {replicas['max']}")
         peak = targets["peak_rps"]
         at_peak = f"at peak {peak:g} rps" if peak is not None else "(no traffic.peak_rps given)"
         target = targets["p95_latency_ms"]
         goal = f" (SLO {_ms(target)})" if target is not None else ""
-        show(
-            f"p95            {_ms(result['predicted_p95_ms'])} {at_peak}{goal}, "
-            f"headroom {_share(result['headroom'])}, basis {result['basis']}",
-            highlight=False,
+        _show(
+            "p95",
+            f"{_ms(result['predicted_p95_ms'])} {at_peak}{goal}, headroom "
+            f"{_share(result['headroom'])}, basis {result['basis']}",
         )
         budget = targets["monthly_usd"]
         cap = f" (budget {_usd(budget)})" if budget is not None else ""
-        show(f"monthly cost   {_usd(result['monthly_usd'])}{cap}", highlight=False)
+        _show("monthly cost", f"{_usd(result['monthly_usd'])}{cap}")
     else:
-        show(f"[red]infeasible[/red]     {result['reason']}", highlight=False)
-        show(f"environment    {result['environment_reason']}", highlight=False)
+        _show("infeasible", result["reason"] or "", "red")
+        _show("environment", result["environment_reason"])
         if result["closest"] is not None:
-            show(f"closest        {_option_line(result['closest'])}", highlight=False)
-    for title, key in (
-        ("cheaper, rejected", "rejected_cheaper"),
-        ("faster, rejected", "rejected_faster"),
-    ):
+            _show("closest", _option_line(result["closest"]))
+    for title, key in (("cheaper", "rejected_cheaper"), ("faster", "rejected_faster")):
         options = result[key]
-        show(f"{title}:" + ("" if options else " none"), highlight=False)
+        _show(f"{title}, rejected", "" if options else "none")
         for option in options:
-            show(f"  - {_option_line(option)}", highlight=False)
+            _show("", f"- {_option_line(option)}")
     policy = result["policy"]
     if policy["allowed"]:
         warned = f" ({len(policy['warnings'])} audit-mode warning(s))" if policy["warnings"] else ""
-        show(f"policy         [green]allowed[/green]{warned}", highlight=False)
+        _show("policy", f"allowed{warned}", "green")
     else:
-        show("policy         [red]denied[/red]", highlight=False)
+        _show("policy", "denied", "red")
     for rule in policy["denials"] + policy["warnings"]:
         reasons = f" ({'; '.join(rule['reasons'])})" if rule.get("reasons") else ""
-        show(
-            f"  - {rule['policy']}/{rule['rule']} [{rule['mode']}]{reasons}: {rule['message']}",
-            highlight=False,
-        )
+        _show("", f"- {rule['policy']}/{rule['rule']} ({rule['mode']}){reasons}: {rule['message']}")
     _print_diff(result)
 
 
 def _print_diff(result: dict[str, Any]) -> None:
     changes = result["diff"]
     if not changes:
-        out.print("diff           none: the endpoint already runs this intent", highlight=False)
+        _show("diff", "none: the endpoint already runs this intent")
         return
-    what = "changes to the deployed intent" if result["endpoint_exists"] else "a new endpoint"
-    out.print(f"diff           {what}:", highlight=False)
+    if not result["endpoint_exists"]:
+        what = "a new endpoint"
+    elif all(change["before"] is None for change in changes):
+        what = "the endpoint was deployed without an intent file: every field is new"
+    else:
+        what = "changes to the deployed intent"
+    _show("diff", what)
     for change in changes:
-        before, after = change["before"], change["after"]
+        field, before, after = escape(change["field"]), change["before"], change["after"]
         if before is None:
-            out.print(f"  [green]+ {change['field']}: {after}[/green]", highlight=False)
+            line = f"  [green]+ {field}: {escape(str(after))}[/green]"
         elif after is None:
-            out.print(f"  [red]- {change['field']}: {before}[/red]", highlight=False)
+            line = f"  [red]- {field}: {escape(str(before))}[/red]"
         else:
-            out.print(
-                f"  [yellow]~ {change['field']}: {before} -> {after}[/yellow]", highlight=False
-            )
+            line = f"  [yellow]~ {field}: {escape(str(before))} -> {escape(str(after))}[/yellow]"
+        out.print(line, highlight=False)
 
 
 def plan(
@@ -238,9 +239,9 @@ def bench(
     table = Table("load", "requests", "rps/replica", "p50", "p95", "p99", "errors")
     for point in profile["points"]:
         table.add_row(
-            f"open loop {point['rate']:g}/s"
+            f"open loop {point['rate']:.0f}/s"
             if point["concurrency"] == 0
-            else (f"{point['concurrency']} in flight"),
+            else f"{point['concurrency']} in flight",
             str(point["requests"]),
             f"{point['rps']:,.1f}",
             _ms(point["p50_ms"]),
