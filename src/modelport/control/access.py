@@ -206,6 +206,13 @@ def _query_endpoint(session: Session, target: Target) -> Teams:
     return _one(endpoint_team(session, name))
 
 
+def _query_endpoint_if_named(session: Session, target: Target) -> Teams:
+    """``?endpoint=NAME``: that endpoint's team; none named: any team (the answer lists only
+    what the caller may read)."""
+    name = target.query.get("endpoint")
+    return _one(endpoint_team(session, name)) if name else ANY
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 P = "/api/v1"
@@ -308,7 +315,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", f"{P}/endpoints/{{name}}/profiles"): Rule("read", _endpoint("name")),
     ("POST", f"{P}/compare"): Rule("deploy", _apply, body=True),
     ("GET", f"{P}/endpoints/{{name}}/comparisons"): Rule("read", _endpoint("name")),
-    ("GET", f"{P}/recommendations"): _read_any(),
+    ("GET", f"{P}/recommendations"): Rule("read", _query_endpoint_if_named),
 }
 
 
