@@ -103,14 +103,22 @@ def _row(points: list[dict[str, Any]], hardware: str = "cpu") -> BenchProfileRow
 
 def test_a_stored_profile_reads_as_the_planners_profile_without_levels_that_all_failed() -> None:
     profile = profile_of(
-        _row([_point(1, 100.0, 4.0), _point(2, 0.0, None, errors=7), _point(4, 180.0, 9.0, 1)])
+        _row([_point(1, 100.0, 4.0), _point(2, 0.0, None, errors=7), _point(4, 180.0, 9.0)])
     )
     assert profile.hardware == "cpu"
     assert profile.machine == {"cpu": "test"}
     assert [(p.concurrency, p.rps, p.p95_ms, p.errors) for p in profile.points] == [
         (1, 100.0, 4.0, 0),
-        (4, 180.0, 9.0, 1),
+        (4, 180.0, 9.0, 0),
     ]
+
+
+def test_nothing_at_or_above_a_throughput_where_calls_failed_counts() -> None:
+    # The open loop failed calls at 150 rps: the closed loop's 180 rps is not capacity.
+    points = [_point(1, 120.0, 4.0), _point(4, 180.0, 9.0), _point(0, 90.0, 3.0)]
+    points += [_point(0, 150.0, 900.0, errors=3), _point(0, 160.0, 950.0)]
+    profile = profile_of(_row(points))
+    assert [(p.concurrency, p.rps) for p in profile.points] == [(1, 120.0), (0, 90.0)]
 
 
 def test_bench_levels_and_duration_are_checked_naming_the_field() -> None:

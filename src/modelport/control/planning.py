@@ -12,6 +12,7 @@ Every function here blocks (database, artifact files): call it in a thread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,12 @@ def catalog_of(settings: Settings) -> Catalog:
 
 
 def profile_of(row: BenchProfileRow) -> Profile:
-    """A stored bench run as the planner reads it; levels where no call succeeded are left
-    out (they say nothing about latency)."""
+    """A stored bench run as the planner reads it. Runs where no call succeeded are left out
+    (they say nothing about latency), and so is every run at or above the lowest throughput
+    where calls failed: a replica that failed calls at R rps does not sustain R, whatever a
+    closed loop reached beyond it (an open loop falls behind where a closed loop slows down)."""
+    failing = [float(p["rps"]) for p in row.points if p.get("errors") and p.get("rps")]
+    limit = min(failing, default=math.inf)
     points = tuple(
         ProfilePoint(
             concurrency=int(point["concurrency"]),
@@ -76,7 +81,9 @@ def profile_of(row: BenchProfileRow) -> Profile:
             errors=int(point.get("errors", 0)),
         )
         for point in row.points
-        if point.get("p95_ms") is not None and point.get("p50_ms") is not None
+        if point.get("p95_ms") is not None
+        and point.get("p50_ms") is not None
+        and float(point["rps"]) < limit
     )
     return Profile(hardware=row.hardware, points=points, machine=dict(row.machine or {}))
 
