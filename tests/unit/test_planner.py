@@ -80,9 +80,7 @@ def _input(**overrides: Any) -> PlanInput:
 def _accepts(env: EnvironmentOption, sensitivity: str) -> bool:
     if sensitivity not in env.sensitivities:
         return False
-    if sensitivity == "restricted":
-        return env.kind == "isolated"
-    if sensitivity == "confidential":
+    if sensitivity in ("confidential", "restricted"):
         return env.kind in ("dedicated", "isolated")
     return True
 
@@ -226,13 +224,16 @@ def test_replicas_min_is_kept_and_no_traffic_means_replicas_min() -> None:
     assert got.chosen.p95_ms == pytest.approx(8.0)  # the lightest measured load
 
 
-def test_restricted_data_runs_only_in_an_isolated_environment() -> None:
-    got = plan(_input(sensitivity="restricted"), CATALOG)
-    assert got.chosen is not None and got.chosen.environment == "vault"
-    assert "vault (isolated) accepts restricted data" in got.environment_reason
-    named = plan(_input(sensitivity="restricted", environment="production"), CATALOG)
+def test_restricted_data_runs_only_in_a_dedicated_or_isolated_environment() -> None:
+    """As the shipped data-residency policy says: what the planner picks, apply accepts."""
+    vault = plan(_input(sensitivity="restricted", environment="vault"), CATALOG)
+    assert vault.chosen is not None and vault.chosen.environment == "vault"
+    assert "vault (isolated) accepts restricted data" in vault.environment_reason
+    # A shared environment refuses it even when its sensitivities were set to include it.
+    lax = EnvironmentOption("lax", "shared", ("cpu",), ALL)
+    named = plan(_input(sensitivity="restricted", environment="lax", environments=(lax,)), CATALOG)
     assert not named.feasible and named.closest is None
-    assert "restricted data runs only in isolated" in (named.reason or "")
+    assert "restricted data runs only in dedicated or isolated" in (named.reason or "")
 
 
 def test_confidential_data_is_refused_by_a_shared_environment() -> None:

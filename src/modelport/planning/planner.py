@@ -44,8 +44,9 @@ DEFAULT_OUTPUT_TOKENS = 256
 _LISTED = 5  # alternatives shown each way: enough to see the trade-off, short enough to read
 _TENSOR_PARALLEL = (1, 2, 4, 8)
 
+# The shipped data-residency policy's rule: what the planner picks, apply accepts.
 _SENSITIVITY_KINDS = {
-    "restricted": ("isolated",),
+    "restricted": ("dedicated", "isolated"),
     "confidential": ("dedicated", "isolated"),
 }
 
@@ -423,14 +424,21 @@ def _caveat(chosen: Option) -> str | None:
     return None
 
 
-def _environment_reason(inp: PlanInput, name: str, judged: list[tuple[Option, int]]) -> str:
+def _environment_reason(
+    inp: PlanInput, name: str, judged: list[tuple[Option, int]], *, feasible: bool = True
+) -> str:
     env = next(e for e in inp.environments if e.name == name)
     accepts = f"{env.name} ({env.kind}) accepts {inp.sensitivity} data"
     if inp.environment != "auto":
         return f"{accepts}, as the intent names it"
     refused = sorted({o.environment for o, stage in judged if stage == _SENSITIVITY})
     others = f"; {', '.join(refused)} do{'es' if len(refused) == 1 else ''} not" if refused else ""
-    return f"auto: {accepts} and holds the cheapest plan that meets the intent{others}"
+    holds = (
+        "holds the cheapest plan that meets the intent"
+        if feasible
+        else "holds the option that comes closest"
+    )
+    return f"auto: {accepts} and {holds}{others}"
 
 
 def _impossible(inp: PlanInput, judged: list[tuple[Option, int]]) -> Plan:
@@ -470,7 +478,7 @@ def _impossible(inp: PlanInput, judged: list[tuple[Option, int]]) -> Plan:
         chosen=None,
         closest=closest,
         environment_reason=(
-            _environment_reason(inp, env_name, judged)
+            _environment_reason(inp, env_name, judged, feasible=False)
             if furthest > _SENSITIVITY
             else "; ".join(sorted({o.reason or "" for o, s in judged if s == _SENSITIVITY}))
         ),
