@@ -1,9 +1,10 @@
 """Recommendations: changes to an endpoint's intent that its traffic, latency and cost suggest.
 
-What an endpoint did over the last days is read from the store (``observe``, in ``control/observed.py``): requests,
-errors and slow requests from the minute usage rollups, the busiest minute as the peak, the
-p95 from the raw usage events (kept for the loader's retention, 30 days by default). From
-that and the intent, ``propose`` (``control/proposals.py``, no I/O) sizes the endpoint again with the planner
+What an endpoint did over the last days is read from the store (``observe``, in
+``control/observed.py``): requests, errors and slow requests from the minute usage rollups,
+the busiest minute as the peak, the p95 from the raw usage events (kept for the loader's
+retention, 30 days by default). From that and the intent, ``propose``
+(``control/proposals.py``, no I/O) sizes the endpoint again with the planner
 (``planning.planner.plan``) at the *measured* peak and says, each with its reason, effect
 (monthly cost delta, predicted p95) and diff on the intent:
 
