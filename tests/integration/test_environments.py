@@ -202,6 +202,26 @@ def test_an_unknown_environment_is_refused_at_apply_and_diff(admin: Client) -> N
     assert _refused(lambda: admin.get_endpoint("lost")).status == 404  # nothing stored
 
 
+def test_hardware_the_environment_does_not_offer_is_refused_at_apply(admin: Client) -> None:
+    """Unknown to the catalog, or known but not offered here: a 400 naming the field and its
+    line, nothing stored; what the environment offers applies."""
+    for hardware in ("quantum-9000", "h100"):
+        extra = f"resources:\n  hardware: {hardware}\n"
+        for dry_run in (True, False):
+            error = _refused(
+                lambda d=dry_run, e=extra: admin.apply(_intent("hw", "sandbox", e), dry_run=d)
+            )
+            assert error.status == 400
+            assert error.details["param"] == "resources.hardware"
+            assert error.details["line"] == 6  # endpoint, task, model, environment, resources
+            assert f"hardware '{hardware}' is not offered by environment 'sandbox'" in (
+                error.message
+            )
+        assert _refused(lambda: admin.get_endpoint("hw")).status == 404
+    extra = "resources:\n  hardware: cpu\n"
+    assert admin.apply(_intent("hw", "sandbox", extra), dry_run=True)["action"] == "created"
+
+
 def test_data_the_environment_does_not_accept_is_refused(admin: Client) -> None:
     confidential = "data: {sensitivity: confidential}\n"
     error = _refused(lambda: admin.apply(_intent("leaky", "sandbox", confidential)))

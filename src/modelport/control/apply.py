@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session
 from modelport.control import endpoints as endpoint_service
 from modelport.control import identity, registry
 from modelport.control import rollouts as rollout_service
-from modelport.control.environments import environment_of, isolation_of, require_environment
+from modelport.control.environments import (
+    environment_of,
+    isolation_of,
+    require_environment,
+    require_hardware,
+)
 from modelport.control.policies import Policies, intent_context
 from modelport.control.schemas import Change
 from modelport.core.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
@@ -118,6 +123,7 @@ def apply_intent(
     _check_project(session, intent.project)
     version = _resolve(session, intent)
     environment = require_environment(session, intent)
+    require_hardware(intent, environment)
     config = _config(intent, version)
     document = intent.to_dict()
     row = session.scalar(select(EndpointRow).where(EndpointRow.name == intent.endpoint))

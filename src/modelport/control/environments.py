@@ -42,6 +42,7 @@ __all__ = [
     "public",
     "replace_environment",
     "require_environment",
+    "require_hardware",
     "users_of",
 ]
 
@@ -116,6 +117,20 @@ def require_environment(session: Session, intent: Intent) -> EnvironmentRow:
             param="environment",
         )
     return row
+
+
+def require_hardware(intent: Intent, environment: EnvironmentRow) -> None:
+    """A 400 naming ``resources.hardware`` when the intent asks for a hardware type its
+    environment does not offer (``auto`` leaves the choice to the planner)."""
+    wanted = intent.resources.hardware
+    if wanted != AUTO and wanted not in environment.hardware:
+        raise InvalidRequest(
+            f"hardware '{wanted}' is not offered by environment '{environment.name}' (it "
+            f"offers {', '.join(environment.hardware) or 'none'}; `modelport hardware` lists "
+            "the catalog, `modelport plan` chooses with hardware: auto)",
+            field="resources.hardware",
+            param="resources.hardware",
+        )
 
 
 def environment_of(session: Session, intent: dict[str, Any] | None) -> EnvironmentRow | None:

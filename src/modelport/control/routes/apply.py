@@ -33,8 +33,9 @@ async def apply(
     try:
         result = await controller.apply(intent, dry_run=body.dry_run, actor=actor)
     except InvalidRequest as exc:
-        if exc.details.get("param") == "environment":  # where in the file to fix it
-            line = field_line(body.intent, "environment")
+        param = exc.details.get("param")
+        if param in ("environment", "resources.hardware"):  # where in the file to fix it
+            line = field_line(body.intent, str(param))
             if line is not None:
                 exc.message = f"{body.filename} line {line}: {exc.message}"
                 exc.details["line"] = line
