@@ -1,5 +1,6 @@
-"""Hostile input to every governance route on a real server: wrong types, deep nesting, huge
-bodies and concurrent writes are each a clear 4xx (or one winner), and nothing is half-written.
+"""Hostile input to every governance and planning write route on a real server: wrong types,
+deep nesting, huge bodies and concurrent writes are each a clear 4xx (or one winner), and
+nothing is half-written.
 
 Each write route is listed once with a valid body and the list it shows up in, so a route
 added to the table is checked against every kind of bad input below.
@@ -28,6 +29,8 @@ rules:
     require: {intent.endpoint: {exists: true}}
     message: Name the endpoint.
 """
+
+INTENT = "endpoint: hostile-ep\ntask: tabular\nmodel: m:1\n"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,27 @@ WRITES = [
         "/api/v1/budgets",
     ),
     Write("PUT", "/api/v1/policies/hostile-probe", {"text": POLICY}, "/api/v1/policies"),
+    # planning (issue 11): environments are stored; a plan and a comparison store nothing
+    # (and start nothing) when their body is refused
+    Write(
+        "POST",
+        "/api/v1/environments",
+        {"name": "hostile-env", "kind": "isolated", "hardware": ["cpu"], "memory_mb": 512},
+        "/api/v1/environments",
+    ),
+    Write(
+        "PUT",
+        "/api/v1/environments/sandbox",
+        {"kind": "shared", "hardware": ["cpu"], "sensitivities": ["public"]},
+        "/api/v1/environments",
+    ),
+    Write("POST", "/api/v1/plan", {"intent": INTENT, "filename": "m.yaml"}, "/api/v1/endpoints"),
+    Write(
+        "POST",
+        "/api/v1/compare",
+        {"intent": INTENT, "candidates": ["m:1"], "eval": {"format": "csv", "text": "a\n1\n"}},
+        "/api/v1/endpoints",
+    ),
 ]
 IDS = [f"{w.method} {w.path}" for w in WRITES]
 
@@ -146,6 +170,7 @@ def test_a_huge_body_is_refused_before_it_is_parsed(http: httpx.Client, write: W
         ("/api/v1/teams", {"name": "race-team"}, "/api/v1/teams"),
         ("/api/v1/projects", {"name": "race-p", "team": "default"}, "/api/v1/projects"),
         ("/api/v1/users", {"name": "race-user"}, "/api/v1/users"),
+        ("/api/v1/environments", {"name": "race-env", "kind": "dedicated"}, "/api/v1/environments"),
     ],
 )
 def test_concurrent_creates_of_one_name_make_exactly_one(
