@@ -263,6 +263,36 @@ def _check_fields(
         raise InvalidRequest("memory_mb must be at least 64", field="memory_mb", param="memory_mb")
 
 
+def _checked(
+    kind: str,
+    backend: str,
+    hardware: Sequence[str],
+    sensitivities: Sequence[str] | None,
+    memory_mb: int | None,
+    cpus: int | None,
+    known_hardware: Collection[str],
+) -> dict[str, Any]:
+    """An environment's columns once every field is checked; sensitivities default by kind."""
+    chosen = list(sensitivities) if sensitivities is not None else _default_sensitivities(kind)
+    _check_fields(
+        kind=kind,
+        backend=backend,
+        hardware=list(hardware),
+        sensitivities=chosen,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        known_hardware=known_hardware,
+    )
+    return {
+        "kind": kind,
+        "backend": backend,
+        "hardware": list(hardware),
+        "sensitivities": chosen,
+        "memory_mb": memory_mb,
+        "cpus": cpus,
+    }
+
+
 def create_environment(
     session: Session,
     *,
@@ -285,29 +315,10 @@ def create_environment(
             field="name",
             param="name",
         )
-    chosen = list(sensitivities) if sensitivities is not None else _default_sensitivities(kind)
-    _check_fields(
-        kind=kind,
-        backend=backend,
-        hardware=list(hardware),
-        sensitivities=chosen,
-        memory_mb=memory_mb,
-        cpus=cpus,
-        known_hardware=known_hardware,
-    )
+    values = _checked(kind, backend, hardware, sensitivities, memory_mb, cpus, known_hardware)
     if session.scalar(select(EnvironmentRow.id).where(EnvironmentRow.name == name)) is not None:
         raise Conflict(f"environment '{name}' already exists", field="name")
-    row = EnvironmentRow(
-        name=name,
-        kind=kind,
-        backend=backend,
-        hardware=list(hardware),
-        sensitivities=chosen,
-        memory_mb=memory_mb,
-        cpus=cpus,
-        created_by=actor[:128],
-        created_at=utcnow(),
-    )
+    row = EnvironmentRow(name=name, **values, created_by=actor[:128], created_at=utcnow())
     session.add(row)
     session.flush()
     return public(row)
@@ -328,20 +339,11 @@ def replace_environment(
     """Replace what an environment offers; (before, after). Running replicas keep what they
     started with; the next apply or restart of an endpoint in it uses the new values."""
     row = get_environment(session, name)
-    chosen = list(sensitivities) if sensitivities is not None else _default_sensitivities(kind)
-    _check_fields(
-        kind=kind,
-        backend=backend,
-        hardware=list(hardware),
-        sensitivities=chosen,
-        memory_mb=memory_mb,
-        cpus=cpus,
-        known_hardware=known_hardware,
-    )
+    values = _checked(kind, backend, hardware, sensitivities, memory_mb, cpus, known_hardware)
     users = users_of(session, name)
     before = public(row, users)
-    row.kind, row.backend, row.hardware = kind, backend, list(hardware)
-    row.sensitivities, row.memory_mb, row.cpus = chosen, memory_mb, cpus
+    for field, value in values.items():
+        setattr(row, field, value)
     session.flush()
     return before, public(row, users)
 
