@@ -16,22 +16,19 @@ from typing import Any
 import uvicorn
 
 from modelport.backends import LocalBackend
-from modelport.control import ControlPlane, RolloutController, create_control_app, registry
-from modelport.control import endpoints as endpoint_service
+from modelport.control import ControlPlane, RolloutController, create_control_app
 from modelport.control import prices as price_catalog
 from modelport.control.alerts import DbEpisodeStore, seal_webhook_secrets
 from modelport.control.app import ControlApp
 from modelport.control.autoscaler import Autoscaler
 from modelport.control.budgets import BudgetService
 from modelport.control.drift import DriftService
-from modelport.control.plane import Deployment
-from modelport.control.schemas import VersionCreate, VersionPublic
 from modelport.control.slo import SloBook
 from modelport.control.uptime import ReplicaUptime
 from modelport.control.usage_process import UsageLoaderProcess
 from modelport.core.asgi import Receive, Scope, Send, send_json
 from modelport.core.settings import Settings
-from modelport.demo import DEMOS, DemoArtifact, DemoModel
+from modelport.demo_deploy import register_demos
 from modelport.gateway import GatewayApp, UpstreamPool
 from modelport.governance import SecretStore, load_or_create_admin_token
 from modelport.governance.admission import Admission, Guard
@@ -305,7 +302,9 @@ class ModelportServer:
         # One count of failed credentials per address, whichever plane they were sent to.
         self._control.guard.throttle = self.auth_failures
         if self.demo:
-            for name, deployment in await asyncio.to_thread(self._register_demo):
+            for name, deployment in await asyncio.to_thread(
+                register_demos, self.plane, self.settings
+            ):
                 await self.plane.serve(name, deployment)
         # Every endpoint the server starts with is now in the routing snapshot: readiness
         # (/v2/health/ready) waits for each of them to have a ready replica.
@@ -381,74 +380,6 @@ class ModelportServer:
         if self.plane is not None and self.plane.budgets is not None:
             await self.plane.budgets.close()
         await asyncio.to_thread(tracing.shutdown_tracing)  # the spans still batched
-
-    def _register_demo(self) -> list[tuple[str, Deployment]]:
-        """Build or find each demo's artifact; register and deploy each once per home."""
-        assert self.plane is not None
-        plane = self.plane
-        out = self.settings.home / "demo"
-        out.mkdir(parents=True, exist_ok=True)
-        created = []
-        wanted = {n.strip() for n in self.settings.demo_models.split(",") if n.strip()}
-        for demo in DEMOS:
-            if wanted and demo.name not in wanted:
-                continue
-            marker = out / f".deployed-{demo.name}"
-            if marker.exists():
-                continue
-            artifact = demo.locate(out)
-            if artifact is None:
-                continue
-            with plane.db.session() as session:
-                if demo.name in {m.name for m in registry.list_models(session)}:
-                    log.info("demo %s: a model of that name exists; left alone", demo.name)
-                    marker.write_text("a model of this name existed; not deployed\n")
-                    continue
-            with plane.db.session() as session:
-                registry.create_model(
-                    session,
-                    name=demo.name,
-                    task=demo.task,
-                    description=demo.description,
-                    owner="demo",
-                )
-            version = self._register_demo_version(demo, artifact)
-            for locate in demo.candidates:  # versions 2, 3, ...: registered, not routed
-                candidate = locate(out)
-                if candidate is not None:
-                    self._register_demo_version(demo, candidate)
-            with plane.db.session() as session:
-                registry.set_alias(
-                    session, model=demo.name, alias="champion", version=version.version
-                )
-                row = endpoint_service.create_endpoint(
-                    session, name=demo.name, model=f"{demo.name}@champion", replicas=1
-                )
-                created.append((row.name, plane.prepare(row, row.revisions[0])))
-            marker.write_text("registered and deployed; delete this file to do it again\n")
-        return created
-
-    def _register_demo_version(self, demo: DemoModel, artifact: DemoArtifact) -> VersionPublic:
-        assert self.plane is not None
-        plane = self.plane
-        # The demo's own files, wherever their package is installed: not a path a user
-        # gave, so not held to MODELPORT_ARTIFACT_ROOTS.
-        stored = plane.artifacts.ingest(artifact.path, trusted=True)
-        reference = (
-            plane.artifacts.ingest(artifact.reference, trusted=True) if artifact.reference else None
-        )
-        return plane.register_version(
-            demo.name,
-            VersionCreate(
-                runtime=demo.runtime,
-                artifact_digest=stored.digest,
-                metrics=artifact.metrics,
-                runtime_options=demo.options,
-                reference_digest=reference.digest if reference else None,
-                tags={"source": "modelport demo"},
-            ),
-            created_by="demo",
-        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
