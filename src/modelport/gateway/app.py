@@ -131,18 +131,7 @@ class GatewayApp:
         """Per (endpoint, revision label): requests in flight at its routed replicas (those
         waiting in the gateway for a connection or for a replica to wake included), and the
         calls sent to those replicas so far. Read on the event loop, by the autoscaler."""
-        in_flight = self.balancer.in_flight_counts
-        sent = self.balancer.sent_counts
-        waiting = self.waker.waiting
-        loads = {}
-        for traffic in self.snapshot.routes.values():
-            for route in traffic.revisions.values():
-                key = (route.endpoint, route.label)
-                loads[key] = (
-                    sum(in_flight.get(r, 0) for r in route.replicas) + waiting.get(key, 0),
-                    sum(sent.get(r, 0) for r in route.replicas),
-                )
-        return loads
+        return self.waker.load(self.snapshot, self.balancer)
 
     def publish_routes(self, snapshot: RoutingSnapshot) -> None:
         """Swap in a new routing snapshot (one attribute store: atomic for readers)."""

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from modelport.core.routing import Route, RoutingSnapshot
+from modelport.gateway.balancing import LeastOutstanding
 
 __all__ = ["Waker"]
 
@@ -32,6 +33,22 @@ class Waker:
         # when the revision is being woken. Set by the server to the autoscaler's wake.
         self.on_wake: Callable[[str, str], bool] | None = None
         self.waiting: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def load(
+        self, snapshot: RoutingSnapshot, balancer: LeastOutstanding
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (endpoint, revision label) of ``snapshot``: requests in flight at its replicas
+        plus those waiting here for one, and the calls sent to its replicas so far."""
+        in_flight, sent, waiting = balancer.in_flight_counts, balancer.sent_counts, self.waiting
+        loads = {}
+        for traffic in snapshot.routes.values():
+            for route in traffic.revisions.values():
+                key = (route.endpoint, route.label)
+                loads[key] = (
+                    sum(in_flight.get(r, 0) for r in route.replicas) + waiting.get(key, 0),
+                    sum(sent.get(r, 0) for r in route.replicas),
+                )
+        return loads
 
     async def ready(self, route: Route) -> Route:
         """``route`` as the snapshot has it once it has a ready replica; ``route`` itself
